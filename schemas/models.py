@@ -1,0 +1,259 @@
+"""The contracts of DESIGN section 4 as pydantic v2 models.
+
+Every record on a tokentrail topic is one of these, serialized as JSON with orjson
+(`schemas.wire`). Timestamps are UTC, RFC 3339 with milliseconds (`2026-11-28T11:47:49.123Z`);
+naive timestamps are rejected because their zone would be a guess.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+
+SCHEMA_VERSION = 1
+
+SYSTEM_TENANT = "_system"
+"""Sentinel tenant that owns system events and calls nobody could be attributed to (invariant 1)."""
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, the one timestamp format on the wire."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _utc_millis(moment: datetime) -> datetime:
+    """Reject naive datetimes; normalize to UTC at the wire's millisecond precision."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamp must carry a time zone (use UTC, e.g. ...Z)")
+    moment = moment.astimezone(timezone.utc)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+UtcTimestamp = Annotated[
+    datetime,
+    AfterValidator(_utc_millis),
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""A timezone-aware datetime, normalized to UTC with millisecond precision, so it round-trips."""
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
+ActorType = Literal["human", "agent", "system"]
+Provider = Literal["openai", "anthropic"]
+Severity = Literal["INFO", "WARN", "ERROR"]
+EventSource = Literal["gateway", "flows", "control", "system"]
+EventType = Literal[
+    "llm_call",
+    "llm_call_failed",
+    "protection_decision",
+    "unauthorized_access_attempt",
+    "freeze_changed",
+    "budget_evaluated",
+    "pattern_detected",
+    "alert_fired",
+    "alert_resolved",
+    "replay_executed",
+]
+
+
+class Contract(BaseModel):
+    """Base of every wire record: unknown fields are rejected so typos surface at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Actor(Contract):
+    type: ActorType
+    id: NonEmpty
+
+
+class ChainLink(Contract):
+    """One hop of a delegation chain; chains are ordered root first, caller last (invariant 2)."""
+
+    key_id: NonEmpty
+    actor: Actor
+
+
+class EventContext(Contract):
+    request_id: str | None = None
+    trace_id: str | None = None
+
+
+class UnifiedEvent(Contract):
+    """Every event of the product, in one frozen shape; rows of the ClickHouse `events` table."""
+
+    event_id: NonEmpty
+    """UUIDv7, so ids sort by creation time."""
+    event_type: EventType
+    event_source: EventSource
+    tenant_id: NonEmpty
+    timestamp: UtcTimestamp
+    severity: Severity
+    actor: Actor
+    context: EventContext
+    payload: dict[str, Any]
+
+
+class RawCall(Contract):
+    """One LLM call as the gateway saw it, signed; the only input of the enrich flow.
+
+    `usage` is the provider's own usage block, untouched: Anthropic's `input_tokens` exclude
+    cache reads and writes, OpenAI's `prompt_tokens` include cached tokens, and genai-prices
+    maps each with `extract_usage(..., provider_id=provider, api_flavor=api_flavor)`.
+    """
+
+    kind: Literal["call"] = "call"
+    schema_version: int = SCHEMA_VERSION
+    call_id: NonEmpty
+    """UUIDv7 minted by the gateway; the idempotency key all the way to ClickHouse."""
+    gateway_id: NonEmpty
+    received_at: UtcTimestamp
+    first_byte_at: UtcTimestamp | None = None
+    completed_at: UtcTimestamp
+    tenant_id: NonEmpty
+    key_id: NonEmpty
+    chain: list[ChainLink] = Field(min_length=1)
+    """Delegation chain from the identity registry at request time, root first, caller last."""
+    request_id: NonEmpty
+    trace_id: str | None = None
+    end_user: str | None = None
+    """OpenAI `user` field, recorded as end-user context (never used for attribution)."""
+    session_id: str | None = None
+    """`x-tokentrail-session` header, if the client sent one."""
+    provider: Provider
+    api_flavor: str
+    """genai-prices api flavor: `chat`, `responses`, `embeddings`, ... for OpenAI, `default` for Anthropic."""
+    endpoint: NonEmpty
+    requested_model: str | None = None
+    served_model: str | None = None
+    stream: bool = False
+    status: int = Field(ge=100, le=599)
+    """HTTP status the client received (502/504 when the upstream failed or timed out)."""
+    error_type: str | None = None
+    error_code: str | None = None
+    client_disconnected: bool = False
+    usage: dict[str, Any] | None = None
+    latency_ms: float = Field(ge=0)
+    ttft_ms: float | None = Field(default=None, ge=0)
+    request_body: str | None = None
+    """Redacted request body; present only when capture is on for the tenant (invariant 8)."""
+    response_body: str | None = None
+    signature: str = ""
+    """Hex HMAC-SHA256, see `schemas.signing`."""
+
+
+class GatewayEvent(Contract):
+    """A UnifiedEvent the gateway decided (protection decision, unauthorized attempt), signed
+    and sent on the raw topic so the flows pass it through with the same verification."""
+
+    kind: Literal["event"] = "event"
+    schema_version: int = SCHEMA_VERSION
+    event: UnifiedEvent
+    signature: str = ""
+
+
+RawRecord = Annotated[Union[RawCall, GatewayEvent], Field(discriminator="kind")]
+"""What `tokentrail.calls.raw` carries."""
+
+
+class Identity(Contract):
+    """A tokentrail key's owner, on the compacted `tokentrail.identities` topic keyed by key id.
+
+    Only the SHA-256 of the secret is stored. A revoked key keeps its record (with
+    `revoked_at`) so history stays attributable; a tombstone means deleted.
+    """
+
+    key_id: NonEmpty
+    key_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    tenant_id: NonEmpty
+    actor: Actor
+    parent_key_id: str | None = None
+    """The key this one acts on behalf of; chains are resolved through it."""
+    created_at: UtcTimestamp
+    revoked_at: UtcTimestamp | None = None
+
+
+class Freeze(Contract):
+    """Kill switch for a tenant or a key; `frozen=False` lifts it."""
+
+    kind: Literal["freeze"] = "freeze"
+    scope: Annotated[str, Field(pattern=r"^(tenant|key):.+$")]
+    frozen: bool
+    reason: str | None = None
+    changed_at: UtcTimestamp
+    changed_by: str | None = None
+
+
+class Budget(Contract):
+    kind: Literal["budget"] = "budget"
+    scope: Annotated[str, Field(pattern=r"^(tenant|key):.+$")]
+    period: Literal["day", "month"]
+    amount_usd: Annotated[Decimal, Field(gt=0)]
+    changed_at: UtcTimestamp
+
+
+class Slo(Contract):
+    """Availability objective of a tenant: share of calls that must not fail with a 5xx."""
+
+    kind: Literal["slo"] = "slo"
+    scope: Annotated[str, Field(pattern=r"^tenant:.+$")]
+    target: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    changed_at: UtcTimestamp
+
+
+class Limits(Contract):
+    """Per-identity rate limits enforced by each gateway replica (None means unlimited)."""
+
+    kind: Literal["limits"] = "limits"
+    scope: Annotated[str, Field(pattern=r"^(tenant|key):.+$")]
+    requests_per_minute: Annotated[int, Field(gt=0)] | None = None
+    tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
+    changed_at: UtcTimestamp
+
+
+class Capture(Contract):
+    """Opt-in prompt/response capture for a tenant (off unless a record turns it on)."""
+
+    kind: Literal["capture"] = "capture"
+    scope: Annotated[str, Field(pattern=r"^tenant:.+$")]
+    enabled: bool
+    changed_at: UtcTimestamp
+
+
+ControlRecord = Annotated[
+    Union[Freeze, Budget, Slo, Limits, Capture], Field(discriminator="kind")
+]
+"""What `tokentrail.controls` carries; the Kafka key is `control_key(record)`."""
+
+
+def control_key(record: Freeze | Budget | Slo | Limits | Capture) -> str:
+    """Compaction key: one live record per kind and scope."""
+    return f"{record.kind}:{record.scope}"
+
+
+class Alert(Contract):
+    """An alert state change on `tokentrail.alerts`, keyed by its stable fingerprint."""
+
+    fingerprint: NonEmpty
+    status: Literal["firing", "resolved"]
+    rule: NonEmpty
+    severity: Literal["page", "ticket", "info"]
+    tenant_id: NonEmpty
+    summary: NonEmpty
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float | None = None
+    threshold: float | None = None
+    starts_at: UtcTimestamp
+    ends_at: UtcTimestamp | None = None
+    evidence_url: str | None = None

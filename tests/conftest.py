@@ -1,0 +1,4 @@
+"""Fixtures live in tests/fixtures/<area>.py, one module per real component."""
+
+pytest_plugins: list[str] = [
+]

@@ -1,0 +1,1 @@
+"""tokentrail: every token has an owner."""

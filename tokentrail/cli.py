@@ -1,0 +1,46 @@
+"""`tokentrail` command line: one sub-command per surface of DESIGN section 6.
+
+Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its parser(s) and
+sets `func(args) -> int`. Modules keep heavy imports inside `func`, so `tokentrail --help`
+stays fast. Errors the user can fix (ConfigError, CliError) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tokentrail.settings import ConfigError
+
+COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokentrail", description="Every token has an owner: LLM gateway and analytics pipeline."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, CliError) as exc:
+        print(f"tokentrail {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
