@@ -179,9 +179,16 @@ class Identity(Contract):
     tenant_id: NonEmpty
     actor: Actor
     parent_key_id: str | None = None
-    """The key this one acts on behalf of; chains are resolved through it."""
+    """The key this one acts on behalf of."""
+    ancestors: list[ChainLink] = Field(default_factory=list)
+    """The parent's chain, root first, resolved when the key is minted. A key's parent never
+    changes, so storing it here lets every consumer resolve a full chain from one record."""
     created_at: UtcTimestamp
     revoked_at: UtcTimestamp | None = None
+
+    def chain(self) -> list[ChainLink]:
+        """Root first, this key last (invariant 2)."""
+        return [*self.ancestors, ChainLink(key_id=self.key_id, actor=self.actor)]
 
 
 class Freeze(Contract):
