@@ -14,6 +14,7 @@ import sys
 from tokentrail.settings import ConfigError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "tokentrail.broker.cli",
 )
 
 

@@ -1,0 +1,103 @@
+"""Admin helpers any Kafka needs from us: wait until it answers, create and delete our topics.
+
+They work on any cluster (the local broker or a real one), so the CLI, the demo and the tests
+share them.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tokentrail.topics import TOPICS
+
+DEFAULT_PARTITIONS = 3
+"""Partitions per topic we create: more than one, so nothing silently relies on total order
+(records are keyed by tenant or id, and order only holds per key)."""
+
+
+def wait_ready(bootstrap: str, timeout: float = 30.0, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Poll until a broker answers a metadata request; False on timeout or once `alive()` is False.
+
+    A plain TCP connect comes first, so librdkafka does not log a refused connection per poll.
+    """
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        if any(_accepts(address) for address in bootstrap.split(",")):
+            try:
+                metadata = _admin(bootstrap).list_topics(timeout=min(2.0, timeout))
+                if metadata.brokers:
+                    return True
+            except KafkaException:
+                pass
+        time.sleep(0.1)
+    return False
+
+
+def ensure_topics(
+    bootstrap: str, prefix: str = "", partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0
+) -> list[str]:
+    """Create every topic of DESIGN section 4 (named `prefix + name`) that does not exist yet,
+    with its cleanup policy, and wait until each one has a leader. Returns the names created."""
+    admin = _admin(bootstrap)
+    wanted = [
+        NewTopic(f"{prefix}{spec.name}", num_partitions=partitions, replication_factor=1, config=spec.config())
+        for spec in TOPICS
+    ]
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    _wait_for_leaders(admin, [topic.topic for topic in wanted], timeout)
+    return created
+
+
+def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Delete topics, ignoring ones that are already gone."""
+    names = list(names)
+    if not names:
+        return
+    for future in _admin(bootstrap).delete_topics(names, operation_timeout=timeout).values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        missing = [
+            name for name in names
+            if name not in topics
+            or topics[name].error is not None
+            or any(p.leader < 0 for p in topics[name].partitions.values())
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics have no leader after {timeout:.0f}s: {', '.join(missing)}")
+        time.sleep(0.05)
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def _accepts(address: str) -> bool:
+    host, _, port = address.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=0.5):
+            return True
+    except (OSError, ValueError):
+        return False
