@@ -1,4 +1,5 @@
 """Fixtures live in tests/fixtures/<area>.py, one module per real component."""
 
 pytest_plugins: list[str] = [
+    "tests.fixtures.kafka",
 ]

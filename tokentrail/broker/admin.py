@@ -65,7 +65,8 @@ def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -
     names = list(names)
     if not names:
         return
-    for future in _admin(bootstrap).delete_topics(names, operation_timeout=timeout).values():
+    admin = _admin(bootstrap)  # held until the futures resolve: a collected client cancels them
+    for future in admin.delete_topics(names, operation_timeout=timeout).values():
         try:
             future.result()
         except KafkaException as exc:

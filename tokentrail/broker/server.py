@@ -116,7 +116,7 @@ def start_broker(
     data = Path(data_dir).resolve() if data_dir else directory / "data"
     logs = directory / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    controller_port = _free_port()
+    controller_port = free_port()
     config = directory / "server.properties"
     config.write_text(_server_properties(port, controller_port, data))
     java_command = [
@@ -277,7 +277,8 @@ def _require_free(port: int) -> None:
             raise BrokerError(f"port {port} on {HOST} is already in use; pick another with --port") from None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
