@@ -191,6 +191,19 @@ def test_a_damaged_data_directory_says_reset_and_reset_fixes_it(cli_home):
     assert fixed.returncode == 0, fixed.stderr
 
 
+@pytest.mark.kafka
+def test_reset_never_wipes_a_directory_that_is_not_kafkas(cli_home, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+
+    result = tokentrail(cli_home, "kafka", "up", "--port", str(free_port()), "--data", str(precious), "--reset")
+
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "no Kafka meta.properties" in result.stderr and "empty or new directory" in result.stderr
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
 # --- missing or old tools: one line, before anything starts -----------------------------------
 
 

@@ -185,8 +185,12 @@ def stop_broker(home: Path, timeout: float = STOP_TIMEOUT) -> BrokerHandle | Non
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id in Kafka's own format (`kafka-storage random-uuid`): url-safe base64."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id in Kafka's own format (`kafka-storage random-uuid`): url-safe base64,
+    never starting with "-" (the formatter would read it as an option), as Kafka's own ids."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _server_properties(port: int, controller_port: int, data: Path) -> str:
@@ -222,14 +226,22 @@ def _server_properties(port: int, controller_port: int, data: Path) -> str:
 def _prepare_data_dir(directory: Path, data: Path, config: Path, java_command: list[str], reset: bool) -> None:
     """Check an existing data directory belongs to this home's cluster, or format a new one."""
     cluster_file = directory / "cluster.id"
+    meta = data / "meta.properties"
+    # Only a Kafka directory, or the home's own, is ever wiped: `--data ~ --reset` must not be.
+    ours = data == directory / "data" or meta.exists()
+    holds_files = data.exists() and any(data.iterdir())
+    if holds_files and not ours:
+        raise BrokerError(
+            f"data directory {data} holds files but no Kafka meta.properties; "
+            "give --data an empty or new directory"
+        )
     if reset:
         shutil.rmtree(data, ignore_errors=True)
         cluster_file.unlink(missing_ok=True)
-    meta = data / "meta.properties"
-    if meta.exists():
+    elif meta.exists():
         _check_meta(meta, cluster_file)
         return
-    if data.exists() and any(data.iterdir()):
+    elif holds_files:
         raise BrokerError(f"data directory {data} holds files but no Kafka meta.properties; {RESET_HINT}")
     cluster_id = new_cluster_id()
     result = subprocess.run(
