@@ -2,4 +2,5 @@
 
 pytest_plugins: list[str] = [
     "tests.fixtures.kafka",
+    "tests.fixtures.flows",
 ]

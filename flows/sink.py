@@ -1,0 +1,143 @@
+"""Batched, idempotent writes of rows to storage (invariant 5), independent of Bytewax.
+
+Storage sits behind the two methods of `RowStore` (the storage engineer's `Store` has them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = {"llm_calls": "call_id", "events": "event_id"}
+"""Each table the flows write, and the column that identifies a row."""
+
+
+class RowStore(Protocol):
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None: ...
+
+    def existing_ids(self, table: str, column: str, ids: list[str]) -> set[str]: ...
+
+
+def dedup_token(table: str, ids: list[str]) -> str:
+    """Same rows in the same order, same token: storage drops a repeated INSERT."""
+    digest = hashlib.sha256(table.encode())
+    for row_id in ids:
+        digest.update(b"\0" + row_id.encode())
+    return digest.hexdigest()
+
+
+class BatchingSink:
+    """Buffers rows per table and flushes them when `max_rows` are waiting or the oldest has
+    waited `max_age` seconds.
+
+    Order of a flush, per table: (1) dedup — drop rows whose ids storage already holds
+    (`existing_ids`; a replay after a crash re-sends rows that were written); (2) write the
+    rest in one INSERT with a dedup token derived from their ids (a retried INSERT that had
+    in fact landed is dropped by storage); (3) only then does `flush` return, and only after
+    that does the caller acknowledge: the Bytewax snapshot that advances the Kafka offsets is
+    taken after the flush. A failed step retries the same batch with backoff, for as long as
+    it takes, logging each failure; rows are never dropped.
+    """
+
+    def __init__(
+        self,
+        store: RowStore,
+        max_rows: int = 5000,
+        max_age: float = 0.5,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        retry_initial: float = 0.1,
+        retry_max: float = 5.0,
+        on_flush: Callable[[str, int, float], None] | None = None,
+        on_failure: Callable[[str, Exception], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._max_rows = max_rows
+        self._max_age = max_age
+        self._clock = clock
+        self._sleep = sleep
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._on_flush = on_flush
+        self._on_failure = on_failure
+        self._buffers: dict[str, list[dict[str, Any]]] = {table: [] for table in ID_COLUMNS}
+        self._pending = 0
+        self._oldest: float | None = None
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def add(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        self._buffers[table].extend(rows)
+        self._pending += len(rows)
+        if self._oldest is None:
+            self._oldest = self._clock()
+
+    def due(self) -> bool:
+        if not self._pending:
+            return False
+        return self._pending >= self._max_rows or self._clock() - self._oldest >= self._max_age
+
+    def maybe_flush(self) -> bool:
+        if self.due():
+            self.flush()
+            return True
+        return False
+
+    def flush(self) -> None:
+        """Write everything buffered; returns only when it is durable (see the class docstring)."""
+        for table, rows in self._buffers.items():
+            if rows:
+                self._write_with_retry(table, rows)
+                self._buffers[table] = []
+        self._pending = 0
+        self._oldest = None
+
+    def _write_with_retry(self, table: str, rows: list[dict[str, Any]]) -> None:
+        delay = self._retry_initial
+        attempt = 1
+        while True:
+            started = self._clock()
+            try:
+                written = self._write(table, rows)
+            except Exception as exc:  # noqa: BLE001 - any storage failure: retry, never drop
+                log.warning("flush of %d %s rows failed (attempt %d), retrying in %.1fs: %s",
+                            len(rows), table, attempt, delay, exc)
+                if self._on_failure:
+                    self._on_failure(table, exc)
+                self._sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                attempt += 1
+                continue
+            if self._on_flush:
+                self._on_flush(table, written, self._clock() - started)
+            return
+
+    def _write(self, table: str, rows: list[dict[str, Any]]) -> int:
+        column = ID_COLUMNS[table]
+        ids = [row[column] for row in rows]
+        present = self._store.existing_ids(table, column, ids)
+        if present:
+            fresh, seen = [], set(present)
+            for row in rows:
+                row_id = row[column]
+                if row_id not in seen:  # also drops a repeat inside this batch
+                    seen.add(row_id)
+                    fresh.append(row)
+            rows = fresh
+            ids = [row[column] for row in rows]
+        elif len(set(ids)) != len(ids):
+            unique = {row[column]: row for row in rows}
+            rows, ids = list(unique.values()), list(unique)
+        if rows:
+            self._store.insert_rows(table, rows, dedup_token=dedup_token(table, ids))
+        return len(rows)

@@ -1,0 +1,79 @@
+"""Identity state and attribution: the caller owns the call, the root is kept, nothing is dropped."""
+
+import pytest
+
+from flows.identity import IdentityEntry, IdentityRecordError, IdentityTable, attribute, decode_identity
+from schemas import wire
+from tests.fixtures.flows import ALICE, BILLING, PLANNER, SEARCHER, identity_bytes, make_call
+
+
+def table_of(*identities) -> IdentityTable:
+    table = IdentityTable()
+    for identity in identities:
+        table.apply(*decode_identity(identity.key_id.encode(), identity_bytes(identity)))
+    return table
+
+
+def test_three_deep_chain_attributes_to_the_caller_with_the_human_as_root():
+    table = table_of(ALICE, PLANNER, SEARCHER)
+    who = attribute(wire.to_dict(make_call(SEARCHER)), table.get("k_searcher"))
+    assert who.identity_known
+    assert who.tenant_id == "acme"
+    assert who.caller == ("k_searcher", "agent", "searcher")
+    assert who.root == ("k_alice", "human", "alice")
+    assert [link[0] for link in who.chain] == ["k_alice", "k_planner", "k_searcher"]
+
+
+def test_unknown_key_is_kept_and_attributed_from_the_signed_call():
+    call = wire.to_dict(make_call(PLANNER))
+    who = attribute(call, IdentityTable().get("k_planner"))
+    assert not who.identity_known
+    assert who.tenant_id == "acme" and who.key_id == "k_planner"
+    assert who.caller == ("k_planner", "agent", "planner")
+    assert who.root == ("k_alice", "human", "alice")
+
+
+def test_the_registry_wins_over_the_recorded_chain_when_it_knows_the_key():
+    call = wire.to_dict(make_call(BILLING))
+    call["chain"] = [{"key_id": "k_billing", "actor": {"type": "human", "id": "stale"}}]
+    who = attribute(call, table_of(BILLING).get("k_billing"))
+    assert who.caller == ("k_billing", "system", "billing-job") and who.tenant_id == "globex"
+
+
+def test_tombstone_deletes_and_revocation_is_kept():
+    table = table_of(ALICE)
+    revoked = ALICE.model_copy(update={"revoked_at": ALICE.created_at})
+    table.apply(*decode_identity(b"k_alice", wire.dumps(revoked)))
+    assert table.get("k_alice").revoked
+    table.apply(*decode_identity(b"k_alice", None))
+    assert table.get("k_alice") is None and len(table) == 0
+
+
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        (None, b"{}", "identity record without a key"),
+        (b"k_x", b"{oops", "invalid JSON: "),
+        (b"k_x", b"{}", "schema: key_id: Field required"),
+        (b"k_other", None, None),
+    ],
+)
+def test_bad_identity_records_say_why(key, value, reason):
+    if reason is None:
+        assert decode_identity(key, value) == ("k_other", None)
+        return
+    with pytest.raises(IdentityRecordError, match=reason.replace("(", r"\(")):
+        decode_identity(key, value)
+
+
+def test_identity_key_must_match_its_record():
+    with pytest.raises(IdentityRecordError, match="does not match"):
+        decode_identity(b"k_wrong", identity_bytes(ALICE))
+
+
+def test_entries_are_compact_and_picklable():
+    import pickle
+
+    entry = IdentityEntry.from_identity(SEARCHER)
+    assert pickle.loads(pickle.dumps(entry)) == entry
+    assert entry.chain[0] == ("k_alice", "human", "alice")
