@@ -15,6 +15,8 @@ from tokentrail.settings import ConfigError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.broker.cli",
+    "tokentrail.mock_upstream.cli",
+    "tokentrail.control.cli",
 )
 
 

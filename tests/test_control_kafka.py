@@ -1,0 +1,105 @@
+"""The control CLI against real Kafka: keys and freezes reach a follower within a second."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from tokentrail.cli import main
+from tokentrail.control.plane import ControlPlane
+from tokentrail.settings import CoreSettings
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def env(kafka_topics, monkeypatch, tmp_path):
+    monkeypatch.setenv("TOKENTRAIL_HOME", str(tmp_path))
+    for name, value in kafka_topics.env.items():
+        monkeypatch.setenv(name, value)
+    return kafka_topics
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def following_plane() -> ControlPlane:
+    plane = ControlPlane(CoreSettings())
+    plane.follower.start()
+    assert plane.follower.ready.wait(10)
+    return plane
+
+
+def wait_until(condition, timeout=1.0) -> float:
+    """Seconds until condition() holds; fails the test past `timeout`."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout, "not applied within the deadline"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def test_keys_create_list_revoke_reach_a_follower_within_a_second(env, capsys):
+    plane = following_plane()
+    try:
+        code, out, _ = run(capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human",
+                           "--actor-id", "alice", "--json")
+        assert code == 0
+        root = orjson.loads(out)
+        assert set(root) >= {"key", "key_id", "tenant_id", "actor", "chain"}
+        assert root["key"].startswith(f"tt_{root['key_id']}_")
+        assert root["actor"] == {"type": "human", "id": "alice"}
+        wait_until(lambda: not isinstance(plane.identities.authenticate(root["key"]), str))
+
+        code, out, _ = run(capsys, "keys", "create", "--tenant", "acme", "--actor-type", "agent",
+                           "--actor-id", "planner", "--parent", root["key_id"], "--json")
+        child = orjson.loads(out)
+        assert [link["key_id"] for link in child["chain"]] == [root["key_id"], child["key_id"]]
+
+        code, out, _ = run(capsys, "keys", "list", "--json")
+        listed = [orjson.loads(line) for line in out.splitlines()]
+        assert {item["key_id"] for item in listed} == {root["key_id"], child["key_id"]}
+        assert all("key_hash" not in item and "key" not in item for item in listed)
+
+        code, out, _ = run(capsys, "keys", "revoke", child["key_id"])
+        assert code == 0 and child["key_id"] in out
+        wait_until(lambda: plane.identities.authenticate(child["key"]) == "revoked")
+        _, out, _ = run(capsys, "keys", "list")
+        assert "revoked" in next(line for line in out.splitlines() if child["key_id"] in line)
+        assert root["key"] not in out and child["key"] not in out
+    finally:
+        plane.follower.stop()
+
+
+def test_freeze_and_limits_reach_a_follower_within_a_second(env, capsys):
+    plane = following_plane()
+    try:
+        assert run(capsys, "freeze", "--tenant", "acme", "--reason", "incident")[0] == 0
+        wait_until(lambda: plane.controls.freeze_of("acme", "k") is not None)
+        assert run(capsys, "freeze", "--tenant", "acme", "--off")[0] == 0
+        wait_until(lambda: plane.controls.freeze_of("acme", "k") is None)
+        assert run(capsys, "limits", "--tenant", "acme", "--rpm", "5")[0] == 0
+        wait_until(lambda: plane.controls.limits_of("acme", "k").requests_per_minute == 5)
+        assert run(capsys, "capture", "--tenant", "acme")[0] == 0
+        wait_until(lambda: plane.controls.capture_enabled("acme"))
+    finally:
+        plane.follower.stop()
+
+
+def test_cli_refuses_bad_input_with_one_line(env, capsys):
+    code, _, err = run(capsys, "keys", "create", "--tenant", "acme", "--actor-type", "agent",
+                       "--actor-id", "x", "--parent", "0000000000000000")
+    assert code == 2 and err.count("\n") == 1 and "parent key 0000000000000000 is not in the registry" in err
+    code, _, err = run(capsys, "keys", "revoke", "0000000000000000")
+    assert code == 2 and "not in the registry" in err
+    code, _, err = run(capsys, "freeze", "--key", "0000000000000000")
+    assert code == 2 and "not in the registry" in err
+    code, _, err = run(capsys, "limits", "--tenant", "acme")
+    assert code == 2 and "--rpm" in err
+    code, _, err = run(capsys, "keys", "create", "--tenant", " ", "--actor-type", "human", "--actor-id", "a")
+    assert code == 2 and "must not be empty" in err

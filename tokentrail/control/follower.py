@@ -1,0 +1,134 @@
+"""Follow compacted topics into in-memory state: from the beginning, then every new record.
+
+One consumer, no consumer group (every replica reads every partition itself, nothing is
+committed), `fetch.wait.max.ms` short so a new record is applied well within a second.
+`catch_up()` reads up to the end as of now (the CLI's `keys list`, the gateway's readiness);
+`start()` keeps following in a daemon thread. A record a handler cannot decode is logged and
+skipped: one bad record never stops the follower.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+log = logging.getLogger("tokentrail.control.follower")
+
+Handler = Callable[[bytes | None, bytes | None], None]
+"""Applies one record: (key, value); value None is a tombstone."""
+
+
+class FollowerError(Exception):
+    """The topics could not be read (Kafka did not answer in time)."""
+
+
+class TopicFollower:
+    def __init__(
+        self,
+        bootstrap: str,
+        handlers: dict[str, Handler],
+        on_bad_record: Callable[[str, Exception], None] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.handlers = handlers
+        self.ready = threading.Event()
+        """Set once everything that was on the topics when we started has been applied."""
+        self.records_applied = 0
+        self.bad_records = 0
+        self._on_bad_record = on_bad_record
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self._pending: set[tuple[str, int]] = set()
+
+    def catch_up(self, timeout: float = 10.0) -> None:
+        """Apply every record on the topics up to their end as of now; FollowerError on timeout."""
+        deadline = time.monotonic() + timeout
+        while not self.ready.is_set():
+            if time.monotonic() >= deadline:
+                raise FollowerError(
+                    f"Kafka at {self.bootstrap} did not deliver {', '.join(self.handlers)} within {timeout:.0f}s"
+                )
+            self._step(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tokentrail-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step(0.1)
+            except Exception:  # noqa: BLE001 - the follower must outlive any one failure
+                log.exception("identity/control follower step failed; retrying")
+                time.sleep(0.5)
+
+    def _step(self, timeout: float) -> None:
+        if self._consumer is None:
+            if not self._assign(timeout):
+                return
+        for message in self._consumer.consume(num_messages=1000, timeout=timeout):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._reached_end(message.topic(), message.partition())
+                elif error.fatal():
+                    raise KafkaException(error)
+                continue
+            handler = self.handlers[message.topic()]
+            try:
+                handler(message.key(), message.value())
+                self.records_applied += 1
+            except ValueError as exc:
+                self.bad_records += 1
+                if self._on_bad_record:
+                    self._on_bad_record(message.topic(), exc)
+                else:
+                    log.warning("skipped a bad record on %s: %s", message.topic(), exc)
+
+    def _assign(self, timeout: float) -> bool:
+        """Assign every partition of every topic from the beginning; False until Kafka answers."""
+        consumer = Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": f"tokentrail-follower-{uuid.uuid4().hex}",  # assign(): the group is never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+            "topic.metadata.refresh.interval.ms": 10_000,
+            "logger": logging.getLogger("tokentrail.control.librdkafka"),
+        })
+        partitions: list[TopicPartition] = []
+        try:
+            for topic in self.handlers:
+                metadata = consumer.list_topics(topic, timeout=max(timeout, 1.0)).topics[topic]
+                if metadata.error is not None:
+                    raise KafkaException(metadata.error)
+                partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        except KafkaException as exc:
+            consumer.close()
+            log.debug("topics %s not readable yet: %s", list(self.handlers), exc)
+            return False
+        consumer.assign(partitions)
+        self._pending = {(tp.topic, tp.partition) for tp in partitions}
+        self._consumer = consumer
+        if not self._pending:
+            self.ready.set()
+        return True
+
+    def _reached_end(self, topic: str, partition: int) -> None:
+        self._pending.discard((topic, partition))
+        if not self._pending:
+            self.ready.set()

@@ -1,0 +1,29 @@
+"""Write identity and control records to their compacted topics, waiting for the broker's ack."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaError, Producer
+
+log = logging.getLogger("tokentrail.control.publish")
+
+
+class PublishError(Exception):
+    """The record was not acknowledged by Kafka; the message says why."""
+
+
+def publish(bootstrap: str, topic: str, key: str, value: bytes | None, timeout: float = 10.0) -> None:
+    """Produce one record and wait for its acknowledgement (acks=all, idempotent)."""
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "message.timeout.ms": int(timeout * 1000),
+        "logger": log,
+    })
+    errors: list[KafkaError] = []
+    producer.produce(topic, value, key.encode(), on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    if producer.flush(timeout + 1.0) > 0:
+        raise PublishError(f"Kafka at {bootstrap} did not acknowledge the record on {topic} within {timeout:.0f}s")
+    if errors:
+        raise PublishError(f"Kafka refused the record on {topic}: {errors[0].str()}")

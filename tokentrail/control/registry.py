@@ -1,0 +1,148 @@
+"""In-memory views of the compacted topics, read on every request by the gateway.
+
+`IdentityRegistry` holds one entry per key id (from `tokentrail.identities`), with its chain
+already in wire form so the gateway never builds it per request. `ControlState` holds the
+live control records (from `tokentrail.controls`) by their compaction key. Both are updated
+by one follower thread and read by the event loop: every update replaces a whole dict entry,
+which is atomic in CPython, so readers need no lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from schemas.models import Capture, Freeze, Identity, Limits
+
+from tokentrail.control import keys
+
+AuthFailure = Literal["missing", "malformed", "unknown", "revoked", "mismatch"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """What the gateway needs of an Identity, precomputed once per record."""
+
+    key_id: str
+    key_hash: str
+    tenant_id: str
+    actor: dict[str, str]
+    chain: list[dict[str, Any]]
+    """Root first, this key last, as RawCall.chain wants it on the wire."""
+    revoked: bool
+    identity: Identity
+
+    @classmethod
+    def from_identity(cls, identity: Identity) -> KeyEntry:
+        return cls(
+            key_id=identity.key_id,
+            key_hash=identity.key_hash,
+            tenant_id=identity.tenant_id,
+            actor=identity.actor.model_dump(),
+            chain=[link.model_dump() for link in identity.chain()],
+            revoked=identity.revoked_at is not None,
+            identity=identity,
+        )
+
+
+class IdentityRegistry:
+    def __init__(self) -> None:
+        self._entries: dict[str, KeyEntry] = {}
+
+    def apply(self, key_id: str, identity: Identity | None) -> None:
+        """One record of the identities topic; None is a tombstone (key deleted)."""
+        if identity is None:
+            self._entries.pop(key_id, None)
+        else:
+            self._entries[key_id] = KeyEntry.from_identity(identity)
+
+    def get(self, key_id: str) -> KeyEntry | None:
+        return self._entries.get(key_id)
+
+    def authenticate(self, presented: str | None) -> KeyEntry | AuthFailure:
+        """The live entry a presented key belongs to, or why it is refused."""
+        if not presented:
+            return "missing"
+        key_id = keys.key_id_of(presented)
+        if key_id is None:
+            return "malformed"
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return "unknown"
+        if not keys.matches(presented, entry.key_hash):
+            return "mismatch"
+        if entry.revoked:
+            return "revoked"
+        return entry
+
+    def identities(self) -> list[Identity]:
+        return [entry.identity for entry in self._entries.values()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Per-minute limits of one identity; None means unlimited."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.requests_per_minute is None and self.tokens_per_minute is None
+
+
+UNLIMITED = RateLimits()
+
+
+class ControlState:
+    """Live freezes, limits and capture switches, by the control record's compaction key."""
+
+    def __init__(self, default_limits: RateLimits = UNLIMITED) -> None:
+        self.default_limits = default_limits
+        self._freezes: dict[str, Freeze] = {}
+        self._limits: dict[str, RateLimits] = {}
+        self._capture: dict[str, bool] = {}
+
+    def apply(self, key: str, record: Any | None) -> None:
+        """One record of the controls topic (key = `kind:scope`); None is a tombstone.
+
+        Kinds the gateway does not enforce (budgets, SLOs) are ignored here.
+        """
+        kind, _, scope = key.partition(":")
+        if kind == "freeze":
+            self._set(self._freezes, scope, record if isinstance(record, Freeze) and record.frozen else None)
+        elif kind == "limits":
+            limits = None
+            if isinstance(record, Limits):
+                limits = RateLimits(record.requests_per_minute, record.tokens_per_minute)
+            self._set(self._limits, scope, limits)
+        elif kind == "capture":
+            self._set(self._capture, scope, bool(isinstance(record, Capture) and record.enabled) or None)
+
+    def freeze_of(self, tenant_id: str, key_id: str) -> Freeze | None:
+        """The freeze that stops this key, the key's own first, else its tenant's."""
+        return self._freezes.get(f"key:{key_id}") or self._freezes.get(f"tenant:{tenant_id}")
+
+    def limits_of(self, tenant_id: str, key_id: str) -> RateLimits:
+        """Limits of one identity: its key's record, else its tenant's, else the gateway default.
+
+        A tenant-scope record sets the limit of each identity of the tenant (not a shared pool).
+        """
+        return (
+            self._limits.get(f"key:{key_id}")
+            or self._limits.get(f"tenant:{tenant_id}")
+            or self.default_limits
+        )
+
+    def capture_enabled(self, tenant_id: str) -> bool:
+        return f"tenant:{tenant_id}" in self._capture
+
+    @staticmethod
+    def _set(table: dict, scope: str, value: Any | None) -> None:
+        if value is None:
+            table.pop(scope, None)
+        else:
+            table[scope] = value
