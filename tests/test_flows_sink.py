@@ -3,32 +3,7 @@
 import pytest
 
 from flows.sink import BatchingSink, dedup_token
-
-
-class FakeStore:
-    """In-memory storage with the Store interface; fails the next `failures` calls."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.tables: dict[str, dict[str, dict]] = {"llm_calls": {}, "events": {}}
-        self.inserts: list[tuple[str, int, str]] = []
-        self.failures = failures
-        self.seen_tokens: set[str] = set()
-
-    def _maybe_fail(self):
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("clickhouse is down")
-
-    def existing_ids(self, table, column, ids):
-        self._maybe_fail()
-        return {i for i in ids if i in self.tables[table]}
-
-    def insert_rows(self, table, rows, dedup_token=None):
-        self._maybe_fail()
-        self.inserts.append((table, len(rows), dedup_token))
-        for row in rows:
-            key = row["call_id"] if table == "llm_calls" else row["event_id"]
-            self.tables[table][key] = row
+from tests.fixtures.flows import FakeStore
 
 
 class Clock:
