@@ -2,5 +2,6 @@
 
 pytest_plugins: list[str] = [
     "tests.fixtures.kafka",
+    "tests.fixtures.clickhouse",
     "tests.fixtures.flows",
 ]

@@ -1,0 +1,4 @@
+DROP VIEW IF EXISTS cost_by_tenant_1m_mv;
+DROP TABLE IF EXISTS cost_by_tenant_1m;
+DROP VIEW IF EXISTS cost_by_tenant_1h_mv;
+DROP TABLE IF EXISTS cost_by_tenant_1h;

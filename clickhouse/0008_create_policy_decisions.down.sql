@@ -1,0 +1,2 @@
+DROP VIEW IF EXISTS policy_decisions_1m_mv;
+DROP TABLE IF EXISTS policy_decisions_1m;
