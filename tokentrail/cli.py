@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.broker.cli",
     "tokentrail.mock_upstream.cli",
     "tokentrail.control.cli",
+    "flows.cli",
 )
 
 

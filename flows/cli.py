@@ -1,0 +1,166 @@
+"""`tokentrail flows`: run the enrich dataflow with migrations, the query server and /metrics."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FLOW_IMPORT = "flows.enrich:get_flow()"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "flows", help="run the enrich flow: verify raw calls, join identity, price, write events and rows",
+        description="Reads tokentrail.calls.raw and tokentrail.identities, writes tokentrail.events, "
+        "tokentrail.dlq and ClickHouse (llm_calls, events). Needs TOKENTRAIL_SIGNING_KEY.",
+    )
+    parser.add_argument("-w", "--workers", type=_positive, default=1, help="worker threads per process (default 1)")
+    parser.add_argument("-p", "--processes", type=_positive, default=1,
+                        help="processes on this machine (default 1; more needs TOKENTRAIL_CLICKHOUSE_URL)")
+    parser.add_argument("--recovery", action=argparse.BooleanOptionalAction, default=None,
+                        help="resume where a stopped flow left off (default: TOKENTRAIL_FLOWS_RECOVERY, on)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="port of /metrics and /healthz (default TOKENTRAIL_FLOWS_METRICS_PORT; 0: off)")
+    parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run(args) -> int:
+    from datetime import timedelta
+
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
+    from flows.enrich import get_flow, use_store
+    from flows.settings import FlowSettings
+    from tokentrail.cli import CliError
+    from tokentrail.settings import CoreSettings, load
+    from tokentrail.storage import StorageSettings, migrate, open_store, start_query_server
+    from tokentrail.storage.query_server import RemoteStore
+
+    core = load(CoreSettings)
+    core.require_signing_key()
+    settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
+    storage = load(StorageSettings)
+    if args.processes > 1 and storage.clickhouse_url is None:
+        raise CliError("-p above 1 needs a ClickHouse server (TOKENTRAIL_CLICKHOUSE_URL): "
+                       "the embedded engine is held by one process; use -w for more workers")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    store = open_store(storage)
+    if isinstance(store, RemoteStore):
+        raise CliError(f"the embedded ClickHouse in {storage.embedded_path()} is held by another running "
+                       "process (its query server answers); stop it first")
+    query_server = metrics_server = None
+    children: list[subprocess.Popen] = []
+    try:
+        migrate(store, storage)
+        if storage.clickhouse_url is None:
+            query_server = start_query_server(store, storage)
+        use_store(store)
+        if settings.flows_metrics_port:
+            metrics_server = serve_metrics(settings.flows_metrics_port)
+        recovery = None
+        epoch = timedelta(seconds=settings.flows_snapshot_seconds)
+        if settings.flows_recovery:
+            recovery_dir = settings.recovery_dir(core)
+            prepare_recovery(recovery_dir, args.processes * args.workers)
+            recovery = RecoveryConfig(recovery_dir)
+        flow = get_flow(settings, core)
+        signal.signal(signal.SIGTERM, _interrupt)
+        addresses = None
+        if args.processes > 1:
+            addresses = [f"127.0.0.1:{_free_port()}" for _ in range(args.processes)]
+            children = [spawn_process(index, addresses, args.workers, recovery, epoch)
+                        for index in range(1, args.processes)]
+        print(f"tokentrail flows: running ({args.processes} process(es) x {args.workers} worker(s), "
+              f"recovery {'on' if recovery else 'off'}, metrics on :{settings.flows_metrics_port or 'off'})",
+              file=sys.stderr, flush=True)
+        cli_main(flow, workers_per_process=args.workers, process_id=0 if addresses else None,
+                 addresses=addresses, epoch_interval=epoch, recovery_config=recovery)
+        return 0
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(timeout=30)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        if query_server is not None:
+            query_server.stop()
+        store.close()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def prepare_recovery(directory, partitions: int) -> None:
+    """Create the recovery partitions once; later runs reuse them (and resume)."""
+    from bytewax.recovery import init_db_dir
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if not any(directory.glob("part-*.sqlite3")):
+        init_db_dir(directory, partitions)
+
+
+def spawn_process(index: int, addresses: list[str], workers: int, recovery, epoch) -> subprocess.Popen:
+    command = [sys.executable, "-m", "bytewax.run", FLOW_IMPORT, "-w", str(workers), "-i", str(index),
+               "-a", ";".join(addresses), "-s", str(int(epoch.total_seconds()))]
+    if recovery is not None:
+        command += ["-r", str(recovery.db_dir), "-b", "0"]
+    return subprocess.Popen(command, env=os.environ.copy())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_metrics(port: int) -> ThreadingHTTPServer:
+    """`/metrics` (Prometheus text) and `/healthz` on 0.0.0.0:port, in a daemon thread."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path == "/metrics":
+                body, kind, status = generate_latest(), CONTENT_TYPE_LATEST, 200
+            elif self.path == "/healthz":
+                body, kind, status = b'{"status":"ok"}', "application/json", 200
+            else:
+                body, kind, status = b'{"error":"not found"}', "application/json", 404
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    try:
+        server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    except OSError as exc:
+        from tokentrail.cli import CliError
+
+        raise CliError(f"cannot serve metrics on port {port}: {exc.strerror} "
+                       "(set TOKENTRAIL_FLOWS_METRICS_PORT or --metrics-port)") from None
+    threading.Thread(target=server.serve_forever, name="flows-metrics", daemon=True).start()
+    return server
