@@ -4,4 +4,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.kafka",
     "tests.fixtures.clickhouse",
     "tests.fixtures.flows",
+    "tests.fixtures.mock_upstream",
 ]

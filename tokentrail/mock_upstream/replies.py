@@ -42,7 +42,7 @@ CONTROL_HEADERS = frozenset({
     "x-mock-latency-ms", "x-mock-chunk-delay-ms",
 })
 TIMING_HEADERS = frozenset({"x-mock-latency-ms", "x-mock-chunk-delay-ms"})
-"""Control headers that change when bytes are sent, not which: left out of the reply cache key."""
+"""Control headers that change when bytes are sent (see `delays`), not which (when valid)."""
 SHAPE_HEADERS = frozenset({"anthropic-version"})
 """Other request headers a reply depends on: the Anthropic SDK sends anthropic-version, which
 picks the Anthropic shape for /v1/models and for errors on routes that are not /v1/messages."""

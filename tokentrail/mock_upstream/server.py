@@ -2,7 +2,7 @@
 
 A web framework costs several times the per-request CPU of this loop, and the mock must never
 be what a gateway benchmark measures. Per request the server parses, looks the reply up in a
-cache keyed by everything the reply depends on (method, target, body, shape headers), and
+cache keyed by everything the reply depends on (method, target, body, x-mock-* headers), and
 writes pre-framed bytes. Replies go out in request order on each connection (pipelining);
 x-mock-latency-ms and x-mock-chunk-delay-ms are timers (loop.call_later), never sleeps.
 """
@@ -85,8 +85,8 @@ class ReplyCache:
         self.entries: dict[tuple, Framed] = {}
 
     def framed(self, method: bytes, target: bytes, headers: dict[bytes, bytes], body: bytes) -> Framed:
-        shape = tuple(sorted((k, v) for k, v in headers.items() if k not in _TIMING_HEADERS)) if headers else ()
-        key = (method, target, body, shape)
+        # Timing headers are part of the key too: an invalid one turns the reply into a 400.
+        key = (method, target, body, tuple(sorted(headers.items())) if headers else ())
         found = self.entries.get(key)
         if found is not None:
             return found
