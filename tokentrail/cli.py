@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.mock_upstream.cli",
     "tokentrail.control.cli",
     "flows.cli",
+    "tokentrail.storage.cli",
 )
 
 

@@ -1,0 +1,298 @@
+"""`tokentrail migrate`, `tokentrail events`, `tokentrail report cost`: the storage surfaces
+of DESIGN section 6. All three work while `tokentrail flows` holds the embedded store (they
+read through its query server; migrate then says it cannot write)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import get_args
+
+EVENT_COLUMNS = (
+    "event_id, event_type, event_source, tenant_id, timestamp, severity, "
+    "actor_type, actor_id, request_id, trace_id, payload"
+)
+# `--by` -> (rollup table prefix, grouping columns); fixed names, never user text.
+COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "tenant": ("cost_by_tenant", ("tenant_id",)),
+    "identity": ("cost_by_identity", ("tenant_id", "key_id", "actor_type", "actor_id")),
+    "root": ("cost_by_root", ("tenant_id", "root_key_id", "root_actor_type", "root_actor_id")),
+    "model": ("cost_by_model", ("provider", "model")),
+}
+COST_MEASURES = ("calls", "failed_calls", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls")
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2105, 12, 31, tzinfo=timezone.utc)
+"""Open-ended report bounds, inside the range of ClickHouse's DateTime."""
+
+
+def register(subparsers) -> None:
+    subparsers.add_parser(
+        "migrate", help="apply pending ClickHouse migrations (clickhouse/NNNN_*.sql) in order",
+        description="Apply the pending numbered SQL files of clickhouse/ in order, record them in "
+        "schema_migrations, and set the retention TTL from TOKENTRAIL_RETENTION_DAYS.",
+    ).set_defaults(func=_migrate)
+
+    events = subparsers.add_parser(
+        "events", help="what happened to a tenant between two moments",
+        description="Events of one tenant with since <= timestamp < until, in (timestamp, event_id) "
+        "order. Timestamps are ISO 8601; without a zone they mean UTC.",
+    )
+    events.add_argument("--tenant", required=True, help="tenant id")
+    events.add_argument("--since", required=True, help="start, inclusive (ISO 8601)")
+    events.add_argument("--until", required=True, help="end, exclusive (ISO 8601)")
+    events.add_argument("--type", action="append", default=[], dest="types", metavar="TYPE",
+                        help="only this event type (repeatable)")
+    events.add_argument("--source", action="append", default=[], dest="sources", metavar="SRC",
+                        help="only this event source (repeatable)")
+    events.add_argument("--format", choices=("table", "jsonl"), default="table",
+                        help="table (default) or jsonl: one UnifiedEvent per line")
+    events.add_argument("--limit", type=_positive, default=1000, help="at most N events (default 1000)")
+    events.set_defaults(func=_events)
+
+    report = subparsers.add_parser("report", help="spend reports from the ClickHouse rollups")
+    reports = report.add_subparsers(dest="report", required=True, metavar="REPORT")
+    cost = reports.add_parser(
+        "cost", help="calls, tokens and cost, largest spend first, with a total",
+        description="Spend from the rollups, grouped by tenant, calling identity, root actor of the "
+        "delegation chain, or model; largest first. Bounds round down to the minute (the hour "
+        "when both are whole hours, which reads the smaller hourly rollup).",
+    )
+    cost.add_argument("--by", choices=tuple(COST_DIMENSIONS), default="tenant", help="grouping (default tenant)")
+    cost.add_argument("--since", help="start, inclusive (ISO 8601; default: all)")
+    cost.add_argument("--until", help="end, exclusive (ISO 8601; default: all)")
+    cost.add_argument("--tenant", help="only this tenant")
+    cost.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
+    cost.set_defaults(func=_report_cost)
+
+
+def parse_timestamp(flag: str, text: str | None) -> datetime | None:
+    """ISO 8601 (`2026-03-01`, `2026-03-01T10:00`, `...Z`, `...+02:00`); naive means UTC.
+    Parsed here rather than by argparse, so a bad value is one line (CliError), not usage text."""
+    from tokentrail.cli import CliError
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag}: not an ISO 8601 timestamp: {text!r} (e.g. 2026-03-01T10:00:00Z)") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
+@contextmanager
+def _storage_errors():
+    """StorageError is something the user can act on (a held store, a bad URL): one line, exit 2."""
+    from tokentrail.cli import CliError
+    from tokentrail.storage.errors import StorageError
+
+    try:
+        yield
+    except StorageError as exc:
+        raise CliError(str(exc)) from None
+
+
+@contextmanager
+def _opened_store():
+    from tokentrail.settings import load
+    from tokentrail.storage import StorageSettings, open_store
+
+    settings = load(StorageSettings)
+    with _storage_errors():
+        store = open_store(settings)
+        try:
+            yield store, settings
+        finally:
+            store.close()
+
+
+def _migrate(args) -> int:
+    from tokentrail.storage import migrate
+
+    with _opened_store() as (store, settings), _storage_errors():
+        applied = migrate(store, settings)
+    for name in applied:
+        print(f"applied {name}")
+    if not applied:
+        print("schema up to date")
+    print(f"retention: {settings.retention_days} days")
+    return 0
+
+
+def _bounds(args) -> tuple[datetime | None, datetime | None]:
+    from tokentrail.cli import CliError
+
+    since, until = parse_timestamp("--since", args.since), parse_timestamp("--until", args.until)
+    if since is not None and until is not None and since > until:
+        raise CliError(f"--since ({since.isoformat()}) is after --until ({until.isoformat()})")
+    return since, until
+
+
+def _check_choices(flag: str, given: list[str], allowed: tuple[str, ...]) -> None:
+    from tokentrail.cli import CliError
+
+    unknown = [value for value in given if value not in allowed]
+    if unknown:
+        raise CliError(f"unknown {flag} {', '.join(map(repr, unknown))}; one of: {', '.join(allowed)}")
+
+
+def _events(args) -> int:
+    from schemas.models import EventSource, EventType
+
+    since, until = _bounds(args)
+    _check_choices("--type", args.types, get_args(EventType))
+    _check_choices("--source", args.sources, get_args(EventSource))
+    sql = (
+        f"SELECT {EVENT_COLUMNS} FROM events FINAL "
+        "WHERE tenant_id = {tenant:String} "
+        "AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')} "
+        "AND (empty({types:Array(String)}) OR has({types:Array(String)}, event_type)) "
+        "AND (empty({sources:Array(String)}) OR has({sources:Array(String)}, event_source)) "
+        "ORDER BY timestamp, event_id LIMIT {limit:UInt64}"
+    )
+    parameters = {
+        "tenant": args.tenant, "since": since, "until": until,
+        "types": args.types, "sources": args.sources, "limit": args.limit,
+    }
+    with _opened_store() as (store, _), _storage_errors():
+        rows = store.query(sql, parameters)
+    events = [unified_event(row) for row in rows]
+    if args.format == "jsonl":
+        import orjson
+
+        out = sys.stdout.buffer
+        for event in events:
+            out.write(orjson.dumps(event) + b"\n")
+        out.flush()
+    else:
+        print_table(
+            ("timestamp", "type", "severity", "source", "actor", "request_id", "payload"),
+            [
+                (e["timestamp"], e["event_type"], e["severity"], e["event_source"],
+                 f"{e['actor']['type']}:{e['actor']['id']}", e["context"]["request_id"] or "",
+                 _clip(row["payload"], 80))
+                for e, row in zip(events, rows)
+            ],
+        )
+    if len(rows) == args.limit:
+        print(f"(stopped at --limit {args.limit}; there may be more)", file=sys.stderr)
+    return 0
+
+
+def unified_event(row: dict) -> dict:
+    """An `events` row back in the UnifiedEvent JSON shape (DESIGN 4): actor and context
+    nested, payload parsed, timestamp RFC 3339 with milliseconds; '' context fields are null."""
+    import orjson
+
+    from schemas.models import format_timestamp
+
+    return {
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "event_source": row["event_source"],
+        "tenant_id": row["tenant_id"],
+        "timestamp": format_timestamp(row["timestamp"]),
+        "severity": row["severity"],
+        "actor": {"type": row["actor_type"], "id": row["actor_id"]},
+        "context": {"request_id": row["request_id"] or None, "trace_id": row["trace_id"] or None},
+        "payload": orjson.loads(row["payload"]) if row["payload"] else {},
+    }
+
+
+def cost_report_query(by: str, hourly: bool) -> str:
+    """SQL of `report cost --by`; names come from COST_DIMENSIONS, values bind as parameters."""
+    prefix, columns = COST_DIMENSIONS[by]
+    table, bucket = (f"{prefix}_1h", "hour") if hourly else (f"{prefix}_1m", "minute")
+    keys = ", ".join(columns)
+    measures = ", ".join(f"sum({m}) AS {m}" for m in COST_MEASURES)
+    return (
+        f"SELECT {keys}, {measures} FROM {table} "
+        "WHERE ({tenant:String} = '' OR tenant_id = {tenant:String}) "
+        f"AND {bucket} >= toStartOfMinute({{since:DateTime64(3, 'UTC')}}) "
+        f"AND {bucket} < {{until:DateTime64(3, 'UTC')}} "
+        f"GROUP BY {keys} ORDER BY cost_usd DESC, calls DESC, {keys}"
+    )
+
+
+def _whole_hour(moment: datetime | None) -> bool:
+    return moment is None or (moment.minute, moment.second, moment.microsecond) == (0, 0, 0)
+
+
+def _report_cost(args) -> int:
+    since, until = _bounds(args)
+    hourly = _whole_hour(since) and _whole_hour(until)
+    parameters = {
+        "tenant": args.tenant or "",
+        "since": since or EARLIEST,
+        "until": until or LATEST,
+    }
+    with _opened_store() as (store, _), _storage_errors():
+        rows = store.query(cost_report_query(args.by, hourly), parameters)
+    columns = (*COST_DIMENSIONS[args.by][1], *COST_MEASURES)
+    if args.format == "jsonl":
+        import orjson
+
+        for row in rows:
+            sys.stdout.buffer.write(orjson.dumps({c: _plain(row[c]) for c in columns}) + b"\n")
+        sys.stdout.buffer.flush()
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_plain(row[c]) for c in columns] for row in rows])
+    else:
+        total = {m: sum((row[m] for row in rows), Decimal(0) if m == "cost_usd" else 0) for m in COST_MEASURES}
+        lines = [[_cell(row[c]) for c in columns] for row in rows]
+        dims = len(COST_DIMENSIONS[args.by][1])
+        lines.append(["TOTAL", *[""] * (dims - 1), *[_cell(total[m]) for m in COST_MEASURES]])
+        print_table(columns, lines, numeric_from=dims, rule_before_last=True)
+    return 0
+
+
+def _plain(value):
+    """JSON/CSV value: money as a decimal string with cents precision kept (no float)."""
+    return f"{value:f}" if isinstance(value, Decimal) else value
+
+
+def _cell(value) -> str:
+    if isinstance(value, Decimal):
+        return f"{value.quantize(Decimal('0.000001')):f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_table(header, rows, numeric_from: int | None = None, rule_before_last: bool = False) -> None:
+    """A fixed-width table; columns from `numeric_from` on are right-aligned."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells) -> str:
+        return "  ".join(
+            cell.rjust(w) if numeric_from is not None and i >= numeric_from else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    print(line(header))
+    print(rule)
+    for i, row in enumerate(rows):
+        if rule_before_last and i == len(rows) - 1:
+            print(rule)
+        print(line(row))
