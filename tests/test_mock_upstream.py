@@ -375,6 +375,17 @@ def test_chunked_request_body_and_connection_close(mock_upstream):
     assert orjson.loads(payload)["usage"]["prompt_tokens"] == replies.estimate_tokens(orjson.loads(body)["messages"])
 
 
+def test_expect_100_continue_is_answered_before_the_body(mock_upstream):
+    request = http_request("POST", "/v1/chat/completions", chat_body(), {"Expect": "100-continue"})
+    head, body = request.split(b"\r\n\r\n", 1)
+    with connect(mock_upstream.url) as sock:
+        sock.sendall(head + b"\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        parsed, _ = read_responses(sock, 1)
+    assert parsed.done[0][0] == 200
+
+
 def test_latency_delays_one_connection_without_blocking_others(mock_upstream):
     slow = http_request("POST", "/v1/chat/completions", chat_body(), {"x-mock-latency-ms": "400"})
     with connect(mock_upstream.url) as first, connect(mock_upstream.url) as second:
