@@ -83,6 +83,7 @@ def run(args) -> int:
             recovery = RecoveryConfig(recovery_dir)
         flow = get_flow(settings, core)
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         addresses = None
         if args.processes > 1:
             addresses = [f"127.0.0.1:{_free_port()}" for _ in range(args.processes)]
@@ -91,8 +92,14 @@ def run(args) -> int:
         print(f"tokentrail flows: running ({args.processes} process(es) x {args.workers} worker(s), "
               f"recovery {'on' if recovery else 'off'}, metrics on :{settings.flows_metrics_port or 'off'})",
               file=sys.stderr, flush=True)
-        cli_main(flow, workers_per_process=args.workers, process_id=0 if addresses else None,
-                 addresses=addresses, epoch_interval=epoch, recovery_config=recovery)
+        try:
+            cli_main(flow, workers_per_process=args.workers, process_id=0 if addresses else None,
+                     addresses=addresses, epoch_interval=epoch, recovery_config=recovery)
+        except BaseException as exc:
+            if not _stop_requested.is_set() and not isinstance(exc, KeyboardInterrupt):
+                raise
+            # Bytewax wraps the interrupt in its own error; the committed epochs are safe.
+            print("tokentrail flows: stopped", file=sys.stderr, flush=True)
         return 0
     finally:
         for child in children:
@@ -105,7 +112,12 @@ def run(args) -> int:
         store.close()
 
 
+_stop_requested = threading.Event()
+
+
 def _interrupt(signum, frame) -> None:
+    """SIGTERM stops the flow like Ctrl-C: Bytewax sees the interrupt at its next poll."""
+    _stop_requested.set()
     raise KeyboardInterrupt
 
 

@@ -24,6 +24,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
@@ -248,13 +249,19 @@ class _ClickHousePartition(StatefulSinkPartition):
 
 
 class ClickHouseSink(_NumberedParts, FixedPartitionedSink):
-    def __init__(self, store: Callable[[], RowStore], settings: FlowSettings) -> None:
+    """Rows to ClickHouse through a BatchingSink per partition, journaled under
+    `journal/<partition>` (None: no journal, for tests that never crash)."""
+
+    def __init__(self, store: Callable[[], RowStore], settings: FlowSettings, journal: Path | None = None) -> None:
         self._store = store
         self._settings = settings
+        self._journal = journal
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ClickHousePartition:
         sink = BatchingSink(self._store(), self._settings.flows_batch_rows, self._settings.flows_flush_ms / 1000,
-                            on_flush=metrics.record_flush, on_failure=metrics.record_flush_failure)
+                            on_flush=metrics.record_flush, on_failure=metrics.record_flush_failure,
+                            journal=self._journal / for_part if self._journal else None)
+        sink.recover()
         return _ClickHousePartition(sink)
 
 
@@ -450,7 +457,7 @@ def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = N
         identities=KafkaSource([bootstrap], [names.identities], starting_offset=OFFSET_BEGINNING,
                                batch_size=settings.flows_kafka_batch, add_config=consumer),
         kafka_out=KafkaOutSink(bootstrap),
-        clickhouse_out=ClickHouseSink(process_store, settings),
+        clickhouse_out=ClickHouseSink(process_store, settings, settings.journal_dir(core)),
         signing_key=signing_key,
         names=names,
         settings=settings,

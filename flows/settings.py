@@ -34,6 +34,10 @@ class FlowSettings(BaseSettings):
     flows_recovery_dir: Path | None = None
     """TOKENTRAIL_FLOWS_RECOVERY_DIR: recovery partitions; default `$TOKENTRAIL_HOME/recovery`."""
 
+    flows_journal_dir: Path | None = None
+    """TOKENTRAIL_FLOWS_JOURNAL_DIR: the batch being inserted, kept until ClickHouse took it,
+    so a crash mid-INSERT is repaired on restart; default `$TOKENTRAIL_HOME/flows-journal`."""
+
     flows_snapshot_seconds: int = Field(default=5, gt=0)
     """TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS: epoch length; state and offsets are committed (after
     the sinks flushed) this often, and a restart replays at most this much."""
@@ -47,3 +51,6 @@ class FlowSettings(BaseSettings):
 
     def recovery_dir(self, core: CoreSettings) -> Path:
         return self.flows_recovery_dir or core.home / "recovery"
+
+    def journal_dir(self, core: CoreSettings) -> Path:
+        return self.flows_journal_dir or core.home / "flows-journal"

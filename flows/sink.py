@@ -9,7 +9,10 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
+
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +39,19 @@ class BatchingSink:
     waited `max_age` seconds.
 
     Order of a flush, per table: (1) dedup — drop rows whose ids storage already holds
-    (`existing_ids`; a replay after a crash re-sends rows that were written); (2) write the
-    rest in one INSERT with a dedup token derived from their ids (a retried INSERT that had
-    in fact landed is dropped by storage); (3) only then does `flush` return, and only after
-    that does the caller acknowledge: the Bytewax snapshot that advances the Kafka offsets is
-    taken after the flush. A failed step retries the same batch with backoff, for as long as
-    it takes, logging each failure; rows are never dropped.
+    (`existing_ids`; a replay after a crash re-sends rows that were written); (2) journal the
+    resulting batch and its token; (3) write it in one INSERT with a dedup token derived from
+    its ids (a retried INSERT that had in fact landed is dropped by storage), then remove the
+    journal; (4) only then does `flush` return, and only after that does the caller
+    acknowledge: the Bytewax snapshot that advances the Kafka offsets is taken after the flush.
+    A failed step retries the same batch with backoff, for as long as it takes, logging each
+    failure; rows are never dropped.
+
+    Why the journal: an INSERT killed midway can leave its rows in the base table but not yet
+    in a materialized view's rollup. Step (1) of the replay would then skip those rows and the
+    rollup would never get them. `recover()` re-sends a journaled batch exactly as it was,
+    same rows and token and no step (1): storage drops what it already has, per table and per
+    view, and writes what it lacks.
     """
 
     def __init__(
@@ -56,6 +66,7 @@ class BatchingSink:
         retry_max: float = 5.0,
         on_flush: Callable[[str, int, float], None] | None = None,
         on_failure: Callable[[str, Exception], None] | None = None,
+        journal: Path | None = None,
     ) -> None:
         self._store = store
         self._max_rows = max_rows
@@ -69,6 +80,25 @@ class BatchingSink:
         self._buffers: dict[str, list[dict[str, Any]]] = {table: [] for table in ID_COLUMNS}
         self._pending = 0
         self._oldest: float | None = None
+        self._journal = journal
+        if journal is not None:
+            journal.mkdir(parents=True, exist_ok=True)
+
+    def recover(self) -> int:
+        """Re-send batches a crash left in the journal; returns how many there were."""
+        if self._journal is None:
+            return 0
+        found = 0
+        for table in ID_COLUMNS:
+            entry = self._journal / f"{table}.json"
+            if entry.exists():
+                batch = orjson.loads(entry.read_bytes())
+                log.info("re-sending a journaled batch of %d %s rows", len(batch["rows"]), table)
+                self._retrying(table, len(batch["rows"]),
+                               lambda: self._insert(table, batch["rows"], batch["token"]))
+                entry.unlink()
+                found += 1
+        return found
 
     @property
     def pending(self) -> int:
@@ -103,41 +133,45 @@ class BatchingSink:
         self._oldest = None
 
     def _write_with_retry(self, table: str, rows: list[dict[str, Any]]) -> None:
+        started = self._clock()
+        batch = self._retrying(table, len(rows), lambda: self._dedup(table, rows))
+        if batch:
+            token = dedup_token(table, [row[ID_COLUMNS[table]] for row in batch])
+            entry = self._journal / f"{table}.json" if self._journal is not None else None
+            if entry is not None:
+                entry.write_bytes(orjson.dumps({"token": token, "rows": batch}))
+            self._retrying(table, len(batch), lambda: self._insert(table, batch, token))
+            if entry is not None:
+                entry.unlink()
+        if self._on_flush:
+            self._on_flush(table, len(batch), self._clock() - started)
+
+    def _retrying(self, table: str, size: int, step: Callable[[], Any]) -> Any:
         delay = self._retry_initial
         attempt = 1
         while True:
-            started = self._clock()
             try:
-                written = self._write(table, rows)
+                return step()
             except Exception as exc:  # noqa: BLE001 - any storage failure: retry, never drop
                 log.warning("flush of %d %s rows failed (attempt %d), retrying in %.1fs: %s",
-                            len(rows), table, attempt, delay, exc)
+                            size, table, attempt, delay, exc)
                 if self._on_failure:
                     self._on_failure(table, exc)
                 self._sleep(delay)
                 delay = min(delay * 2, self._retry_max)
                 attempt += 1
-                continue
-            if self._on_flush:
-                self._on_flush(table, written, self._clock() - started)
-            return
 
-    def _write(self, table: str, rows: list[dict[str, Any]]) -> int:
+    def _insert(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
+        self._store.insert_rows(table, rows, dedup_token=token)
+
+    def _dedup(self, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows whose ids storage does not hold yet, each id once."""
         column = ID_COLUMNS[table]
-        ids = [row[column] for row in rows]
-        present = self._store.existing_ids(table, column, ids)
-        if present:
-            fresh, seen = [], set(present)
-            for row in rows:
-                row_id = row[column]
-                if row_id not in seen:  # also drops a repeat inside this batch
-                    seen.add(row_id)
-                    fresh.append(row)
-            rows = fresh
-            ids = [row[column] for row in rows]
-        elif len(set(ids)) != len(ids):
-            unique = {row[column]: row for row in rows}
-            rows, ids = list(unique.values()), list(unique)
-        if rows:
-            self._store.insert_rows(table, rows, dedup_token=dedup_token(table, ids))
-        return len(rows)
+        present = self._store.existing_ids(table, column, [row[column] for row in rows])
+        fresh, seen = [], set(present)
+        for row in rows:
+            row_id = row[column]
+            if row_id not in seen:
+                seen.add(row_id)
+                fresh.append(row)
+        return fresh

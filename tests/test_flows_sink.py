@@ -111,3 +111,30 @@ def test_dedup_token_depends_on_table_and_ids():
 def test_unknown_table_is_a_programming_error():
     with pytest.raises(KeyError):
         make_sink(FakeStore(), Clock()).add("nope", [{"x": 1}])
+
+
+class Crash(BaseException):
+    """The process dying mid-INSERT (not an error the sink may catch and retry)."""
+
+
+def test_a_batch_cut_short_by_a_crash_is_resent_exactly_from_the_journal(tmp_path):
+    class CrashingStore(FakeStore):
+        def insert_rows(self, table, rows, dedup_token=None):
+            super().insert_rows(table, rows[:1], dedup_token)  # part of it landed, then the crash
+            raise Crash
+
+    crashing, clock = CrashingStore(), Clock()
+    sink = make_sink(crashing, clock, journal=tmp_path)
+    sink.add("llm_calls", calls("a", "b", "c"))
+    with pytest.raises(Crash):
+        sink.flush()
+    token = crashing.inserts[0][2]
+
+    store = FakeStore()
+    store.tables = crashing.tables
+    restarted = make_sink(store, clock, journal=tmp_path)
+    assert restarted.recover() == 1
+    # the same rows with the same token, without skipping the ids storage already holds
+    assert store.inserts == [("llm_calls", 3, token)]
+    assert sorted(store.tables["llm_calls"]) == ["a", "b", "c"]
+    assert restarted.recover() == 0 and not list(tmp_path.iterdir())
