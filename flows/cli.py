@@ -47,6 +47,7 @@ def run(args) -> int:
     from bytewax.run import cli_main
 
     from flows.enrich import get_flow, use_store
+    from flows.pricing import load_overrides
     from flows.settings import FlowSettings
     from tokentrail.cli import CliError
     from tokentrail.settings import CoreSettings, load
@@ -56,6 +57,8 @@ def run(args) -> int:
     core = load(CoreSettings)
     core.require_signing_key()
     settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
+    if settings.price_overrides:
+        load_overrides(settings.price_overrides)  # a bad file is a one-line error before anything starts
     storage = load(StorageSettings)
     if args.processes > 1 and storage.clickhouse_url is None:
         raise CliError("-p above 1 needs a ClickHouse server (TOKENTRAIL_CLICKHOUSE_URL): "

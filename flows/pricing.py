@@ -324,7 +324,7 @@ def load_overrides(path: Path) -> dict[tuple[str, str], ModelPrice]:
                     problems.append(f"{where}.{price_key}: must be a non-negative number, got {value!r}")
                     continue
                 parsed[price_key] = amount
-            if "input_mtok" not in parsed and "output_mtok" not in parsed:
+            if "input_mtok" not in prices and "output_mtok" not in prices:
                 problems.append(f"{where}: needs at least input_mtok or output_mtok")
             overrides[(str(provider), str(model).lower())] = ModelPrice(**parsed)
     if problems:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
@@ -161,6 +162,13 @@ def test_signed_calls_become_rows_with_owner_root_and_cost_and_bad_records_go_to
         assert flows.wait_for("events", len(calls)) == len(calls)
         dead = consume_all(kafka_topics.bootstrap, kafka_topics.name(topics.DLQ), expected=3, timeout=30)
         events = consume_all(kafka_topics.bootstrap, kafka_topics.name(topics.EVENTS), expected=len(calls), timeout=30)
+        port = flows_env["TOKENTRAIL_FLOWS_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            assert reply.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            exposition = reply.read().decode()
+        assert 'tokentrail_flows_rejected_total{reason="signature"} 1.0' in exposition
+        assert f'tokentrail_flows_rows_written_total{{table="llm_calls"}} {float(len(calls))}' in exposition
     finally:
         flows.kill(signal.SIGTERM)
     assert flows.process.returncode in (0, 130), flows.log.read_text()[-3000:]
