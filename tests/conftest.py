@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.clickhouse",
     "tests.fixtures.flows",
     "tests.fixtures.mock_upstream",
+    "tests.fixtures.gateway",
 ]

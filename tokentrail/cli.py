@@ -14,9 +14,11 @@ import sys
 from tokentrail.settings import ConfigError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "tokentrail.demo",
     "tokentrail.broker.cli",
     "tokentrail.mock_upstream.cli",
     "tokentrail.control.cli",
+    "gateway.cli",
     "flows.cli",
     "tokentrail.storage.cli",
 )

@@ -1,0 +1,101 @@
+"""The gateway's aiohttp application factory.
+
+Long-lived resources are opened and closed in `cleanup_ctx` context managers, in order: the
+control plane follower (identity registry + controls), the Kafka delivery (producer thread +
+spool), the upstream connection pools. `/healthz` (alive), `/readyz` (registry loaded) and
+`/metrics` (Prometheus) sit beside the provider routes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.delivery import Delivery, producer_config
+from gateway.metrics import GatewayMetrics
+from gateway.protection import Guard
+from gateway.proxy import Gateway
+from gateway.routes import ANTHROPIC, OPENAI
+from gateway.settings import GatewaySettings
+from gateway.spool import Spool
+from gateway.upstream import UpstreamPool
+from tokentrail.control.limits import RateLimiter
+from tokentrail.control.plane import ControlPlane
+from tokentrail.control.registry import RateLimits
+from tokentrail.settings import CoreSettings
+from tokentrail.topics import CALLS_RAW
+
+GATEWAY = web.AppKey("gateway", Gateway)
+PLANE = web.AppKey("plane", ControlPlane)
+DELIVERY = web.AppKey("delivery", Delivery)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+SERVICE_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application:
+    """Build the app; raises ConfigError (one line) without TOKENTRAIL_SIGNING_KEY."""
+    signing_key = core.require_signing_key()
+    metrics = GatewayMetrics()
+    plane = ControlPlane(core, RateLimits(settings.default_requests_per_minute, settings.default_tokens_per_minute))
+    spool = Spool(settings.spool_path(Path(core.home)))
+    delivery = Delivery(
+        producer_config(core.bootstrap(), settings.kafka_message_timeout_ms, settings.kafka_linger_ms),
+        core.topic(CALLS_RAW), spool, metrics, settings.spool_fsync_interval_s,
+    )
+    metrics.watch(lambda: spool.records, lambda: spool.bytes, lambda: len(plane.identities))
+
+    app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"access_log": None})
+    app[PLANE] = plane
+    app[DELIVERY] = delivery
+    app[METRICS] = metrics
+
+    async def follow_control_plane(app: web.Application):
+        plane.follower.start()
+        yield
+        plane.follower.stop()
+
+    async def run_delivery(app: web.Application):
+        delivery.start()
+        yield
+        delivery.stop()
+
+    async def open_upstreams(app: web.Application):
+        upstreams = {
+            OPENAI: UpstreamPool(settings.upstream_openai_url, settings.upstream_connect_timeout_s,
+                                 settings.upstream_timeout_s),
+            ANTHROPIC: UpstreamPool(settings.upstream_anthropic_url, settings.upstream_connect_timeout_s,
+                                    settings.upstream_timeout_s),
+        }
+        app[GATEWAY] = Gateway(
+            settings, signing_key, Guard(plane.identities, plane.controls, RateLimiter()), plane.controls,
+            delivery, metrics, upstreams, plane.follower.ready.is_set,
+        )
+        yield
+        for pool in upstreams.values():
+            pool.close()
+
+    app.cleanup_ctx.extend([follow_control_plane, run_delivery, open_upstreams])
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready = plane.follower.ready.is_set()
+        return web.json_response(
+            {"ready": ready, "registry_keys": len(plane.identities), "spooling": delivery.spooling},
+            status=200 if ready else 503,
+        )
+
+    async def prometheus(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def provider_route(request: web.Request) -> web.StreamResponse:
+        return await request.app[GATEWAY].handle(request)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_route("*", "/{path:.*}", provider_route)
+    return app

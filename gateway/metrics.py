@@ -1,0 +1,69 @@
+"""Prometheus metrics of one gateway process, in a registry of its own (one per app).
+
+Label children are bound once and cached, so recording a request is a dict lookup and a
+few additions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._requests = Counter("tokentrail_gateway_requests", "Requests answered, by endpoint and status",
+                                 ["endpoint", "status"], registry=r)
+        self._latency = Histogram("tokentrail_gateway_request_duration_seconds",
+                                  "Time from request to the end of the answer", ["endpoint"],
+                                  buckets=LATENCY_BUCKETS, registry=r)
+        self._first_byte = Histogram("tokentrail_gateway_time_to_first_byte_seconds",
+                                     "Time from request to the upstream's first byte", ["endpoint"],
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self._upstream_errors = Counter("tokentrail_gateway_upstream_errors",
+                                        "Upstream failures (unreachable, timeout, disconnected, 5xx)",
+                                        ["provider", "kind"], registry=r)
+        self._decisions = Counter("tokentrail_gateway_denied",
+                                  "Requests refused before reaching the upstream", ["reason"], registry=r)
+        self.kafka_delivery_failures = Counter("tokentrail_gateway_kafka_delivery_failures",
+                                               "Records Kafka did not acknowledge (they went to the spool)",
+                                               registry=r)
+        self.records_spooled = Counter("tokentrail_gateway_records_spooled", "Records written to the spool",
+                                       registry=r)
+        self.records_drained = Counter("tokentrail_gateway_records_drained",
+                                       "Spooled records sent to Kafka after it came back", registry=r)
+        self._spool_records = Gauge("tokentrail_gateway_spool_records", "Records waiting in the spool", registry=r)
+        self._spool_bytes = Gauge("tokentrail_gateway_spool_bytes", "Bytes waiting in the spool", registry=r)
+        self._registry_keys = Gauge("tokentrail_gateway_registry_keys", "Keys in the identity registry",
+                                    registry=r)
+        self._children: dict[tuple[str, int], tuple] = {}
+
+    def watch(self, spool_records: Callable[[], float], spool_bytes: Callable[[], float],
+              registry_keys: Callable[[], float]) -> None:
+        self._spool_records.set_function(spool_records)
+        self._spool_bytes.set_function(spool_bytes)
+        self._registry_keys.set_function(registry_keys)
+
+    def request(self, endpoint: str, status: int, seconds: float, first_byte_seconds: float | None) -> None:
+        children = self._children.get((endpoint, status))
+        if children is None:
+            children = self._children[(endpoint, status)] = (
+                self._requests.labels(endpoint, str(status)),
+                self._latency.labels(endpoint),
+                self._first_byte.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+        if first_byte_seconds is not None:
+            children[2].observe(first_byte_seconds)
+
+    def upstream_error(self, provider: str, kind: str) -> None:
+        self._upstream_errors.labels(provider, kind).inc()
+
+    def denied(self, reason: str) -> None:
+        self._decisions.labels(reason).inc()

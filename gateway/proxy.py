@@ -1,0 +1,380 @@
+"""The request path: route, admit, forward, relay, record. Everything here runs on the event
+loop; nothing on it waits for Kafka (records go to `Delivery.submit`, which never blocks).
+
+Per request: look the route up; take the tokentrail key (`Authorization: Bearer` or
+`x-api-key`) and admit it (401/403/429 and an event if refused, nothing sent upstream); read
+the body (413 past the limit, 400 in the provider's shape if it is not a JSON object); send it
+upstream with the provider credential instead of the client's key and without hop-by-hop
+headers; relay the answer unchanged (streams chunk by chunk as they arrive); then sign one
+RawCall and submit it. Upstream refused or unreachable: 502; no answer in time: 504; both
+recorded as failed calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
+from multidict import CIMultiDict
+
+from gateway import usage as usage_reader
+from gateway.delivery import Delivery
+from gateway.errors import error_body, provider_error
+from gateway.metrics import GatewayMetrics
+from gateway.protection import Denial, Guard
+from gateway.records import call_record, event_record, signed_bytes
+from gateway.redaction import redact
+from gateway.routes import ANTHROPIC, ANTHROPIC_MODELS, OPENAI, ROUTES, Route, provider_of_path
+from gateway.settings import GatewaySettings
+from gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from schemas.ids import new_id
+from tokentrail.control.registry import ControlState, KeyEntry
+
+log = logging.getLogger("tokentrail.gateway")
+
+_DROPPED_REQUEST_HEADERS = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect",
+    b"authorization", b"x-api-key",  # the client's tokentrail key never goes upstream
+    b"x-tokentrail-session", b"accept-encoding",
+})
+_DROPPED_RESPONSE_HEADERS = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"content-length",
+})
+_DECODABLE_ENCODINGS = (b"gzip", b"deflate", b"identity")
+EVENT_STREAM = b"text/event-stream"
+
+
+def _trace_id(traceparent: str | None) -> tuple[str, str | None]:
+    """(trace id, traceparent to send upstream when the client sent none)."""
+    if traceparent:
+        parts = traceparent.split("-")
+        if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+            return parts[1].lower(), None
+    trace_id = secrets.token_hex(16)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+class Gateway:
+    """The long-lived parts of one gateway process and its request handler."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        signing_key: bytes,
+        guard: Guard,
+        controls: ControlState,
+        delivery: Delivery,
+        metrics: GatewayMetrics,
+        upstreams: dict[str, UpstreamPool],
+        is_ready,
+    ) -> None:
+        self.settings = settings
+        self.signing_key = signing_key
+        self.guard = guard
+        self.controls = controls
+        self.delivery = delivery
+        self.metrics = metrics
+        self.upstreams = upstreams
+        self.is_ready = is_ready
+        self.gateway_id = settings.gateway_id
+        self.max_body = settings.max_body_bytes
+        self.capture_max = settings.capture_max_bytes
+        self.credentials: dict[str, bytes] = {}
+        if settings.openai_api_key is not None:
+            self.credentials[OPENAI] = b"Authorization: Bearer " + settings.openai_api_key.get_secret_value().encode() + b"\r\n"
+        if settings.anthropic_api_key is not None:
+            self.credentials[ANTHROPIC] = b"x-api-key: " + settings.anthropic_api_key.get_secret_value().encode() + b"\r\n"
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        received_at = time.time()
+        started = time.perf_counter()
+        headers = request.headers
+        route = ROUTES.get(request.path)
+        if route is None or route.method != request.method:
+            provider = provider_of_path(request.path, "anthropic-version" in headers)
+            status = 404 if route is None else 405
+            return self._error(provider, status, f"no route {request.method} {request.path}", None, None)
+        if route.provider == OPENAI and route.method == "GET" and "anthropic-version" in headers:
+            route = ANTHROPIC_MODELS
+        request_id = headers.get("x-request-id") or new_id()
+        trace_id, new_traceparent = _trace_id(headers.get("traceparent"))
+
+        if not self.is_ready():
+            return self._error(route.provider, 503, "the gateway is still loading its identity registry",
+                               request_id, None)
+        authorization = headers.get("Authorization")
+        if authorization is not None and authorization[:7].lower() == "bearer ":
+            presented = authorization[7:].strip()
+        else:
+            presented = headers.get("x-api-key")
+        admitted = self.guard.admit(presented, time.monotonic())
+        if type(admitted) is Denial:
+            return self._deny(admitted, route, request, request_id, trace_id, received_at)
+        entry: KeyEntry = admitted
+
+        call = _Call(self, entry, route, request_id, trace_id, received_at, started,
+                     headers.get("x-tokentrail-session"))
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return call.refuse(413, f"request body of {length} bytes is over the limit of {self.max_body}")
+        try:
+            body = await request.read()
+        except HTTPRequestEntityTooLarge:
+            return call.refuse(413, f"request body is over the limit of {self.max_body} bytes")
+        upstream_body = body
+        if route.method == "POST":
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                return call.refuse(400, f"request body is not valid JSON: {exc}")
+            if type(parsed) is not dict:
+                return call.refuse(400, "request body must be a JSON object")
+            model = parsed.get("model")
+            call.requested_model = model if type(model) is str else None
+            call.stream = parsed.get("stream") is True
+            user = parsed.get("user")
+            call.end_user = user if type(user) is str else None
+            if call.stream and route.streams_usage_on_request:
+                options = parsed.get("stream_options")
+                if not (type(options) is dict and options.get("include_usage") is True):
+                    parsed["stream_options"] = {**(options if type(options) is dict else {}), "include_usage": True}
+                    upstream_body = orjson.dumps(parsed)
+                    call.strip_injected_usage = True
+            if call.capture:
+                call.request_body = body
+        return await call.forward(request, upstream_body, new_traceparent)
+
+    # --- refusals
+
+    def _error(self, provider: str, status: int, message: str, request_id: str | None,
+               retry_after: int | None) -> web.Response:
+        body, _, _ = error_body(provider, status, message)
+        response = web.Response(status=status, body=body, content_type="application/json")
+        if request_id:
+            response.headers["x-request-id"] = request_id
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    def _deny(self, denial: Denial, route: Route, request: web.BaseRequest, request_id: str,
+              trace_id: str, received_at: float) -> web.Response:
+        entry = denial.entry
+        payload = {**denial.payload, "method": request.method, "endpoint": route.path,
+                   "provider": route.provider, "gateway_id": self.gateway_id}
+        if denial.status == 401:
+            payload["client_ip"] = request.remote
+        record = event_record(
+            event_type=denial.event_type, tenant_id=entry.tenant_id if entry else None,
+            actor=entry.actor if entry else None, at=received_at, request_id=request_id,
+            trace_id=trace_id, payload=payload,
+        )
+        self.submit(record["event"]["tenant_id"], record)
+        self.metrics.denied(denial.reason)
+        self.metrics.request(route.path, denial.status, time.time() - received_at, None)
+        log.warning("denied %s %s: %s", request.method, route.path, denial.reason,
+                    extra={"request_id": request_id, "status": denial.status,
+                           "key_id": payload.get("key_id") or payload.get("key_prefix")})
+        return self._error(route.provider, denial.status, denial.message, request_id, denial.retry_after)
+
+    def submit(self, tenant_id: str, record: dict[str, Any]) -> None:
+        self.delivery.submit(tenant_id.encode(), signed_bytes(record, self.signing_key))
+
+
+class _Call:
+    """One admitted request on its way through; becomes one RawCall."""
+
+    __slots__ = ("gateway", "entry", "route", "request_id", "trace_id", "received_at", "started",
+                 "session_id", "requested_model", "served_model", "stream", "end_user",
+                 "strip_injected_usage", "capture", "request_body", "first_byte", "provider")
+
+    def __init__(self, gateway: Gateway, entry: KeyEntry, route: Route, request_id: str, trace_id: str,
+                 received_at: float, started: float, session_id: str | None) -> None:
+        self.gateway = gateway
+        self.entry = entry
+        self.route = route
+        self.provider = route.provider
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.received_at = received_at
+        self.started = started
+        self.session_id = session_id
+        self.requested_model: str | None = None
+        self.served_model: str | None = None
+        self.stream = False
+        self.end_user: str | None = None
+        self.strip_injected_usage = False
+        self.capture = gateway.controls.capture_enabled(entry.tenant_id)
+        self.request_body: bytes | None = None
+        self.first_byte: float | None = None
+
+    def refuse(self, status: int, message: str) -> web.Response:
+        """A request the gateway answers itself (400/413/502/504), recorded as a failed call."""
+        body, error_type, error_code = error_body(self.provider, status, message)
+        self.record(status, error_type, error_code, None, False, None)
+        response = web.Response(status=status, body=body, content_type="application/json")
+        response.headers["x-request-id"] = self.request_id
+        return response
+
+    async def forward(self, request: web.BaseRequest, body: bytes, traceparent: str | None) -> web.StreamResponse:
+        gateway = self.gateway
+        upstream_headers = self._upstream_headers(request, traceparent)
+        try:
+            upstream = await gateway.upstreams[self.provider].send(
+                request.method.encode(), request.raw_path.encode(), upstream_headers, body)
+            self.first_byte = time.perf_counter()
+            is_stream = any(name.lower() == b"content-type" and value.startswith(EVENT_STREAM)
+                            for name, value in upstream.headers)
+            if not is_stream:
+                payload = await upstream.read()
+        except UpstreamError as exc:
+            gateway.metrics.upstream_error(self.provider, exc.kind)
+            status = 504 if exc.kind == "timeout" else 502
+            log.warning("upstream %s %s: %s", self.provider, exc.kind, exc,
+                        extra={"request_id": self.request_id, "status": status})
+            return self.refuse(status, f"upstream {self.provider}: {exc}")
+        if upstream.status >= 500:
+            gateway.metrics.upstream_error(self.provider, "http_5xx")
+        if is_stream:
+            return await self._relay_stream(request, upstream)
+        response = web.Response(status=upstream.status, body=payload,
+                                headers=self._response_headers(upstream))
+        error_type = error_code = usage = None
+        if upstream.status >= 400:
+            error_type, error_code = provider_error(payload)
+        else:
+            usage, self.served_model = usage_reader.body_usage(payload)
+        disconnected = request.transport is None or request.transport.is_closing()
+        self.record(upstream.status, error_type, error_code, usage, disconnected,
+                    payload if self.capture else None)
+        return response
+
+    async def _relay_stream(self, request: web.BaseRequest, upstream: UpstreamResponse) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, headers=self._response_headers(upstream))
+        scanner = usage_reader.StreamScanner(self.provider, self.strip_injected_usage)
+        captured: list[bytes] | None = [] if self.capture else None
+        disconnected = False
+        error_type = error_code = None
+        try:
+            await response.prepare(request)
+            while (chunk := await upstream.next_chunk()) is not None:
+                out = scanner.feed(chunk)
+                if captured is not None:
+                    captured.append(chunk)
+                if out:
+                    await response.write(out)
+            rest = scanner.finish()
+            if rest:
+                await response.write(rest)
+            await response.write_eof()
+        except ConnectionError:
+            disconnected = True
+            upstream.close()
+        except UpstreamError as exc:
+            # The answer started (status already sent): the client sees the stream end early.
+            self.gateway.metrics.upstream_error(self.provider, exc.kind)
+            error_type, error_code = f"upstream_{exc.kind}", None
+            log.warning("upstream %s %s mid-stream: %s", self.provider, exc.kind, exc,
+                        extra={"request_id": self.request_id})
+            upstream.close()
+            if request.transport is not None:
+                request.transport.close()
+        finally:
+            self.served_model = scanner.served_model
+            self.record(upstream.status, error_type or scanner.error_type, error_code or scanner.error_code,
+                        scanner.usage, disconnected, b"".join(captured) if captured is not None else None)
+        return response
+
+    def _upstream_headers(self, request: web.BaseRequest, traceparent: str | None) -> bytes:
+        lines = []
+        dropped = _DROPPED_REQUEST_HEADERS
+        for name, value in request.raw_headers:
+            lowered = name.lower()
+            if lowered in dropped:
+                if lowered == b"accept-encoding":
+                    accepted = [token for token in value.split(b",") if token.strip().split(b";")[0].lower()
+                                in _DECODABLE_ENCODINGS]
+                    if accepted:
+                        lines.append(b"Accept-Encoding: " + b",".join(accepted).strip() + b"\r\n")
+                elif lowered == b"connection":
+                    dropped = dropped | {token.strip().lower() for token in value.split(b",")}
+                continue
+            lines.append(name + b": " + value + b"\r\n")
+        if "x-request-id" not in request.headers:
+            lines.append(b"x-request-id: " + self.request_id.encode() + b"\r\n")
+        if traceparent is not None:
+            lines.append(b"traceparent: " + traceparent.encode() + b"\r\n")
+        credential = self.gateway.credentials.get(self.provider)
+        if credential is not None:
+            lines.append(credential)
+        return b"".join(lines)
+
+    def _response_headers(self, upstream: UpstreamResponse) -> CIMultiDict:
+        """The upstream's headers minus hop-by-hop ones, plus our request id. A provider's own
+        x-request-id (OpenAI's, which the SDK exposes) is kept; ours is then only in
+        x-tokentrail-request-id."""
+        headers: CIMultiDict = CIMultiDict()
+        for name, value in upstream.headers:
+            if name.lower() not in _DROPPED_RESPONSE_HEADERS:
+                headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        if "x-request-id" not in headers:
+            headers["x-request-id"] = self.request_id
+        headers["x-tokentrail-request-id"] = self.request_id
+        return headers
+
+    def record(self, status: int, error_type: str | None, error_code: str | None,
+               usage: dict[str, Any] | None, client_disconnected: bool, response_body: bytes | None) -> None:
+        gateway = self.gateway
+        finished = time.perf_counter()
+        latency = finished - self.started
+        ttft = self.first_byte - self.started if self.first_byte is not None else None
+        capture = gateway.capture_max
+        record = call_record(
+            call_id=new_id(),
+            gateway_id=gateway.gateway_id,
+            received_at=self.received_at,
+            first_byte_at=self.received_at + ttft if ttft is not None else None,
+            completed_at=self.received_at + latency,
+            tenant_id=self.entry.tenant_id,
+            key_id=self.entry.key_id,
+            chain=self.entry.chain,
+            request_id=self.request_id,
+            trace_id=self.trace_id,
+            end_user=self.end_user,
+            session_id=self.session_id,
+            provider=self.provider,
+            api_flavor=self.route.api_flavor,
+            endpoint=self.route.path,
+            requested_model=self.requested_model,
+            served_model=self.served_model,
+            stream=self.stream,
+            status=status,
+            error_type=error_type,
+            error_code=error_code,
+            client_disconnected=client_disconnected,
+            usage=usage,
+            latency_ms=latency * 1000.0,
+            ttft_ms=ttft * 1000.0 if ttft is not None else None,
+            request_body=_captured(self.request_body, capture),
+            response_body=_captured(response_body, capture),
+        )
+        gateway.submit(self.entry.tenant_id, record)
+        gateway.metrics.request(self.route.path, status, latency, ttft)
+        if usage:
+            gateway.guard.charge(self.entry, usage_reader.token_count(usage), time.monotonic())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %d", self.route.method, self.route.path, status,
+                      extra={"request_id": self.request_id, "key_id": self.entry.key_id,
+                             "latency_ms": round(latency * 1000.0, 3)})
+
+
+def _captured(body: bytes | None, limit: int) -> str | None:
+    if body is None:
+        return None
+    return redact(body[:limit].decode("utf-8", "replace"))

@@ -1,0 +1,71 @@
+"""Gateway settings (pydantic-settings, TOKENTRAIL_* except the providers' own key variables)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings
+
+from tokentrail.settings import ENV
+
+
+class GatewaySettings(BaseSettings):
+    model_config = ENV
+
+    gateway_host: str = "127.0.0.1"
+    """TOKENTRAIL_GATEWAY_HOST: address to listen on (`--host` wins)."""
+    gateway_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    """TOKENTRAIL_GATEWAY_PORT: TCP port (`--port` wins)."""
+    gateway_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    """TOKENTRAIL_GATEWAY_ID: this replica's name in every RawCall (default host:pid)."""
+
+    upstream_openai_url: str = "https://api.openai.com"
+    """TOKENTRAIL_UPSTREAM_OPENAI_URL: OpenAI origin; request paths (/v1/...) are appended."""
+    upstream_anthropic_url: str = "https://api.anthropic.com"
+    """TOKENTRAIL_UPSTREAM_ANTHROPIC_URL: Anthropic origin; request paths (/v1/...) are appended."""
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    """OPENAI_API_KEY: the gateway's own OpenAI credential (clients never send it)."""
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    """ANTHROPIC_API_KEY: the gateway's own Anthropic credential."""
+
+    max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    """TOKENTRAIL_MAX_BODY_BYTES: larger request bodies get 413."""
+    upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    """TOKENTRAIL_UPSTREAM_TIMEOUT_S: longest wait for the upstream's answer to start, or for
+    the next piece of a stream; past it the client gets 504."""
+    upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """TOKENTRAIL_UPSTREAM_CONNECT_TIMEOUT_S: TCP/TLS connect timeout to a provider."""
+
+    spool_dir: Path | None = None
+    """TOKENTRAIL_SPOOL_DIR: where records wait while Kafka is away (default $TOKENTRAIL_HOME/spool)."""
+    spool_fsync_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    """TOKENTRAIL_SPOOL_FSYNC_INTERVAL_S: the spool is written per record and fsynced this often."""
+    kafka_message_timeout_ms: Annotated[int, Field(ge=1000)] = 5000
+    """TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS: a record Kafka has not acknowledged by then goes to the spool."""
+    kafka_linger_ms: Annotated[int, Field(ge=0)] = 5
+    """TOKENTRAIL_KAFKA_LINGER_MS: producer batching delay (also the window a SIGKILL can lose)."""
+
+    default_requests_per_minute: Annotated[int, Field(gt=0)] | None = None
+    """TOKENTRAIL_DEFAULT_REQUESTS_PER_MINUTE: per-identity limit when no Limits record applies."""
+    default_tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
+    """TOKENTRAIL_DEFAULT_TOKENS_PER_MINUTE: per-identity LLM-token limit when no Limits record applies."""
+
+    capture_max_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+    """TOKENTRAIL_CAPTURE_MAX_BYTES: captured bodies (capture on) are cut to this size before redaction."""
+    log_level: str = "INFO"
+    """TOKENTRAIL_LOG_LEVEL: DEBUG logs every request; INFO logs decisions, failures and spooling."""
+
+    @field_validator("upstream_openai_url", "upstream_anthropic_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {url!r}")
+        url = url.rstrip("/")
+        return url[:-3] if url.endswith("/v1") else url
+
+    def spool_path(self, home: Path) -> Path:
+        return self.spool_dir if self.spool_dir is not None else home / "spool"
