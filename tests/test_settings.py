@@ -1,0 +1,100 @@
+"""Core settings and the CLI dispatcher: precedence, clear errors, every problem at once."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from dotenv import dotenv_values
+
+from tokentrail import cli
+from tokentrail.settings import (
+    DEFAULT_BOOTSTRAP,
+    ConfigError,
+    CoreSettings,
+    broker_state_file,
+    load,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_env_example_loads_into_core_settings(monkeypatch):
+    values = dotenv_values(ROOT / ".env.example")
+    for name, value in values.items():
+        monkeypatch.setenv(name, value or "")
+    settings = load(CoreSettings)
+    assert settings.bootstrap() == values["TOKENTRAIL_KAFKA_BOOTSTRAP"]
+    assert settings.require_signing_key() == values["TOKENTRAIL_SIGNING_KEY"].encode()
+
+
+def test_bootstrap_prefers_env_then_broker_state_then_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOKENTRAIL_KAFKA_BOOTSTRAP", raising=False)
+    settings = CoreSettings(home=tmp_path)
+    assert settings.bootstrap() == DEFAULT_BOOTSTRAP
+    state = broker_state_file(tmp_path)
+    state.parent.mkdir(parents=True)
+    state.write_bytes(orjson.dumps({"bootstrap": "127.0.0.1:19092", "pid": 1}))
+    assert settings.bootstrap() == "127.0.0.1:19092"
+    assert CoreSettings(home=tmp_path, kafka_bootstrap="k:1").bootstrap() == "k:1"
+
+
+def test_missing_signing_key_is_one_clear_error(monkeypatch):
+    monkeypatch.delenv("TOKENTRAIL_SIGNING_KEY", raising=False)
+    with pytest.raises(ConfigError, match="TOKENTRAIL_SIGNING_KEY is not set"):
+        CoreSettings().require_signing_key()
+
+
+def test_signing_key_is_never_printed(monkeypatch):
+    monkeypatch.setenv("TOKENTRAIL_SIGNING_KEY", "super-secret-value")
+    settings = CoreSettings()
+    assert "super-secret-value" not in repr(settings)
+    assert "super-secret-value" not in str(settings.model_dump())
+
+
+def test_invalid_values_are_reported_together(monkeypatch):
+    from pydantic_settings import BaseSettings
+
+    from tokentrail.settings import ENV
+
+    class Sample(BaseSettings):
+        model_config = ENV
+        port: int = 1
+        ratio: float = 0.5
+
+    monkeypatch.setenv("TOKENTRAIL_PORT", "eighty")
+    monkeypatch.setenv("TOKENTRAIL_RATIO", "half")
+    with pytest.raises(ConfigError) as info:
+        load(Sample)
+    assert "TOKENTRAIL_PORT" in str(info.value) and "TOKENTRAIL_RATIO" in str(info.value)
+
+
+# One well-formed invocation per command; an unknown flag must still be refused in one line.
+VALID_INVOCATIONS = {
+    "kafka": ["kafka", "status"],
+    "mock-upstream": ["mock-upstream"],
+    "gateway": ["gateway"],
+    "keys": ["keys", "list"],
+    "freeze": ["freeze", "--tenant", "acme"],
+    "flows": ["flows"],
+    "migrate": ["migrate"],
+    "events": ["events", "--tenant", "acme", "--since", "2026-01-01", "--until", "2026-01-02"],
+    "report": ["report", "cost"],
+    "demo": ["demo"],
+}
+
+
+def test_cli_offers_every_surface_of_the_design():
+    subparsers = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert set(VALID_INVOCATIONS) <= set(subparsers.choices)
+
+
+@pytest.mark.parametrize("command", sorted(VALID_INVOCATIONS))
+def test_cli_rejects_unknown_flags_in_one_line(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "tokentrail", *VALID_INVOCATIONS[command], "--no-such-flag"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in result.stderr

@@ -1,0 +1,247 @@
+"""`tokentrail demo`: the whole pipeline on one machine, end to end, in about a minute.
+
+It starts (or reuses) the home's Kafka broker, the mock provider, the flows and a gateway; mints
+keys for a small org (a human, an agent acting for her, a sub-agent acting for the agent, and a
+system job in another tenant); sends OpenAI and Anthropic calls through the gateway, streaming
+and not, some failing; shows a revoked key refused and a frozen tenant blocked; waits until every
+call is a row in the embedded ClickHouse; and prints the spend report and one tenant's timeline.
+Everything it started is stopped at the end, except the broker when `--keep-kafka` is given.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+
+READY_TIMEOUT = 60.0
+ROWS_TIMEOUT = 90.0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run the whole pipeline on this machine and show what it records",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--calls", type=int, default=40, help="calls per identity (default 40)")
+    parser.add_argument("--gateway-port", type=int, default=8080, help="gateway port (default 8080)")
+    parser.add_argument("--keep-kafka", action="store_true", help="leave the Kafka broker running afterwards")
+    parser.set_defaults(func=run)
+
+
+def say(message: str) -> None:
+    print(f"demo: {message}", flush=True)
+
+
+def run(args) -> int:
+    from schemas.models import Actor, Freeze
+    from tokentrail.broker import server
+    from tokentrail.cli import CliError
+    from tokentrail.control.plane import ControlPlane
+    from tokentrail.mock_upstream.process import spawn_mock_upstream
+    from tokentrail.settings import CoreSettings, load
+
+    if args.calls < 1:
+        raise CliError("--calls must be at least 1")
+    os.environ.setdefault("TOKENTRAIL_SIGNING_KEY", "demo-" + secrets.token_hex(16))
+    core = load(CoreSettings)
+    home = core.home.resolve()
+    children: list[subprocess.Popen] = []
+    mock = None
+    say(f"state directory {home}")
+    handle, started_broker, _ = server.up(home)
+    say(f"Kafka broker {'started' if started_broker else 'already running'} at {handle.bootstrap}")
+    try:
+        mock = spawn_mock_upstream()
+        say(f"mock provider (OpenAI + Anthropic wire formats) at {mock.url}")
+        env = {
+            **os.environ,
+            "TOKENTRAIL_HOME": str(home),
+            "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
+            "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url,
+            "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": mock.url,
+        }
+        flows = _spawn(["flows", "--metrics-port", "0"], env, home / "logs" / "demo-flows.log")
+        children.append(flows)
+        say("flows started (verify -> identity -> price -> ClickHouse)")
+
+        plane = ControlPlane(core.model_copy(update={"kafka_bootstrap": handle.bootstrap}))
+        tenant = f"acme-{secrets.token_hex(2)}"
+        other = f"globex-{secrets.token_hex(2)}"
+        alice, alice_key = plane.create_key(tenant, Actor(type="human", id="alice"))
+        planner, planner_key = plane.create_key(tenant, Actor(type="agent", id="planner"), alice.key_id)
+        _, summarizer_key = plane.create_key(tenant, Actor(type="agent", id="summarizer"), planner.key_id)
+        batch, batch_key = plane.create_key(other, Actor(type="system", id="nightly-batch"))
+        keys = [alice_key, planner_key, summarizer_key, batch_key]
+        say(f"minted keys: tenant {tenant}: alice -> planner -> summarizer; tenant {other}: nightly-batch")
+
+        gateway_url = f"http://127.0.0.1:{args.gateway_port}"
+        gateway = _spawn(["gateway", "--port", str(args.gateway_port)], env, home / "logs" / "demo-gateway.log")
+        children.append(gateway)
+        _wait_http(gateway_url + "/readyz", gateway)
+        say(f"gateway at {gateway_url} (point an SDK's base_url here)")
+
+        sent = _send_traffic(gateway_url, keys, args.calls)
+        say(f"sent {sent} calls through the gateway ({args.calls} per identity, some streaming, some failing)")
+
+        revoked = plane.revoke_key(batch.key_id)
+        status, forwarded = _wait_status(gateway_url, batch_key, 401)
+        sent += forwarded
+        say(f"revoked {revoked.key_id}: the gateway now answers {status}")
+        plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=True, reason="demo",
+                                 changed_at=datetime.now(timezone.utc)))
+        status, forwarded = _wait_status(gateway_url, alice_key, 403)
+        sent += forwarded
+        say(f"froze tenant {tenant}: the gateway now answers {status}")
+        plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=False, changed_at=datetime.now(timezone.utc)))
+
+        rows = _wait_rows(sent, tenant, other, flows)
+        say(f"{rows} llm_calls rows in ClickHouse for {sent} calls forwarded: one row per call")
+        _show(["report", "cost", "--by", "root"])
+        _show(["report", "cost", "--by", "identity", "--tenant", tenant])
+        since = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+        _show(["events", "--tenant", tenant, "--since", since, "--until",
+               (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat(), "--limit", "8"])
+        say("done. Logs are in " + str(home / "logs"))
+        return 0
+    finally:
+        for child in reversed(children):
+            _stop(child)
+        if mock is not None:
+            mock.stop()
+        if started_broker and not args.keep_kafka:
+            server.stop_broker(home)
+            say("Kafka broker stopped (use --keep-kafka to leave it running)")
+
+
+def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "tokentrail", *command], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_http(url: str, process: subprocess.Popen) -> None:
+    from tokentrail.cli import CliError
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CliError(f"{process.args[3]} exited with {process.returncode} before it was ready; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise CliError(f"{url} did not answer within {READY_TIMEOUT:.0f} s")
+
+
+def _post(url: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=orjson.dumps(body), method="POST",
+                                     headers={"content-type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _openai_call(gateway_url: str, key: str, index: int) -> int:
+    headers = {"authorization": f"Bearer {key}"}
+    if index % 10 == 9:
+        headers["x-mock-status"] = "500"
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"question {index}"}],
+            "stream": index % 4 == 1}
+    return _post(gateway_url + "/v1/chat/completions", body, headers)[0]
+
+
+def _anthropic_call(gateway_url: str, key: str, index: int) -> int:
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    if index % 10 == 9:
+        headers["x-mock-status"] = "529"
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": index % 4 == 1,
+            "messages": [{"role": "user", "content": f"summarize {index}"}]}
+    return _post(gateway_url + "/v1/messages", body, headers)[0]
+
+
+def _send_traffic(gateway_url: str, keys: list[str], per_key: int) -> int:
+    for key in keys:
+        for index in range(per_key):
+            call = _openai_call if index % 2 == 0 else _anthropic_call
+            call(gateway_url, key, index)
+    return len(keys) * per_key
+
+
+def _wait_status(gateway_url: str, key: str, wanted: int) -> tuple[int, int]:
+    """Poll with a cheap call until the gateway's registry has caught up (within a second).
+    Returns the last status and how many probes were still forwarded (each one is a call)."""
+    deadline = time.monotonic() + 10
+    status, forwarded = 0, 0
+    while time.monotonic() < deadline:
+        status = _post(gateway_url + "/v1/chat/completions",
+                       {"model": "gpt-4o", "messages": [{"role": "user", "content": "ping"}]},
+                       {"authorization": f"Bearer {key}"})[0]
+        if status == wanted:
+            break
+        forwarded += 1
+        time.sleep(0.05)
+    return status, forwarded
+
+
+def _wait_rows(sent: int, *tenants: str, flows: subprocess.Popen) -> int:
+    """Count llm_calls rows of the demo's tenants through the flows' query server."""
+    from tokentrail.cli import CliError
+    from tokentrail.storage import open_store
+
+    deadline = time.monotonic() + ROWS_TIMEOUT
+    rows, last_error = 0, None
+    while time.monotonic() < deadline:
+        if flows.poll() is not None:
+            raise CliError(f"the flows exited with {flows.returncode}; see logs/demo-flows.log")
+        try:
+            store = open_store()
+            try:
+                result = store.query(
+                    "SELECT count() AS n FROM llm_calls WHERE tenant_id IN {tenants:Array(String)}",
+                    {"tenants": list(tenants)},
+                )
+            finally:
+                store.close()
+            rows = int(result[0]["n"])
+        except Exception as exc:  # the query server may not be up yet: keep polling, say why at the end
+            last_error = exc
+        else:
+            last_error = None
+            if rows >= sent:
+                return rows
+        time.sleep(0.5)
+    raise CliError(f"only {rows} of {sent} calls reached ClickHouse within {ROWS_TIMEOUT:.0f} s"
+                   + (f" (last error: {last_error})" if last_error else ""))
+
+
+def _show(command: list[str]) -> None:
+    from tokentrail.cli import main
+
+    print(f"\n$ tokentrail {' '.join(command)}", flush=True)
+    main(command)
