@@ -47,14 +47,43 @@ class TopicFollower:
         self._pending: set[tuple[str, int]] = set()
 
     def catch_up(self, timeout: float = 10.0) -> None:
-        """Apply every record on the topics up to their end as of now; FollowerError on timeout."""
+        """Apply every record on the topics up to their end as of now; FollowerError on timeout.
+
+        "As of now" holds on every call, not only the first: the high watermarks are read
+        afresh, so a record this process just published is applied before we return.
+        """
         deadline = time.monotonic() + timeout
-        while not self.ready.is_set():
-            if time.monotonic() >= deadline:
-                raise FollowerError(
-                    f"Kafka at {self.bootstrap} did not deliver {', '.join(self.handlers)} within {timeout:.0f}s"
-                )
+        while self._consumer is None and not self._assign(0.2):
+            self._check_deadline(deadline, timeout)
+        ends = self._end_offsets(deadline, timeout)
+        while True:
+            positions = self._consumer.position(
+                [TopicPartition(topic, partition) for topic, partition in ends]
+            )
+            if all(tp.offset >= ends[(tp.topic, tp.partition)] or ends[(tp.topic, tp.partition)] == 0
+                   for tp in positions) and self.ready.is_set():
+                return
+            self._check_deadline(deadline, timeout)
             self._step(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _end_offsets(self, deadline: float, timeout: float) -> dict[tuple[str, int], int]:
+        """High watermark of every assigned partition, retried while a new topic elects its leaders."""
+        while True:
+            try:
+                return {
+                    (tp.topic, tp.partition): self._consumer.get_watermark_offsets(tp, timeout=1.0)[1]
+                    for tp in self._consumer.assignment()
+                }
+            except KafkaException as exc:
+                log.debug("watermarks not readable yet: %s", exc)
+                self._check_deadline(deadline, timeout)
+                time.sleep(0.05)
+
+    def _check_deadline(self, deadline: float, timeout: float) -> None:
+        if time.monotonic() >= deadline:
+            raise FollowerError(
+                f"Kafka at {self.bootstrap} did not deliver {', '.join(self.handlers)} within {timeout:.0f}s"
+            )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tokentrail-follower", daemon=True)
