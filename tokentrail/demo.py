@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--calls", type=int, default=40, help="calls per identity (default 40)")
     parser.add_argument("--gateway-port", type=int, default=8080, help="gateway port (default 8080)")
+    parser.add_argument("--kafka-port", type=int, default=None,
+                        help="port of the broker the demo starts (default: as `tokentrail kafka up`)")
     parser.add_argument("--keep-kafka", action="store_true", help="leave the Kafka broker running afterwards")
     parser.set_defaults(func=run)
 
@@ -58,7 +60,7 @@ def run(args) -> int:
     children: list[subprocess.Popen] = []
     mock = None
     say(f"state directory {home}")
-    handle, started_broker, _ = server.up(home)
+    handle, started_broker, _ = server.up(home, port=args.kafka_port)
     say(f"Kafka broker {'started' if started_broker else 'already running'} at {handle.bootstrap}")
     try:
         mock = spawn_mock_upstream()
@@ -104,13 +106,14 @@ def run(args) -> int:
         say(f"froze tenant {tenant}: the gateway now answers {status}")
         plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=False, changed_at=datetime.now(timezone.utc)))
 
-        rows = _wait_rows(sent, tenant, other, flows)
+        rows = _wait_rows(sent, tenant, other, flows=flows)
         say(f"{rows} llm_calls rows in ClickHouse for {sent} calls forwarded: one row per call")
         _show(["report", "cost", "--by", "root"])
         _show(["report", "cost", "--by", "identity", "--tenant", tenant])
         since = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
-        _show(["events", "--tenant", tenant, "--since", since, "--until",
-               (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat(), "--limit", "8"])
+        until = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()
+        _show(["events", "--tenant", tenant, "--since", since, "--until", until,
+               "--type", "llm_call_failed", "--type", "protection_decision"])
         say("done. Logs are in " + str(home / "logs"))
         return 0
     finally:
