@@ -20,6 +20,7 @@ def publish(bootstrap: str, topic: str, key: str, value: bytes | None, timeout: 
         "enable.idempotence": True,
         "message.timeout.ms": int(timeout * 1000),
         "logger": log,
+        "log_level": 3,  # errors only: a fresh broker's transient "coordinator load" retries are noise
     })
     errors: list[KafkaError] = []
     producer.produce(topic, value, key.encode(), on_delivery=lambda err, _msg: errors.append(err) if err else None)
