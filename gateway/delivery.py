@@ -8,6 +8,8 @@ records, the spool on local disk when it does not, and back in order when it ret
   Kafka did not acknowledge within `message.timeout.ms` (broker down, or purged at shutdown)
   comes back through the report and is appended to the spool, so nothing in librdkafka's
   queue is lost when Kafka dies.
+- When librdkafka reports that no broker is reachable, records it has not sent yet are purged
+  from its queue into the spool at once, rather than after the message timeout.
 - From the first spooled record on, new records go straight to the spool (keeping their
   order) until it is drained. The thread fsyncs the spool once per interval and, when Kafka
   answers a metadata request again, drains sealed segments in order through the same producer,
@@ -72,6 +74,7 @@ class Delivery:
         self._thread: threading.Thread | None = None
         self._drain_failed = False
         self._fatal: KafkaError | None = None
+        self._brokers_down = False
 
     # --- event loop side
 
@@ -117,6 +120,9 @@ class Delivery:
                     next_sync = now + self.fsync_interval_s
                 if self._fatal is not None:
                     self._replace_producer()
+                if self._brokers_down:
+                    self._brokers_down = False
+                    self._spool_queued("no Kafka broker is reachable")
                 if self.spooling and now >= next_drain:
                     if not self._drain():
                         next_drain = time.monotonic() + RETRY_DRAIN_AFTER_S
@@ -134,8 +140,21 @@ class Delivery:
         if error.fatal():
             log.error("fatal Kafka producer error, replacing the producer: %s", error.str())
             self._fatal = error
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._brokers_down = True
         else:
             log.debug("Kafka producer: %s", error.str())
+
+    def _spool_queued(self, reason: str) -> None:
+        """Kafka is gone: new records go to the spool at once, and so do the ones librdkafka
+        has not sent yet (purged from its queue, they come back through their reports).
+        Records already in flight wait for their acknowledgement or message timeout."""
+        with self._lock:
+            if not self.spooling:
+                self.spooling = True
+                log.warning("spooling records to %s: %s", self.spool.directory, reason)
+        self.producer.purge(in_queue=True, in_flight=False)
+        self.producer.poll(0)
 
     def _to_spool(self, key: bytes | None, value: bytes, reason: str) -> None:
         with self._lock:
