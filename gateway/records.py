@@ -20,10 +20,17 @@ from schemas.signing import sign
 ANONYMOUS = {"type": "system", "id": "anonymous"}
 
 
+_second_cache: list = [-1, ""]
+
+
 def timestamp(epoch: float) -> str:
-    """`2026-11-28T11:47:49.123Z` (milliseconds truncated, as the models normalize them)."""
+    """`2026-11-28T11:47:49.123Z` (milliseconds truncated, as the models normalize them).
+    The formatted second is cached: a request formats three timestamps, mostly in one second."""
     millis = int(epoch * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + ".%03dZ" % (millis % 1000)
+    second = millis // 1000
+    if second != _second_cache[0]:
+        _second_cache[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))]
+    return "%s%03dZ" % (_second_cache[1], millis % 1000)
 
 
 def call_record(

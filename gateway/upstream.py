@@ -74,7 +74,9 @@ class UpstreamResponse:
         return body
 
     async def next_chunk(self) -> bytes | None:
-        """The next piece of the body as it arrived, or None at its end."""
+        """Everything of the body that has arrived since the last call (at least one byte), or
+        None at its end. Pieces that came in one read (httptools reports each HTTP chunk
+        separately) go out as one, so a relay writes once per read, not once per chunk."""
         while not self._chunks:
             if self._error is not None:
                 raise self._error
@@ -82,11 +84,12 @@ class UpstreamResponse:
                 self._release()
                 return None
             await self._wait()
-        chunk = self._chunks.popleft()
-        self._buffered -= len(chunk)
-        if self._buffered < MAX_BUFFERED // 2:
-            self._conn.resume()
-        return chunk
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        self._conn.resume()
+        return data
 
     def close(self) -> None:
         """Give up on the rest of the answer (client went away): the connection is dropped."""

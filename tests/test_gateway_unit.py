@@ -285,7 +285,7 @@ def test_delivery_spools_what_an_unreachable_kafka_does_not_take(tmp_path):
         assert spool.records == 51
     finally:
         delivery.stop(timeout=0.5)
-    assert submit_seconds < 0.05  # never waits for Kafka
+    assert submit_seconds < 0.5  # never waits for Kafka (each record would wait 1 s)
     values = [value for segment in Spool(tmp_path).segments() for _, _, value in Spool(tmp_path).read(segment)]
     assert sorted(values[:50]) == sorted(b"value-%d" % i for i in range(50)) and values[50] == b"after"
     assert metrics.kafka_delivery_failures._value.get() == 50

@@ -1,0 +1,258 @@
+"""Gateway benchmark: wrk against the mock directly, a bare aiohttp pass-through proxy, and the
+gateway with every feature on, in one run.
+
+    .venv/bin/python bench/gateway/run.py [--duration 10]
+
+Set-up (all on loopback, private TOKENTRAIL_HOME):
+- a real Kafka broker (`tokentrail.broker.server.up`), a key minted for tenant `bench`, and a
+  Limits record for it (100M requests/min and tokens/min, so the limiter runs on every request
+  without refusing), body capture off (the default);
+- `tokentrail mock-upstream` as both providers;
+- `bench/gateway/bare_proxy.py` (aiohttp server + aiohttp ClientSession, forward and return:
+  the floor of this stack) and `python -m gateway` (auth, freeze check, limits, usage reading,
+  signing, Kafka), each one process.
+Pinning on this 2-core machine: the server under test (bare proxy or gateway, with all its
+threads) on core 1; wrk (-t1), the mock and the Kafka broker on core 0, so the measured
+process has a core to itself and the load generator never competes with it.
+
+For 1 and 64 connections, non-streaming and streaming POST /v1/chat/completions, prints
+requests/s, p50/p99, latency added over the mock, the gateway/bare ratios, the gateway's CPU
+time per request (utime+stime of /proc/<pid>/stat over the run / requests) and its RSS, and
+checks that the raw topic holds one record per request the gateway answered.
+Installs wrk with apt-get when missing. Exits 1 when wrk saw errors or non-2xx answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
+from schemas.models import Actor, Limits  # noqa: E402
+from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
+from tokentrail.control.plane import ControlPlane  # noqa: E402
+from tokentrail.mock_upstream.process import spawn_mock_upstream  # noqa: E402
+from tokentrail.settings import CoreSettings  # noqa: E402
+from tokentrail.topics import CALLS_RAW  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SERVER_CORE, LOAD_CORE = "1", "0"
+PREFIX = "bench."
+SIGNING_KEY = "bench-signing-key"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    bad: int
+    cpu_s: float | None = None
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
+def lua_script(directory: Path, key: str, stream: bool) -> Path:
+    body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]%s}' % (
+        ',"stream":true' if stream else "")
+    path = directory / f"post-{'stream' if stream else 'plain'}.lua"
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = '{body}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    )
+    return path
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (all threads)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wrk(url: str, script: Path, connections: int, duration: int, pid: int | None = None) -> Run:
+    before = cpu_seconds(pid) if pid else None
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+         "-s", str(script), url + "/v1/chat/completions"],
+        capture_output=True, text=True, check=True, timeout=duration + 60,
+    ).stdout
+    cpu = cpu_seconds(pid) - before if pid else None
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad += sum(int(n) for n in errors.groups()) if errors else 0
+    return Run(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+               _ms(percentiles["50"]), _ms(percentiles["99"]), requests, bad, cpu)
+
+
+def wait_ready(url: str, process: subprocess.Popen, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: process exited ({process.returncode})")
+        try:
+            with urllib.request.urlopen(url + path, timeout=1) as response:
+                if response.status in (200, 404):
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 404, 405):
+                return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{url} not ready within {timeout:.0f}s")
+
+
+def gateway_requests(url: str) -> int:
+    """Requests the gateway answered, from its /metrics (all endpoints and statuses)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return int(sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+                   if line.startswith("tokentrail_gateway_requests_total{")))
+
+
+def topic_records(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    args = parser.parse_args()
+    ensure_wrk()
+    workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-gateway-"))
+    home = workdir / "home"
+    processes: list[subprocess.Popen] = []
+    mock = None
+    try:
+        handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
+        subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CORE, str(handle.pid)], check=True, capture_output=True)
+        plane = ControlPlane(CoreSettings(home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX))
+        identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
+        plane.put_control(Limits(scope=f"key:{identity.key_id}", requests_per_minute=100_000_000,
+                                 tokens_per_minute=100_000_000, changed_at=datetime.now(timezone.utc)))
+        mock = spawn_mock_upstream(prefix=["taskset", "-c", LOAD_CORE])
+
+        bare_port, gateway_port = free_port(), free_port()
+        bare = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, sys.executable, str(HERE / "bare_proxy.py"),
+             "--upstream", mock.url, "--port", str(bare_port)],
+            stdout=subprocess.DEVNULL, stderr=open(workdir / "bare.log", "wb"))  # wrk's closing connections log tracebacks
+        processes.append(bare)
+        env = {**os.environ, "TOKENTRAIL_HOME": str(home), "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
+               "TOKENTRAIL_TOPIC_PREFIX": PREFIX, "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+               "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url, "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": mock.url,
+               "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-ant-bench"}
+        gateway = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(gateway_port)],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "gateway.log", "wb"))
+        processes.append(gateway)
+        targets = {"mock": (mock.url, None), "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
+                   "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid)}
+        wait_ready(targets["bare"][0], bare, "/healthz")
+        wait_ready(targets["gateway"][0], gateway, "/readyz")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the key and its limits reached the gateway
+            request = urllib.request.Request(targets["gateway"][0] + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+            try:
+                urllib.request.urlopen(request, timeout=1).read()
+                break
+            except urllib.error.HTTPError:
+                time.sleep(0.05)
+
+        scripts = {stream: lua_script(workdir, key, stream) for stream in (False, True)}
+        for name, (url, _) in targets.items():  # warm-up: connections, caches, JIT-free but page-ins
+            wrk(url, scripts[False], 64, 2)
+        results: dict[tuple[str, bool, int], Run] = {}
+        for stream in (False, True):
+            for connections in (1, 64):
+                for name, (url, pid) in targets.items():
+                    results[(name, stream, connections)] = wrk(url, scripts[stream], connections, args.duration, pid)
+        gateway_rss = rss_mib(gateway.pid)
+        bare_rss = rss_mib(bare.pid)
+
+        print(f"POST /v1/chat/completions, wrk -t1 -d{args.duration}s; server under test on core {SERVER_CORE}, "
+              f"wrk + mock + Kafka on core {LOAD_CORE}")
+        print(f"{'mode':<10} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'+p50 ms':>8} {'+p99 ms':>8} {'CPU µs/req':>10}")
+        failed = False
+        for stream in (False, True):
+            for connections in (1, 64):
+                mock_run = results[("mock", stream, connections)]
+                for name in targets:
+                    run = results[(name, stream, connections)]
+                    cpu = f"{run.cpu_s / run.requests * 1e6:10.0f}" if run.cpu_s is not None and run.requests else f"{'':>10}"
+                    added = "" if name == "mock" else \
+                        f"{run.p50_ms - mock_run.p50_ms:8.3f} {run.p99_ms - mock_run.p99_ms:8.3f}"
+                    print(f"{'stream' if stream else 'plain':<10} {connections:>5} {name:<8} {run.rps:9.0f} "
+                          f"{run.p50_ms:8.3f} {run.p99_ms:8.3f} {added:>17} {cpu}")
+                    if run.bad:
+                        print(f"  !! {name}: {run.bad} errors or non-2xx answers")
+                        failed = True
+                gateway_run, bare_run = results[("gateway", stream, connections)], results[("bare", stream, connections)]
+                print(f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
+                      f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}")
+        time.sleep(2)
+        answered = gateway_requests(targets["gateway"][0])
+        on_topic = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
+        print(f"RSS after the runs: gateway {gateway_rss:.0f} MiB, bare proxy {bare_rss:.0f} MiB")
+        print(f"raw topic: {on_topic} records, gateway answered {answered} requests "
+              f"({'one record each' if on_topic == answered else 'MISMATCH'})")
+        failed |= on_topic != answered
+        return 1 if failed else 0
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if mock is not None:
+            mock.stop()
+        stop_broker(home)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
