@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 client for the providers: kept-alive connections, httptools parsing.
 
-Why not aiohttp's ClientSession: per request it costs about four times the CPU of this
-client (measured on the benchmark machine: ~68 µs against ~15 µs), which alone would put the
+Why not aiohttp's ClientSession: measured alone on one core against the mock (64 concurrent
+requests), it costs 72 µs per request and this client under 10 µs, which alone would put the
 gateway behind a bare aiohttp proxy. The client does only what a reverse proxy needs: send a
 request whose headers the caller already encoded, give back the status, the raw headers, and
 the body either whole (`read`) or piece by piece as it arrives (`next_chunk`), never

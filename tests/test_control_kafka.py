@@ -103,3 +103,19 @@ def test_cli_refuses_bad_input_with_one_line(env, capsys):
     assert code == 2 and "--rpm" in err
     code, _, err = run(capsys, "keys", "create", "--tenant", " ", "--actor-type", "human", "--actor-id", "a")
     assert code == 2 and "must not be empty" in err
+
+
+def test_a_bad_record_on_a_control_topic_is_skipped_and_the_rest_applied(env, capsys):
+    from tokentrail.control.publish import publish
+
+    plane = following_plane()
+    try:
+        publish(env.bootstrap, env.name("tokentrail.identities"), "0000000000000000", b"{not json")
+        publish(env.bootstrap, env.name("tokentrail.controls"), "freeze:tenant:acme", b'{"kind": "freeze"}')
+        _, out, _ = run(capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human",
+                        "--actor-id", "alice", "--json")
+        key = orjson.loads(out)["key"]
+        wait_until(lambda: not isinstance(plane.identities.authenticate(key), str))
+        assert plane.follower.bad_records == 2 and plane.controls.freeze_of("acme", "k") is None
+    finally:
+        plane.follower.stop()
