@@ -98,3 +98,14 @@ def test_cli_rejects_unknown_flags_in_one_line(command):
     )
     assert result.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in result.stderr
+
+
+def test_cli_start_up_loads_no_heavy_engine():
+    """Every process (the gateway too) builds this parser: chdb alone would add ~250 MB RSS."""
+    probe = (
+        "import sys; from tokentrail import cli; cli.build_parser(); "
+        "print(','.join(m for m in ('chdb', 'bytewax', 'genai_prices') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

@@ -27,14 +27,17 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from tokentrail.storage.base import decode_compact, existing_ids_sql
-from tokentrail.storage.embedded import EmbeddedStore
 from tokentrail.storage.errors import StorageError
 from tokentrail.storage.settings import StorageSettings
 from tokentrail.storage.sqltext import format_parameter
+
+if TYPE_CHECKING:  # chdb costs ~250 MB and 0.2 s to import: only the embedded store loads it
+    from tokentrail.storage.embedded import EmbeddedStore
 
 SERVER_FILE = "query-server.json"
 READ_STATEMENT = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
@@ -73,6 +76,8 @@ class QueryServerHandle:
 
 def start_query_server(store: EmbeddedStore, settings: StorageSettings | None = None) -> QueryServerHandle:
     """Serve read-only queries on 127.0.0.1 (an ephemeral port) until `handle.stop()`."""
+    from tokentrail.storage.embedded import EmbeddedStore
+
     settings = settings or StorageSettings()
     session = store.read_only_session()
     token = secrets.token_hex(16)
