@@ -317,6 +317,7 @@ class KafkaOutSink(_NumberedParts, FixedPartitionedSink):
                     "compression.type": "lz4",
                     "enable.idempotence": True,
                     "queue.buffering.max.messages": 500_000,
+                    "queue.buffering.max.kbytes": 65_536,  # back-pressure (BufferError) past 64 MB
                     "on_delivery": self._delivered,
                 })
         return _KafkaPartition(self._producer, self._failures)
@@ -449,7 +450,9 @@ def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = N
     bootstrap = core.bootstrap()
     names = TopicNames.of(core)
     start = OFFSET_BEGINNING if settings.flows_start_at == "beginning" else OFFSET_END
-    consumer = {"fetch.wait.max.ms": "50", "queued.min.messages": "20000"}
+    # librdkafka prefetches up to 64 MB per partition by default; 8 MB keeps a 2,000-record
+    # poll fed at ~100k records/s while bounding memory (RSS target: 600 MB with the engine).
+    consumer = {"fetch.wait.max.ms": "50", "queued.min.messages": "20000", "queued.max.messages.kbytes": "8192"}
     return build_flow(
         raw=KafkaSource([bootstrap], [names.raw], starting_offset=start,
                         batch_size=settings.flows_kafka_batch, add_config=consumer),

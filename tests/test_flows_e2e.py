@@ -169,6 +169,11 @@ def test_signed_calls_become_rows_with_owner_root_and_cost_and_bad_records_go_to
             exposition = reply.read().decode()
         assert 'tokentrail_flows_rejected_total{reason="signature"} 1.0' in exposition
         assert f'tokentrail_flows_rows_written_total{{table="llm_calls"}} {float(len(calls))}' in exposition
+        timeline = subprocess.run(
+            [sys.executable, "-m", "tokentrail", "events", "--tenant", "acme", "--since", "2026-11-28T00:00Z",
+             "--until", "2026-11-29T00:00Z", "--format", "jsonl", "--limit", "100000"],
+            env=flows_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert timeline.returncode == 0, timeline.stderr
     finally:
         flows.kill(signal.SIGTERM)
     assert flows.process.returncode in (0, 130), flows.log.read_text()[-3000:]
@@ -193,11 +198,12 @@ def test_signed_calls_become_rows_with_owner_root_and_cost_and_bad_records_go_to
     total = query_embedded(tmp_path, "SELECT sum(cost_usd) AS s FROM llm_calls")[0]["s"]
     assert total == sum(expected_cost(c) for c in calls)
 
-    ordered = query_embedded(
-        tmp_path, "SELECT event_id, timestamp FROM events WHERE tenant_id = {t:String} ORDER BY timestamp, event_id",
-        {"t": "acme"})
-    acme = sorted((c.received_at, c.call_id) for c in calls if c.tenant_id == "acme")
-    assert [(r["timestamp"], r["event_id"]) for r in ordered] == acme
+    # `tokentrail events` (the storage CLI, through the flow's query server) gives every call
+    # of the tenant as a UnifiedEvent, in (timestamp, event_id) order
+    listed = [orjson.loads(line) for line in timeline.stdout.splitlines()]
+    acme = sorted((wire.to_dict(c)["received_at"], c.call_id) for c in calls if c.tenant_id == "acme")
+    assert [(e["timestamp"], e["event_id"]) for e in listed] == acme
+    assert all(e["event_type"] == "llm_call" and e["event_source"] == "flows" for e in listed)
 
 
 def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(tmp_path, kafka_topics, flows_env):
