@@ -21,7 +21,7 @@ from tokentrail.broker.admin import DEFAULT_PARTITIONS
 from tokentrail.broker.jars import java_major_version
 from tokentrail.broker.server import free_port, stop_broker
 from tokentrail.settings import CoreSettings, broker_state_file
-from tokentrail.topics import CALLS_RAW, CONTROLS, EVENTS, IDENTITIES, SEVEN_DAYS_MS, TOPICS
+from tokentrail.topics import CALLS_RAW, EVENTS, SEVEN_DAYS_MS, TOPICS
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:

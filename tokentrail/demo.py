@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
+
+from tokentrail.processes import stop_process
 
 READY_TIMEOUT = 60.0
 ROWS_TIMEOUT = 90.0
@@ -118,7 +119,7 @@ def run(args) -> int:
         return 0
     finally:
         for child in reversed(children):
-            _stop(child)
+            stop_process(child, timeout=30)
         if mock is not None:
             mock.stop()
         if started_broker and not args.keep_kafka:
@@ -131,16 +132,6 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "tokentrail", *command], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _wait_http(url: str, process: subprocess.Popen) -> None:

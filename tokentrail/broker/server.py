@@ -11,7 +11,6 @@ Files under `<home>/kafka/`:
 from __future__ import annotations
 
 import base64
-import ctypes
 import os
 import shutil
 import signal
@@ -33,6 +32,7 @@ from tokentrail.broker.jars import (
     find_java,
     kafka_libs,
 )
+from tokentrail import processes
 from tokentrail.settings import broker_state_file, load
 
 DEFAULT_PORT = 9092
@@ -134,7 +134,7 @@ def start_broker(
             stdout=jvm_output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a daemon: Ctrl-C in the shell that ran `up` must not reach it
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=processes.die_with_parent if die_with_parent else None,
         )
     handle = BrokerHandle(
         bootstrap=f"{HOST}:{port}", pid=process.pid, port=port, controller_port=controller_port,
@@ -340,15 +340,6 @@ def _terminate(pid: int, process: subprocess.Popen | None = None, timeout: float
                 return
             time.sleep(0.05)
     raise BrokerError(f"broker pid {pid} did not exit after SIGKILL")
-
-
-_prctl = ctypes.CDLL(None).prctl  # resolved before any fork: the child only makes the call
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it when the parent dies."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _tail(logs: Path, lines: int = 12) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tokentrail.mock_upstream.cli import READY_PREFIX
+from tokentrail.processes import stop_process
 
 START_TIMEOUT = 15.0
 
@@ -34,13 +34,7 @@ class MockProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; safe to call twice."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         if self.process.stdout:
             self.process.stdout.close()
 
@@ -59,7 +53,7 @@ def spawn_mock_upstream(
                "--host", host, "--port", str(port), "--workers", str(workers)]
     preexec = None
     if die_with_parent:
-        from tokentrail.broker.server import _die_with_parent as preexec
+        from tokentrail.processes import die_with_parent as preexec
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=preexec,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     mock = MockProcess(url="", process=process)
