@@ -45,8 +45,13 @@ def _compile(schema: dict[str, Any], defs: dict[str, Any]) -> Check:
         name = schema["$ref"].rsplit("/", 1)[-1]
         return _compile(defs[name], defs)
     if "anyOf" in schema:
-        options = [_compile(option, defs) for option in schema["anyOf"]]
-        return lambda value: any(check(value) for check in options)
+        options = schema["anyOf"]
+        others = [_compile(option, defs) for option in options if option != {"type": "null"}]
+        if len(others) == 1 and len(options) == 2:  # the common `X | None`
+            only = others[0]
+            return lambda value: value is None or only(value)
+        checks = [_compile(option, defs) for option in options]
+        return lambda value: any(check(value) for check in checks)
     unknown = set(schema) - IGNORED_KEYWORDS - {
         "type", "const", "enum", "minLength", "maxLength", "minimum", "maximum", "format",
         "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "$defs",
@@ -122,16 +127,18 @@ def _object_check(schema: dict[str, Any], defs: dict[str, Any]) -> Check:
         raise UnsupportedSchema("additionalProperties must be true or false")
     if not properties:
         return lambda value: type(value) is dict and (extra or not value)
-    known = frozenset(properties)
-    checks = tuple(properties.items())
+    accept_any = lambda value: True  # noqa: E731 - properties not in the schema, when allowed
 
     def check(value: Any) -> bool:
         if type(value) is not dict or not required <= value.keys():
             return False
-        if not extra and not value.keys() <= known:
-            return False
-        for name, sub in checks:
-            if name in value and not sub(value[name]):
+        for name, item in value.items():
+            sub = properties.get(name)
+            if sub is None:
+                if not extra:
+                    return False
+                sub = accept_any
+            if not sub(item):
                 return False
         return True
 
