@@ -85,6 +85,14 @@ def calls_on_topic(topics: KafkaTopics, expected: int | None = None, timeout: fl
                    if orjson.loads(m.value())["kind"] == "call")
 
 
+def wait_delivering(gateway, key: str, topics: KafkaTopics) -> None:
+    """The key works and the gateway's first record is on the topic: a fresh broker's
+    transaction coordinator has loaded and the idempotent producer has its id, so what
+    follows measures steady state, not broker start-up."""
+    wait_for_key(gateway, key)
+    assert sum(calls_on_topic(topics, expected=1).values()) >= 1, "the gateway delivered nothing"
+
+
 def wait_drained(gateway, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -101,7 +109,7 @@ def test_kafka_stopped_mid_load_every_request_succeeds_and_every_call_lands_once
     env = {**gateway_env(topics, mock_upstream.url), "TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS": "3000"}
     gateway = spawn_gateway(env, tmp_path / "gateway-home")
     try:
-        wait_for_key(gateway, key)
+        wait_delivering(gateway, key, topics)
         with Load(gateway.url, key) as load:
             time.sleep(1.5)
             stop_broker(home)
@@ -129,7 +137,7 @@ def test_sigkill_loses_at_most_what_librdkafka_had_not_acknowledged(own_broker, 
     key = mint(topics)
     env = gateway_env(topics, mock_upstream.url)
     gateway = spawn_gateway(env, tmp_path / "gateway-home")
-    wait_for_key(gateway, key)
+    wait_delivering(gateway, key, topics)
     with Load(gateway.url, key, workers=4, pause=0.0) as load:
         time.sleep(3)
         gateway.kill()
