@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench schemas clean
+.PHONY: install test demo schemas docs clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 
 schemas: install
 	$(BIN)/python -m schemas.generate
+
+# Regenerate what tests check for freshness: JSON Schemas and the README configuration table.
+docs: schemas
+	$(BIN)/python -m tokentrail.config_docs
 
 clean:
 	rm -rf $(VENV) .tokentrail .pytest_cache

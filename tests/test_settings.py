@@ -109,3 +109,12 @@ def test_cli_start_up_loads_no_heavy_engine():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_readme_configuration_table_is_generated_from_the_settings():
+    from tokentrail import config_docs
+
+    readme = config_docs.README.read_text()
+    assert config_docs.rewrite(readme) == readme, "run `python -m tokentrail.config_docs`"
+    for variable in ("TOKENTRAIL_SIGNING_KEY", "TOKENTRAIL_CLICKHOUSE_URL", "OPENAI_API_KEY"):
+        assert f"`{variable}`" in readme

@@ -12,7 +12,10 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV = SettingsConfigDict(env_prefix="TOKENTRAIL_", extra="ignore", env_file=None)
+ENV = SettingsConfigDict(
+    env_prefix="TOKENTRAIL_", extra="ignore", env_file=None, use_attribute_docstrings=True
+)
+"""Shared by every settings class; field docstrings become descriptions (the README table)."""
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
