@@ -245,7 +245,7 @@ class _ClickHousePartition(StatefulSinkPartition):
         return None
 
     def close(self) -> None:
-        self.sink.flush()
+        self.sink.close()
 
 
 class ClickHouseSink(_NumberedParts, FixedPartitionedSink):

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +48,11 @@ class BatchingSink:
     A failed step retries the same batch with backoff, for as long as it takes, logging each
     failure; rows are never dropped.
 
+    Writes overlap with the caller: a cut batch is written on the sink's writer thread while
+    the next one fills (the engine releases the GIL while it works, so on two cores Python and
+    ClickHouse run side by side). At most one batch is in flight: cutting the next one waits
+    for it (back-pressure), and `flush` waits for everything.
+
     Why the journal: an INSERT killed midway can leave its rows in the base table but not yet
     in a materialized view's rollup. Step (1) of the replay would then skip those rows and the
     rollup would never get them. `recover()` re-sends a journaled batch exactly as it was,
@@ -83,6 +89,8 @@ class BatchingSink:
         self._journal = journal
         if journal is not None:
             journal.mkdir(parents=True, exist_ok=True)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-writer")
+        self._in_flight: Future | None = None
 
     def recover(self) -> int:
         """Re-send batches a crash left in the journal; returns how many there were."""
@@ -118,19 +126,38 @@ class BatchingSink:
         return self._pending >= self._max_rows or self._clock() - self._oldest >= self._max_age
 
     def maybe_flush(self) -> bool:
+        """Hand the buffered rows to the writer thread when they are due."""
         if self.due():
-            self.flush()
+            self._hand_off()
             return True
         return False
 
     def flush(self) -> None:
         """Write everything buffered; returns only when it is durable (see the class docstring)."""
-        for table, rows in self._buffers.items():
-            if rows:
-                self._write_with_retry(table, rows)
-                self._buffers[table] = []
+        self._hand_off()
+        self._wait()
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.shutdown()
+
+    def _hand_off(self) -> None:
+        self._wait()
+        batch = {table: rows for table, rows in self._buffers.items() if rows}
+        if batch:
+            self._buffers = {table: [] for table in ID_COLUMNS}
+            self._in_flight = self._writer.submit(self._write, batch)
         self._pending = 0
         self._oldest = None
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()  # re-raises what killed the write (a crash, never a storage error)
+
+    def _write(self, batch: dict[str, list[dict[str, Any]]]) -> None:
+        for table, rows in batch.items():
+            self._write_with_retry(table, rows)
 
     def _write_with_retry(self, table: str, rows: list[dict[str, Any]]) -> None:
         started = self._clock()

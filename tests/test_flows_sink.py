@@ -34,6 +34,8 @@ def test_flushes_on_size():
     assert not sink.maybe_flush()
     sink.add("llm_calls", calls("c"))
     assert sink.maybe_flush()
+    assert sink.pending == 0
+    sink.flush()  # waits for the writer thread
     assert store.inserts == [("llm_calls", 3, dedup_token("llm_calls", ["a", "b", "c"]))]
     assert sink.pending == 0
 
@@ -47,6 +49,7 @@ def test_flushes_on_age_of_the_oldest_row():
     assert not sink.maybe_flush()
     clock.now = 0.5
     assert sink.maybe_flush()
+    sink.flush()
     assert list(store.tables["events"]) == ["e1"]
 
 
