@@ -240,9 +240,8 @@ class _ClickHousePartition(StatefulSinkPartition):
                 self.sink.add("events", value.events)
         self.sink.maybe_flush()
 
-    def snapshot(self) -> None:
-        self.sink.flush()  # before the epoch (and its Kafka offsets) is committed
-        return None
+    def snapshot(self) -> dict[str, Any]:
+        return self.sink.snapshot()  # flushes before the epoch (and its Kafka offsets) is committed
 
     def close(self) -> None:
         self.sink.close()
@@ -257,11 +256,11 @@ class ClickHouseSink(_NumberedParts, FixedPartitionedSink):
         self._settings = settings
         self._journal = journal
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ClickHousePartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: dict[str, Any] | None) -> _ClickHousePartition:
         sink = BatchingSink(self._store(), self._settings.flows_batch_rows, self._settings.flows_flush_ms / 1000,
                             on_flush=metrics.record_flush, on_failure=metrics.record_flush_failure,
                             journal=self._journal / for_part if self._journal else None)
-        sink.recover()
+        sink.resume(resume_state)
         return _ClickHousePartition(sink)
 
 
@@ -412,6 +411,10 @@ class _LockedStore:
     def existing_ids(self, table: str, column: str, ids: list[str]) -> set[str]:
         with self._lock:
             return self._store.existing_ids(table, column, ids)
+
+    def query(self, sql: str, parameters: dict | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._store.query(sql, parameters)
 
 
 _process_store: _LockedStore | None = None

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from flows.replay import ReplayGuard
+
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = {"llm_calls": "call_id", "events": "event_id"}
@@ -25,6 +27,8 @@ class RowStore(Protocol):
     def insert_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None: ...
 
     def existing_ids(self, table: str, column: str, ids: list[str]) -> set[str]: ...
+
+    def query(self, sql: str, parameters: dict | None = None) -> list[dict[str, Any]]: ...
 
 
 def dedup_token(table: str, ids: list[str]) -> str:
@@ -40,8 +44,9 @@ class BatchingSink:
     waited `max_age` seconds.
 
     Order of a flush, per table: (1) dedup — drop rows whose ids storage already holds
-    (`existing_ids`; a replay after a crash re-sends rows that were written); (2) journal the
-    resulting batch and its token; (3) write it in one INSERT with a dedup token derived from
+    (`existing_ids`; a replay after a crash re-sends rows that were written), asking only
+    about ids a replay may repeat (`flows.replay`), and record the ids about to be written;
+    (2) journal the resulting batch and its token; (3) write it in one INSERT with a dedup token derived from
     its ids (a retried INSERT that had in fact landed is dropped by storage), then remove the
     journal; (4) only then does `flush` return, and only after that does the caller
     acknowledge: the Bytewax snapshot that advances the Kafka offsets is taken after the flush.
@@ -55,7 +60,7 @@ class BatchingSink:
 
     Why the journal: an INSERT killed midway can leave its rows in the base table but not yet
     in a materialized view's rollup. Step (1) of the replay would then skip those rows and the
-    rollup would never get them. `recover()` re-sends a journaled batch exactly as it was,
+    rollup would never get them. `resume()` re-sends a journaled batch exactly as it was,
     same rows and token and no step (1): storage drops what it already has, per table and per
     view, and writes what it lacks.
     """
@@ -89,24 +94,35 @@ class BatchingSink:
         self._journal = journal
         if journal is not None:
             journal.mkdir(parents=True, exist_ok=True)
+        self._replay = ReplayGuard(journal, ID_COLUMNS)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-writer")
         self._in_flight: Future | None = None
 
-    def recover(self) -> int:
-        """Re-send batches a crash left in the journal; returns how many there were."""
-        if self._journal is None:
-            return 0
+    def resume(self, state: dict[str, Any] | None) -> int:
+        """Start from the state of the last committed snapshot (None: none): re-send batches a
+        crash left in the journal, then learn which ids a replay may repeat. Returns how many
+        journaled batches there were."""
         found = 0
-        for table in ID_COLUMNS:
-            entry = self._journal / f"{table}.json"
-            if entry.exists():
-                batch = orjson.loads(entry.read_bytes())
-                log.info("re-sending a journaled batch of %d %s rows", len(batch["rows"]), table)
-                self._retrying(table, len(batch["rows"]),
-                               lambda: self._insert(table, batch["rows"], batch["token"]))
-                entry.unlink()
-                found += 1
+        if self._journal is not None:
+            for table in ID_COLUMNS:
+                entry = self._journal / f"{table}.json"
+                if entry.exists():
+                    batch = orjson.loads(entry.read_bytes())
+                    log.info("re-sending a journaled batch of %d %s rows", len(batch["rows"]), table)
+                    self._retrying(table, len(batch["rows"]),
+                                   lambda: self._insert(table, batch["rows"], batch["token"]))
+                    entry.unlink()
+                    found += 1
+        self._replay.resume(state, self._holds_rows)
+        log.info("sink resumed at generation %d: %s", self._replay.generation,
+                 "every batch is looked up" if self._replay.check_all else
+                 f"{sum(len(self._replay.suspects(table)) for table in ID_COLUMNS)} ids a replay may repeat")
         return found
+
+    def snapshot(self) -> dict[str, Any]:
+        """Flush, then the state Bytewax keeps with the epoch (see `flows.replay`)."""
+        self.flush()
+        return self._replay.advance()
 
     @property
     def pending(self) -> int:
@@ -161,15 +177,19 @@ class BatchingSink:
 
     def _write_with_retry(self, table: str, rows: list[dict[str, Any]]) -> None:
         started = self._clock()
-        batch = self._retrying(table, len(rows), lambda: self._dedup(table, rows))
+        batch, present = self._retrying(table, len(rows), lambda: self._dedup(table, rows))
         if batch:
-            token = dedup_token(table, [row[ID_COLUMNS[table]] for row in batch])
+            ids = [row[ID_COLUMNS[table]] for row in batch]
+            self._replay.record(table, ids + present)
+            token = dedup_token(table, ids)
             entry = self._journal / f"{table}.json" if self._journal is not None else None
             if entry is not None:
                 entry.write_bytes(orjson.dumps({"token": token, "rows": batch}))
             self._retrying(table, len(batch), lambda: self._insert(table, batch, token))
             if entry is not None:
                 entry.unlink()
+        elif present:
+            self._replay.record(table, present)
         if self._on_flush:
             self._on_flush(table, len(batch), self._clock() - started)
 
@@ -191,14 +211,23 @@ class BatchingSink:
     def _insert(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
         self._store.insert_rows(table, rows, dedup_token=token)
 
-    def _dedup(self, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Rows whose ids storage does not hold yet, each id once."""
+    def _dedup(self, table: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+        """(rows whose ids storage does not hold yet, each id once; the ids it holds). Only
+        ids a replay may repeat are looked up, unless the position is unknown."""
         column = ID_COLUMNS[table]
-        present = self._store.existing_ids(table, column, [row[column] for row in rows])
+        if self._replay.check_all:
+            asked = [row[column] for row in rows]
+        else:
+            suspects = self._replay.suspects(table)
+            asked = [row[column] for row in rows if row[column] in suspects] if suspects else []
+        present = self._store.existing_ids(table, column, asked) if asked else set()
         fresh, seen = [], set(present)
         for row in rows:
             row_id = row[column]
             if row_id not in seen:
                 seen.add(row_id)
                 fresh.append(row)
-        return fresh
+        return fresh, list(present)
+
+    def _holds_rows(self, table: str) -> bool:
+        return self._store.query(f"SELECT count() AS n FROM (SELECT 1 FROM {table} LIMIT 1)")[0]["n"] > 0

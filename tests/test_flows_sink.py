@@ -2,6 +2,7 @@
 
 import pytest
 
+from flows.replay import KEEP_GENERATIONS
 from flows.sink import BatchingSink, dedup_token
 from tests.fixtures.flows import FakeStore
 
@@ -53,18 +54,105 @@ def test_flushes_on_age_of_the_oldest_row():
     assert list(store.tables["events"]) == ["e1"]
 
 
-def test_rows_already_stored_are_dropped_so_a_replay_writes_nothing_twice():
+def test_without_a_committed_snapshot_rows_storage_holds_are_dropped():
+    """No snapshot state (recovery off or wiped) and storage holds rows: every batch is looked up."""
     store, clock = FakeStore(), Clock()
+    store.tables["llm_calls"]["a"] = {"call_id": "a"}
     sink = make_sink(store, clock)
+    sink.resume(None)
     sink.add("llm_calls", calls("a", "b"))
     sink.flush()
     sink.add("llm_calls", calls("b", "c", "c"))
     sink.flush()
     assert sorted(store.tables["llm_calls"]) == ["a", "b", "c"]
-    assert [n for _, n, _ in store.inserts] == [2, 1]
+    assert [n for _, n, _ in store.inserts] == [1, 1]
     sink.add("llm_calls", calls("a", "c"))
     sink.flush()
     assert len(store.inserts) == 2  # nothing new: no INSERT at all
+    assert sink.snapshot()["check_all"]  # and it stays so with this recovery state
+
+
+class AskingStore(FakeStore):
+    """Records which ids the sink asks storage about."""
+
+    def __init__(self, tables=None):
+        super().__init__()
+        self.asked: list[str] = []
+        if tables is not None:
+            self.tables = tables
+
+    def existing_ids(self, table, column, ids):
+        self.asked += ids
+        return super().existing_ids(table, column, ids)
+
+
+def inserted(store):
+    return sum(n for _, n, _ in store.inserts)
+
+
+def test_a_first_start_on_empty_storage_asks_storage_nothing(tmp_path):
+    store, clock = AskingStore(), Clock()
+    sink = make_sink(store, clock, journal=tmp_path)
+    sink.resume(None)
+    sink.add("llm_calls", calls("a", "b", "b"))
+    sink.flush()
+    assert store.asked == [] and inserted(store) == 2  # a repeat inside a batch still goes
+
+
+def test_a_replay_looks_up_only_rows_written_after_the_committed_snapshot(tmp_path):
+    first, clock = AskingStore(), Clock()
+    sink = make_sink(first, clock, journal=tmp_path)
+    sink.resume(None)
+    sink.add("llm_calls", calls("a", "b"))
+    committed = sink.snapshot()  # Bytewax keeps this with the epoch's offsets
+    sink.add("llm_calls", calls("c", "d"))
+    sink.add("events", [{"event_id": "c"}])
+    sink.flush()  # written, then kill -9 before the next snapshot
+
+    # restart: Kafka replays from the committed offsets (c, d, then new input e)
+    store = AskingStore(first.tables)
+    restarted = make_sink(store, clock, journal=tmp_path)
+    restarted.resume(committed)
+    restarted.add("llm_calls", calls("c", "d", "e"))
+    restarted.add("events", [{"event_id": "c"}, {"event_id": "e"}])
+    restarted.flush()
+    assert sorted(store.asked) == ["c", "c", "d"]  # never a, b (committed) or e (new)
+    assert inserted(store) == 2  # e and its event
+    restarted.add("llm_calls", calls("f"))
+    restarted.flush()
+    assert sorted(store.asked) == ["c", "c", "d"]  # the replay has passed: no more lookups
+
+
+def test_suspects_outlive_a_second_crash_before_the_replay_reaches_them(tmp_path):
+    first, clock = AskingStore(), Clock()
+    sink = make_sink(first, clock, journal=tmp_path)
+    sink.resume(None)
+    committed = sink.snapshot()
+    sink.add("llm_calls", calls("a", "b", "c"))
+    sink.flush()  # crash
+
+    second = AskingStore(first.tables)
+    sink = make_sink(second, clock, journal=tmp_path)
+    sink.resume(committed)
+    sink.add("llm_calls", calls("a"))  # the replay is slow: only a before the next snapshot
+    committed = sink.snapshot()
+    sink.add("llm_calls", calls("b"))
+    sink.flush()  # crash again
+
+    third = AskingStore(first.tables)
+    sink = make_sink(third, clock, journal=tmp_path)
+    sink.resume(committed)
+    sink.add("llm_calls", calls("b", "c", "d"))
+    sink.flush()  # and this run dies too, before any snapshot
+    assert sorted(third.asked) == ["b", "c"] and third.inserts[-1][1] == 1  # d only
+
+    fourth = AskingStore(first.tables)
+    sink = make_sink(fourth, clock, journal=tmp_path)
+    sink.resume(committed)
+    sink.add("llm_calls", calls("b", "c", "d"))
+    sink.flush()
+    assert sorted(fourth.asked) == ["b", "c", "d"] and fourth.inserts == []
+    assert sorted(first.tables["llm_calls"]) == ["a", "b", "c", "d"]
 
 
 def test_a_failing_store_is_retried_with_backoff_and_nothing_is_dropped():
@@ -136,8 +224,41 @@ def test_a_batch_cut_short_by_a_crash_is_resent_exactly_from_the_journal(tmp_pat
     store = FakeStore()
     store.tables = crashing.tables
     restarted = make_sink(store, clock, journal=tmp_path)
-    assert restarted.recover() == 1
+    assert restarted.resume(None) == 1
     # the same rows with the same token, without skipping the ids storage already holds
     assert store.inserts == [("llm_calls", 3, token)]
     assert sorted(store.tables["llm_calls"]) == ["a", "b", "c"]
-    assert restarted.recover() == 0 and not list(tmp_path.iterdir())
+    assert restarted.resume(None) == 0 and not list(tmp_path.glob("*.json"))
+
+
+def test_a_crash_before_the_first_snapshot_looks_up_only_what_that_run_wrote(tmp_path):
+    first, clock = AskingStore(), Clock()
+    sink = make_sink(first, clock, journal=tmp_path)
+    sink.resume(None)  # empty storage: the journal's files will hold every id written
+    sink.add("llm_calls", calls("a", "b"))
+    sink.flush()  # crash: no snapshot was ever committed
+
+    store = AskingStore(first.tables)
+    sink = make_sink(store, clock, journal=tmp_path)
+    sink.resume(None)
+    sink.add("llm_calls", calls("a", "b", "c"))
+    sink.flush()
+    sink.add("llm_calls", calls("d"))
+    sink.flush()
+    assert sorted(store.asked) == ["a", "b"] and inserted(store) == 2
+
+
+def test_once_files_are_pruned_a_start_without_snapshot_looks_up_everything(tmp_path):
+    first, clock = AskingStore(), Clock()
+    sink = make_sink(first, clock, journal=tmp_path)
+    sink.resume(None)
+    sink.add("llm_calls", calls("a"))
+    for _ in range(KEEP_GENERATIONS + 2):  # recovery off: snapshots are never resumed from
+        sink.snapshot()
+
+    store = AskingStore(first.tables)
+    sink = make_sink(store, clock, journal=tmp_path)
+    sink.resume(None)
+    sink.add("llm_calls", calls("a", "b"))
+    sink.flush()
+    assert store.asked == ["a", "b"] and inserted(store) == 1
