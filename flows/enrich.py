@@ -40,7 +40,7 @@ from flows.identity import IdentityEntry, IdentityRecordError, IdentityTable, at
 from flows.pricing import Pricer
 from flows.records import RecordReader, Rejected, dead_letter
 from flows.settings import FlowSettings
-from flows.sink import BatchingSink, RowStore
+from flows.sink import BatchingSink, Retry, RowStore, Writer
 from tokentrail import topics
 from tokentrail.settings import CoreSettings, load
 
@@ -244,21 +244,29 @@ class _ClickHousePartition(StatefulSinkPartition):
         return self.sink.snapshot()  # flushes before the epoch (and its Kafka offsets) is committed
 
     def close(self) -> None:
-        self.sink.close()
+        self.sink.flush()
 
 
 class ClickHouseSink(_NumberedParts, FixedPartitionedSink):
     """Rows to ClickHouse through a BatchingSink per partition, journaled under
-    `journal/<partition>` (None: no journal, for tests that never crash)."""
+    `journal/<partition>` (None: no journal, for tests that never crash), all written by one
+    Writer thread per process."""
 
     def __init__(self, store: Callable[[], RowStore], settings: FlowSettings, journal: Path | None = None) -> None:
         self._store = store
         self._settings = settings
         self._journal = journal
+        self._writer: Writer | None = None
+        self._lock = threading.Lock()
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict[str, Any] | None) -> _ClickHousePartition:
-        sink = BatchingSink(self._store(), self._settings.flows_batch_rows, self._settings.flows_flush_ms / 1000,
-                            on_flush=metrics.record_flush, on_failure=metrics.record_flush_failure,
+        store = self._store()
+        retry = Retry(on_failure=metrics.record_flush_failure)
+        with self._lock:
+            if self._writer is None:
+                self._writer = Writer(store, retry, on_flush=metrics.record_flush)
+        sink = BatchingSink(store, self._settings.flows_batch_rows, self._settings.flows_flush_ms / 1000,
+                            writer=self._writer, retry=retry,
                             journal=self._journal / for_part if self._journal else None)
         sink.resume(resume_state)
         return _ClickHousePartition(sink)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,24 +41,117 @@ def dedup_token(table: str, ids: list[str]) -> str:
     return digest.hexdigest()
 
 
+class Retry:
+    """Runs a storage step until it succeeds: backoff from `initial` doubling to `maximum`,
+    each failure logged and reported. Rows are never dropped; the flow backs up instead."""
+
+    def __init__(self, *, sleep: Callable[[float], None] = time.sleep, initial: float = 0.1, maximum: float = 5.0,
+                 on_failure: Callable[[str, Exception], None] | None = None) -> None:
+        self._sleep = sleep
+        self._initial = initial
+        self._maximum = maximum
+        self._on_failure = on_failure
+
+    def __call__(self, table: str, size: int, step: Callable[[], Any]) -> Any:
+        delay = self._initial
+        attempt = 1
+        while True:
+            try:
+                return step()
+            except Exception as exc:  # noqa: BLE001 - any storage failure: retry, never drop
+                log.warning("flush of %d %s rows failed (attempt %d), retrying in %.1fs: %s",
+                            size, table, attempt, delay, exc)
+                if self._on_failure:
+                    self._on_failure(table, exc)
+                self._sleep(delay)
+                delay = min(delay * 2, self._maximum)
+                attempt += 1
+
+
+class Writer:
+    """Writes the batches of every sink partition of a process on one thread, so Python and
+    the engine work side by side (chdb releases the GIL while it works).
+
+    Batches handed off while an INSERT runs go out together: one INSERT per table, whose
+    token is derived from all their ids and whose journal entry goes into each contributing
+    partition's journal (re-sending it twice is harmless: the token drops the repeat). Under
+    load INSERTs grow by themselves, and each INSERT costs the rollup views a fixed amount.
+    """
+
+    def __init__(self, store: RowStore, retry: Retry, *, clock: Callable[[], float] = time.monotonic,
+                 on_flush: Callable[[str, int, float], None] | None = None) -> None:
+        self._store = store
+        self._retry = retry
+        self._clock = clock
+        self._on_flush = on_flush
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, batch: dict[str, list[dict[str, Any]]], journal: Path | None) -> Future:
+        """Write `batch` ({table: rows}); the future completes when it is durable."""
+        done: Future = Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
+                self._thread.start()
+        self._queue.put((batch, journal, done))
+        return done
+
+    def resend(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
+        """A journaled batch, exactly as it was (same rows, same token), on the caller's thread."""
+        self._retry(table, len(rows), lambda: self._store.insert_rows(table, rows, dedup_token=token))
+
+    def _run(self) -> None:
+        while True:
+            waiting = [self._queue.get()]
+            while not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+            try:
+                self._write(waiting)
+            except BaseException as exc:  # noqa: BLE001 - hand it to every waiting partition
+                for _, _, done in waiting:
+                    done.set_exception(exc)
+            else:
+                for _, _, done in waiting:
+                    done.set_result(None)
+
+    def _write(self, waiting: list[tuple[dict[str, list[dict[str, Any]]], Path | None, Future]]) -> None:
+        for table, column in ID_COLUMNS.items():
+            rows = [row for batch, _, _ in waiting for row in batch.get(table, ())]
+            if not rows:
+                continue
+            started = self._clock()
+            token = dedup_token(table, [row[column] for row in rows])
+            entries = {journal / f"{table}.json" for batch, journal, _ in waiting if journal is not None and table in batch}
+            if entries:
+                body = orjson.dumps({"token": token, "rows": rows})
+                for entry in entries:
+                    entry.write_bytes(body)
+            self._retry(table, len(rows), lambda: self._store.insert_rows(table, rows, dedup_token=token))
+            for entry in entries:
+                entry.unlink()
+            if self._on_flush:
+                self._on_flush(table, len(rows), self._clock() - started)
+
+
 class BatchingSink:
     """Buffers rows per table and flushes them when `max_rows` are waiting or the oldest has
     waited `max_age` seconds.
 
-    Order of a flush, per table: (1) dedup — drop rows whose ids storage already holds
+    Order of a flush, per table: (1) dedup: drop rows whose ids storage already holds
     (`existing_ids`; a replay after a crash re-sends rows that were written), asking only
     about ids a replay may repeat (`flows.replay`), and record the ids about to be written;
-    (2) journal the resulting batch and its token; (3) write it in one INSERT with a dedup token derived from
-    its ids (a retried INSERT that had in fact landed is dropped by storage), then remove the
-    journal; (4) only then does `flush` return, and only after that does the caller
-    acknowledge: the Bytewax snapshot that advances the Kafka offsets is taken after the flush.
-    A failed step retries the same batch with backoff, for as long as it takes, logging each
-    failure; rows are never dropped.
+    (2) journal the resulting batch and its token; (3) write it in one INSERT with a dedup
+    token derived from its ids (a retried INSERT that had in fact landed is dropped by
+    storage), then remove the journal; (4) only then does `flush` return, and only after that
+    does the caller acknowledge: the Bytewax snapshot that advances the Kafka offsets is taken
+    after the flush. A failed step retries the same batch with backoff, for as long as it
+    takes, logging each failure; rows are never dropped.
 
-    Writes overlap with the caller: a cut batch is written on the sink's writer thread while
-    the next one fills (the engine releases the GIL while it works, so on two cores Python and
-    ClickHouse run side by side). At most one batch is in flight: cutting the next one waits
-    for it (back-pressure), and `flush` waits for everything.
+    Steps (2) and (3) run on the `Writer` thread while the next batch fills. At most one batch
+    of a partition is in flight: cutting the next one waits for it (back-pressure), and
+    `flush` waits for everything.
 
     Why the journal: an INSERT killed midway can leave its rows in the base table but not yet
     in a materialized view's rollup. Step (1) of the replay would then skip those rows and the
@@ -71,23 +166,17 @@ class BatchingSink:
         max_rows: int = 5000,
         max_age: float = 0.5,
         *,
+        writer: Writer | None = None,
+        retry: Retry | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        retry_initial: float = 0.1,
-        retry_max: float = 5.0,
-        on_flush: Callable[[str, int, float], None] | None = None,
-        on_failure: Callable[[str, Exception], None] | None = None,
         journal: Path | None = None,
     ) -> None:
         self._store = store
         self._max_rows = max_rows
         self._max_age = max_age
         self._clock = clock
-        self._sleep = sleep
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
-        self._on_flush = on_flush
-        self._on_failure = on_failure
+        self._retry = retry or Retry()
+        self._writer = writer or Writer(store, self._retry, clock=clock)
         self._buffers: dict[str, list[dict[str, Any]]] = {table: [] for table in ID_COLUMNS}
         self._pending = 0
         self._oldest: float | None = None
@@ -95,7 +184,6 @@ class BatchingSink:
         if journal is not None:
             journal.mkdir(parents=True, exist_ok=True)
         self._replay = ReplayGuard(journal, ID_COLUMNS)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-writer")
         self._in_flight: Future | None = None
 
     def resume(self, state: dict[str, Any] | None) -> int:
@@ -109,8 +197,7 @@ class BatchingSink:
                 if entry.exists():
                     batch = orjson.loads(entry.read_bytes())
                     log.info("re-sending a journaled batch of %d %s rows", len(batch["rows"]), table)
-                    self._retrying(table, len(batch["rows"]),
-                                   lambda: self._insert(table, batch["rows"], batch["token"]))
+                    self._writer.resend(table, batch["rows"], batch["token"])
                     entry.unlink()
                     found += 1
         self._replay.resume(state, self._holds_rows)
@@ -142,7 +229,7 @@ class BatchingSink:
         return self._pending >= self._max_rows or self._clock() - self._oldest >= self._max_age
 
     def maybe_flush(self) -> bool:
-        """Hand the buffered rows to the writer thread when they are due."""
+        """Hand the buffered rows to the writer when they are due."""
         if self.due():
             self._hand_off()
             return True
@@ -153,16 +240,18 @@ class BatchingSink:
         self._hand_off()
         self._wait()
 
-    def close(self) -> None:
-        self.flush()
-        self._writer.shutdown()
-
     def _hand_off(self) -> None:
         self._wait()
-        batch = {table: rows for table, rows in self._buffers.items() if rows}
+        batch = {}
+        for table, rows in self._buffers.items():
+            if rows:
+                fresh, present = self._retry(table, len(rows), lambda: self._dedup(table, rows))
+                self._replay.record(table, [row[ID_COLUMNS[table]] for row in fresh] + present)
+                if fresh:
+                    batch[table] = fresh
+        self._buffers = {table: [] for table in ID_COLUMNS}
         if batch:
-            self._buffers = {table: [] for table in ID_COLUMNS}
-            self._in_flight = self._writer.submit(self._write, batch)
+            self._in_flight = self._writer.submit(batch, self._journal)
         self._pending = 0
         self._oldest = None
 
@@ -170,46 +259,6 @@ class BatchingSink:
         if self._in_flight is not None:
             in_flight, self._in_flight = self._in_flight, None
             in_flight.result()  # re-raises what killed the write (a crash, never a storage error)
-
-    def _write(self, batch: dict[str, list[dict[str, Any]]]) -> None:
-        for table, rows in batch.items():
-            self._write_with_retry(table, rows)
-
-    def _write_with_retry(self, table: str, rows: list[dict[str, Any]]) -> None:
-        started = self._clock()
-        batch, present = self._retrying(table, len(rows), lambda: self._dedup(table, rows))
-        if batch:
-            ids = [row[ID_COLUMNS[table]] for row in batch]
-            self._replay.record(table, ids + present)
-            token = dedup_token(table, ids)
-            entry = self._journal / f"{table}.json" if self._journal is not None else None
-            if entry is not None:
-                entry.write_bytes(orjson.dumps({"token": token, "rows": batch}))
-            self._retrying(table, len(batch), lambda: self._insert(table, batch, token))
-            if entry is not None:
-                entry.unlink()
-        elif present:
-            self._replay.record(table, present)
-        if self._on_flush:
-            self._on_flush(table, len(batch), self._clock() - started)
-
-    def _retrying(self, table: str, size: int, step: Callable[[], Any]) -> Any:
-        delay = self._retry_initial
-        attempt = 1
-        while True:
-            try:
-                return step()
-            except Exception as exc:  # noqa: BLE001 - any storage failure: retry, never drop
-                log.warning("flush of %d %s rows failed (attempt %d), retrying in %.1fs: %s",
-                            size, table, attempt, delay, exc)
-                if self._on_failure:
-                    self._on_failure(table, exc)
-                self._sleep(delay)
-                delay = min(delay * 2, self._retry_max)
-                attempt += 1
-
-    def _insert(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
-        self._store.insert_rows(table, rows, dedup_token=token)
 
     def _dedup(self, table: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
         """(rows whose ids storage does not hold yet, each id once; the ids it holds). Only

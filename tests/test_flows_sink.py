@@ -1,9 +1,11 @@
 """BatchingSink: batches by size and age, dedups against storage, retries and never drops."""
 
+import threading
+
 import pytest
 
 from flows.replay import KEEP_GENERATIONS
-from flows.sink import BatchingSink, dedup_token
+from flows.sink import BatchingSink, Retry, Writer, dedup_token
 from tests.fixtures.flows import FakeStore
 
 
@@ -24,8 +26,10 @@ def calls(*ids):
     return [{"call_id": i} for i in ids]
 
 
-def make_sink(store, clock, **kwargs):
-    return BatchingSink(store, clock=clock, sleep=clock.sleep, **kwargs)
+def make_sink(store, clock, *, retry_initial=0.1, retry_max=5.0, on_failure=None, on_flush=None, **kwargs):
+    retry = Retry(sleep=clock.sleep, initial=retry_initial, maximum=retry_max, on_failure=on_failure)
+    writer = Writer(store, retry, clock=clock, on_flush=on_flush)
+    return BatchingSink(store, clock=clock, retry=retry, writer=writer, **kwargs)
 
 
 def test_flushes_on_size():
@@ -262,3 +266,33 @@ def test_once_files_are_pruned_a_start_without_snapshot_looks_up_everything(tmp_
     sink.add("llm_calls", calls("a", "b"))
     sink.flush()
     assert store.asked == ["a", "b"] and inserted(store) == 1
+
+
+def test_batches_waiting_for_a_running_insert_go_out_together_journaled_in_each_partition(tmp_path):
+    entered, release = threading.Event(), threading.Event()
+    journals_at_insert = []
+
+    class SlowStore(FakeStore):
+        def insert_rows(self, table, rows, dedup_token=None):
+            journals_at_insert.append(sorted(p.parent.name for p in tmp_path.glob("*/llm_calls.json")))
+            entered.set()
+            assert release.wait(5)
+            super().insert_rows(table, rows, dedup_token)
+
+    store, clock = SlowStore(), Clock()
+    writer = Writer(store, Retry(sleep=clock.sleep), clock=clock)
+    one, two, three = (BatchingSink(store, 1, 60, writer=writer, clock=clock, journal=tmp_path / name)
+                       for name in ("one", "two", "three"))
+    one.add("llm_calls", calls("a"))
+    assert one.maybe_flush()
+    assert entered.wait(5)  # the writer is inside the first INSERT
+    two.add("llm_calls", calls("b"))
+    three.add("llm_calls", calls("c"))
+    assert two.maybe_flush() and three.maybe_flush()
+    release.set()
+    for sink in (one, two, three):
+        sink.flush()
+    assert store.inserts == [("llm_calls", 1, dedup_token("llm_calls", ["a"])),
+                             ("llm_calls", 2, dedup_token("llm_calls", ["b", "c"]))]
+    assert journals_at_insert == [["one"], ["three", "two"]]
+    assert not list(tmp_path.glob("*/*.json"))
