@@ -412,9 +412,9 @@ class _LockedStore:
         self._store = store
         self._lock = threading.Lock()
 
-    def insert_rows(self, table: str, rows: list[dict], dedup_token: str | None = None) -> None:
+    def insert_json_lines(self, table: str, body: bytes, dedup_token: str | None = None) -> None:
         with self._lock:
-            self._store.insert_rows(table, rows, dedup_token)
+            self._store.insert_json_lines(table, body, dedup_token)
 
     def existing_ids(self, table: str, column: str, ids: list[str]) -> set[str]:
         with self._lock:

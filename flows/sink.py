@@ -1,6 +1,6 @@
 """Batched, idempotent writes of rows to storage (invariant 5), independent of Bytewax.
 
-Storage sits behind the two methods of `RowStore` (the storage engineer's `Store` has them).
+Storage sits behind the methods of `RowStore` (the embedded and server stores have them).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 
 from flows.replay import ReplayGuard
+from tokentrail.storage.base import encode_rows
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ ID_COLUMNS = {"llm_calls": "call_id", "events": "event_id"}
 
 
 class RowStore(Protocol):
-    def insert_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None: ...
+    def insert_json_lines(self, table: str, body: bytes, dedup_token: str | None = None) -> None: ...
 
     def existing_ids(self, table: str, column: str, ids: list[str]) -> set[str]: ...
 
@@ -39,6 +39,11 @@ def dedup_token(table: str, ids: list[str]) -> str:
     for row_id in ids:
         digest.update(b"\0" + row_id.encode())
     return digest.hexdigest()
+
+
+def journal_entry(journal: Path, table: str) -> Path:
+    """The in-flight INSERT of a partition into `table`: its token, a newline, then its body."""
+    return journal / f"{table}.insert"
 
 
 class Retry:
@@ -98,9 +103,10 @@ class Writer:
         self._queue.put((batch, journal, done))
         return done
 
-    def resend(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
-        """A journaled batch, exactly as it was (same rows, same token), on the caller's thread."""
-        self._retry(table, len(rows), lambda: self._store.insert_rows(table, rows, dedup_token=token))
+    def resend(self, table: str, entry: Path) -> None:
+        """A journaled INSERT, exactly as it was (same rows, same token), on the caller's thread."""
+        token, _, body = entry.read_bytes().partition(b"\n")
+        self._insert(table, body, token.decode())
 
     def _run(self) -> None:
         while True:
@@ -123,16 +129,18 @@ class Writer:
                 continue
             started = self._clock()
             token = dedup_token(table, [row[column] for row in rows])
-            entries = {journal / f"{table}.json" for batch, journal, _ in waiting if journal is not None and table in batch}
-            if entries:
-                body = orjson.dumps({"token": token, "rows": rows})
-                for entry in entries:
-                    entry.write_bytes(body)
-            self._retry(table, len(rows), lambda: self._store.insert_rows(table, rows, dedup_token=token))
+            body = encode_rows(table, rows)  # once: the journal keeps the INSERT's own bytes
+            entries = {journal_entry(journal, table) for batch, journal, _ in waiting if journal is not None and table in batch}
+            for entry in entries:
+                entry.write_bytes(token.encode() + b"\n" + body)
+            self._insert(table, body, token)
             for entry in entries:
                 entry.unlink()
             if self._on_flush:
                 self._on_flush(table, len(rows), self._clock() - started)
+
+    def _insert(self, table: str, body: bytes, token: str) -> None:
+        self._retry(table, body.count(b"\n"), lambda: self._store.insert_json_lines(table, body, dedup_token=token))
 
 
 class BatchingSink:
@@ -193,11 +201,10 @@ class BatchingSink:
         found = 0
         if self._journal is not None:
             for table in ID_COLUMNS:
-                entry = self._journal / f"{table}.json"
+                entry = journal_entry(self._journal, table)
                 if entry.exists():
-                    batch = orjson.loads(entry.read_bytes())
-                    log.info("re-sending a journaled batch of %d %s rows", len(batch["rows"]), table)
-                    self._writer.resend(table, batch["rows"], batch["token"])
+                    log.info("re-sending a journaled INSERT into %s", table)
+                    self._writer.resend(table, entry)
                     entry.unlink()
                     found += 1
         self._replay.resume(state, self._holds_rows)

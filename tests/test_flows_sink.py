@@ -232,7 +232,7 @@ def test_a_batch_cut_short_by_a_crash_is_resent_exactly_from_the_journal(tmp_pat
     # the same rows with the same token, without skipping the ids storage already holds
     assert store.inserts == [("llm_calls", 3, token)]
     assert sorted(store.tables["llm_calls"]) == ["a", "b", "c"]
-    assert restarted.resume(None) == 0 and not list(tmp_path.glob("*.json"))
+    assert restarted.resume(None) == 0 and not list(tmp_path.glob("*.insert"))
 
 
 def test_a_crash_before_the_first_snapshot_looks_up_only_what_that_run_wrote(tmp_path):
@@ -274,7 +274,7 @@ def test_batches_waiting_for_a_running_insert_go_out_together_journaled_in_each_
 
     class SlowStore(FakeStore):
         def insert_rows(self, table, rows, dedup_token=None):
-            journals_at_insert.append(sorted(p.parent.name for p in tmp_path.glob("*/llm_calls.json")))
+            journals_at_insert.append(sorted(p.parent.name for p in tmp_path.glob("*/llm_calls.insert")))
             entered.set()
             assert release.wait(5)
             super().insert_rows(table, rows, dedup_token)
@@ -295,4 +295,4 @@ def test_batches_waiting_for_a_running_insert_go_out_together_journaled_in_each_
     assert store.inserts == [("llm_calls", 1, dedup_token("llm_calls", ["a"])),
                              ("llm_calls", 2, dedup_token("llm_calls", ["b", "c"]))]
     assert journals_at_insert == [["one"], ["three", "two"]]
-    assert not list(tmp_path.glob("*/*.json"))
+    assert not list(tmp_path.glob("*/*.insert"))

@@ -12,6 +12,7 @@ import pytest
 
 from tests.fixtures.clickhouse import call_row, event_row
 from tokentrail.storage import StorageError, StorageSettings, migrate
+from tokentrail.storage.base import encode_rows
 
 ROLLUPS = [
     "cost_by_tenant_1m", "cost_by_tenant_1h", "cost_by_identity_1m", "cost_by_identity_1h",
@@ -73,6 +74,18 @@ def test_a_repeated_insert_with_the_same_token_leaves_base_table_and_rollups_unc
 
     any_store.insert_rows("llm_calls", rows, dedup_token="batch-2")  # a different token is a new insert
     assert totals(any_store)["cost_by_tenant_1m"]["calls"] == 6
+
+
+def test_a_pre_encoded_insert_is_the_same_insert(any_store):
+    """The flows journal the encoded body and re-send it with `insert_json_lines`."""
+    rows = [call_row(cost_usd=Decimal("0.5")), call_row(cost_usd=Decimal("0.25"))]
+    any_store.insert_rows("llm_calls", rows, dedup_token="batch-1")
+    any_store.insert_json_lines("llm_calls", encode_rows("llm_calls", rows), dedup_token="batch-1")
+    assert totals(any_store)["llm_calls"] == {"calls": 2, "cost": Decimal("0.75"), "unpriced": 0}
+    any_store.insert_json_lines("llm_calls", encode_rows("llm_calls", rows[:1]), dedup_token="batch-2")
+    assert totals(any_store)["cost_by_tenant_1m"]["calls"] == 3
+    with pytest.raises(StorageError, match="insert of 1 rows into llm_calls failed"):
+        any_store.insert_json_lines("llm_calls", b'{"call_id": "x", "typo": 1}\n')
 
 
 def test_events_dedup_and_policy_rollup(any_store):

@@ -4,7 +4,7 @@
 
 Signed RawCalls (the same mix as `run.py`) go through `build_flow` on a `TestingSource`
 (2,000-record batches, like a Kafka poll), events to a discarding sink, rows to the real
-embedded ClickHouse (migrated, in a temporary home) or to a null store. Prints calls/s;
+embedded ClickHouse (migrated, in a temporary home, sink journal included) or to a null store. Prints calls/s;
 `--store null` against `embedded` separates our Python from the storage work.
 """
 
@@ -48,8 +48,8 @@ class NullStore:
     def __init__(self) -> None:
         self.rows = 0
 
-    def insert_rows(self, table: str, rows: list, dedup_token: str | None = None) -> None:
-        self.rows += len(rows) if table == "llm_calls" else 0
+    def insert_json_lines(self, table: str, body: bytes, dedup_token: str | None = None) -> None:
+        self.rows += body.count(b"\n") if table == "llm_calls" else 0
 
     def existing_ids(self, table: str, column: str, ids: list[str]) -> set[str]:
         return set()
@@ -90,7 +90,7 @@ def main() -> int:
             raw=TestingSource(raw, batch_size=2000),
             identities=TestingSource(known, batch_size=2000),
             kafka_out=DiscardSink(),
-            clickhouse_out=ClickHouseSink(process_store, settings),
+            clickhouse_out=ClickHouseSink(process_store, settings, Path(home) / "flows-journal"),
             signing_key=KEY,
             names=TopicNames("raw", "identities", "events", "dlq"),
             settings=settings,

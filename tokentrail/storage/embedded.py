@@ -105,20 +105,24 @@ class EmbeddedStore:
         return self._session
 
     def insert_rows(self, table: str, rows: list[dict], dedup_token: str | None = None) -> None:
-        if not rows:
-            return
+        if rows:
+            self.insert_json_lines(table, encode_rows(table, rows), dedup_token)
+
+    def insert_json_lines(self, table: str, body: bytes, dedup_token: str | None = None) -> None:
+        """`insert_rows` for rows already encoded by `encode_rows` (the flows journal that body
+        and re-send it, so each row is encoded once)."""
         settings = dict(INSERT_SETTINGS)
         if dedup_token is not None:
             settings["insert_deduplication_token"] = dedup_token
         clause = ", ".join(f"{name} = {quote_string(value)}" for name, value in settings.items())
-        body = encode_rows(table, rows)
         # send_insert streams the body as bytes: about 1.4x the rows/s of one query string.
         try:
             with self._live().send_insert(f"INSERT INTO {identifier(table)} SETTINGS {clause}", "JSONEachRow") as insert:
                 insert.append(body)
                 insert.finish()
         except RuntimeError as exc:
-            raise StorageError(f"insert of {len(rows)} rows into {table} failed: {_engine_message(exc)}") from None
+            rows = body.count(b"\n")
+            raise StorageError(f"insert of {rows} rows into {table} failed: {_engine_message(exc)}") from None
 
     def query(self, sql: str, parameters: dict | None = None) -> list[dict]:
         params = {name: format_parameter(value) for name, value in (parameters or {}).items()}

@@ -30,17 +30,19 @@ class ServerStore:
             raise StorageError(f"cannot connect to ClickHouse at {self.where}: {_one_line(exc)}") from None
 
     def insert_rows(self, table: str, rows: list[dict], dedup_token: str | None = None) -> None:
-        if not rows:
-            return
+        if rows:
+            self.insert_json_lines(table, encode_rows(table, rows), dedup_token)
+
+    def insert_json_lines(self, table: str, body: bytes, dedup_token: str | None = None) -> None:
+        """`insert_rows` for rows already encoded by `encode_rows` (see EmbeddedStore)."""
         settings = dict(INSERT_SETTINGS)
         if dedup_token is not None:
             settings["insert_deduplication_token"] = dedup_token
         try:
-            self._client.raw_insert(
-                identifier(table), insert_block=encode_rows(table, rows), settings=settings, fmt="JSONEachRow"
-            )
+            self._client.raw_insert(identifier(table), insert_block=body, settings=settings, fmt="JSONEachRow")
         except self._errors as exc:
-            raise StorageError(f"insert of {len(rows)} rows into {table} failed: {_one_line(exc)}") from None
+            rows = body.count(b"\n")
+            raise StorageError(f"insert of {rows} rows into {table} failed: {_one_line(exc)}") from None
 
     def query(self, sql: str, parameters: dict | None = None) -> list[dict]:
         try:
