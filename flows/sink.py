@@ -132,7 +132,9 @@ class Writer:
             body = encode_rows(table, rows)  # once: the journal keeps the INSERT's own bytes
             entries = {journal_entry(journal, table) for batch, journal, _ in waiting if journal is not None and table in batch}
             for entry in entries:
-                entry.write_bytes(token.encode() + b"\n" + body)
+                with entry.open("wb") as handle:
+                    handle.write(token.encode() + b"\n")
+                    handle.write(body)
             self._insert(table, body, token)
             for entry in entries:
                 entry.unlink()

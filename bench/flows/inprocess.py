@@ -112,7 +112,9 @@ def main() -> int:
         else:
             stored = store.rows
     assert stored == args.calls, (stored, args.calls)
-    print(f"{args.store} store: {args.calls / elapsed:,.0f} calls/s ({args.calls:,} calls in {elapsed:.2f} s)")
+    peak = next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+    print(f"{args.store} store: {args.calls / elapsed:,.0f} calls/s ({args.calls:,} calls in {elapsed:.2f} s), "
+          f"peak RSS {int(peak) // 1024} MB (the input included)")
     return 0
 
 
