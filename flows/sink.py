@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -132,9 +133,11 @@ class Writer:
             body = encode_rows(table, rows)  # once: the journal keeps the INSERT's own bytes
             entries = {journal_entry(journal, table) for batch, journal, _ in waiting if journal is not None and table in batch}
             for entry in entries:
-                with entry.open("wb") as handle:
+                partial = entry.with_suffix(".partial")  # a kill mid-write leaves no torn entry
+                with partial.open("wb") as handle:
                     handle.write(token.encode() + b"\n")
                     handle.write(body)
+                os.replace(partial, entry)
             self._insert(table, body, token)
             for entry in entries:
                 entry.unlink()
