@@ -36,12 +36,13 @@ from bytewax.outputs import FixedPartitionedSink, Sink, StatefulSinkPartition
 
 from flows import metrics
 from flows.events import call_outputs, event_row
-from flows.identity import IdentityEntry, IdentityRecordError, IdentityTable, attribute, decode_identity
+from flows.identity import IdentityEntry, IdentityTable, attribute, decode_identity
 from flows.pricing import Pricer
 from flows.records import RecordReader, Rejected, dead_letter
 from flows.settings import FlowSettings
 from flows.sink import BatchingSink, Retry, RowStore, Writer
 from tokentrail import topics
+from tokentrail.control.records import RecordError
 from tokentrail.settings import CoreSettings, load
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,8 @@ def decode_identities(names: TopicNames) -> Callable[[list[Any]], list[tuple[str
         for message in messages:
             try:
                 key_id, entry = decode_identity(message.key, message.value)
-            except IdentityRecordError as exc:
-                bad = Rejected(f"identity {exc}", message.value, message.key)
+            except RecordError as exc:
+                bad = Rejected(str(exc), message.value, message.key)
                 rejected.messages.append(_dead_letter_message(bad, message, names.dlq))
                 continue
             groups.setdefault(bucket_of(key_id), []).append((key_id, entry))

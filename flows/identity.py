@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import orjson
-from pydantic import ValidationError
-
-from schemas import wire
 from schemas.models import Identity
+
+from tokentrail.control import records
 
 Link = tuple[str, str, str]
 """One chain hop: (key_id, actor_type, actor_id)."""
@@ -35,26 +33,12 @@ class IdentityEntry(NamedTuple):
         return cls(identity.tenant_id, chain, identity.revoked_at is not None)
 
 
-class IdentityRecordError(ValueError):
-    """An identities-topic record that is not an Identity; the message names the problem."""
-
-
 def decode_identity(key: bytes | None, value: bytes | None) -> tuple[str, IdentityEntry | None]:
-    """A record of the identities topic as (key_id, entry); a tombstone gives (key_id, None)."""
-    if not key:
-        raise IdentityRecordError("identity record without a key")
-    key_id = key.decode("utf-8", "replace")
-    if value is None:
-        return key_id, None
-    try:
-        identity = Identity.model_validate(orjson.loads(value))
-    except orjson.JSONDecodeError as exc:
-        raise IdentityRecordError(f"invalid JSON: {exc}") from None
-    except ValidationError as exc:
-        raise IdentityRecordError(f"schema: {wire.describe(exc)}") from None
-    if identity.key_id != key_id:
-        raise IdentityRecordError(f"schema: key {key_id!r} does not match key_id {identity.key_id!r}")
-    return key_id, IdentityEntry.from_identity(identity)
+    """A record of the identities topic as (key_id, entry); a tombstone gives (key_id, None).
+    Raises `RecordError` naming the problem (the control plane's decoder, so the gateway and
+    the flows accept exactly the same records)."""
+    key_id, identity = records.decode_identity(key, value)
+    return key_id, None if identity is None else IdentityEntry.from_identity(identity)
 
 
 class IdentityTable:

@@ -134,4 +134,4 @@ def test_bad_identity_records_go_to_the_dlq():
     run_main(flow, epoch_interval=timedelta(seconds=1))
     (topic, key, value, _), = [m for _, o in out for m in o.messages]
     assert topic == "dlq" and key == b"k_x"
-    assert orjson.loads(value)["reason"].startswith("identity invalid JSON")
+    assert orjson.loads(value)["reason"].startswith("identity k_x: not valid JSON")

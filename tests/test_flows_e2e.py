@@ -27,6 +27,7 @@ from tests.fixtures.flows import (
 )
 from tests.fixtures.kafka import consume_all
 from tokentrail import topics
+from tokentrail.broker.admin import produce_all
 from tokentrail.broker.server import free_port
 from tokentrail.storage import StorageSettings, open_store
 from tokentrail.storage.query_server import find_query_server
@@ -75,15 +76,7 @@ def expected_cost(call) -> Decimal:
 
 
 def produce(bootstrap: str, topic: str, records) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(30) == 0
+    produce_all(Producer({"bootstrap.servers": bootstrap, "linger.ms": 20}), topic, records, timeout=30)
 
 
 class FlowsProcess:

@@ -1,6 +1,6 @@
 """Events and rows built from a priced call follow the storage and UnifiedEvent contracts."""
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import orjson
 

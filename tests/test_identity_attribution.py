@@ -2,8 +2,9 @@
 
 import pytest
 
-from flows.identity import IdentityEntry, IdentityRecordError, IdentityTable, attribute, decode_identity
+from flows.identity import IdentityEntry, IdentityTable, attribute, decode_identity
 from schemas import wire
+from tokentrail.control.records import RecordError
 from tests.fixtures.flows import ALICE, BILLING, PLANNER, SEARCHER, identity_bytes, make_call
 
 
@@ -53,8 +54,8 @@ def test_tombstone_deletes_and_revocation_is_kept():
     "key, value, reason",
     [
         (None, b"{}", "identity record without a key"),
-        (b"k_x", b"{oops", "invalid JSON: "),
-        (b"k_x", b"{}", "schema: key_id: Field required"),
+        (b"k_x", b"{oops", "identity k_x: not valid JSON: "),
+        (b"k_x", b"{}", "identity k_x: Identity: key_id: Field required"),
         (b"k_other", None, None),
     ],
 )
@@ -62,12 +63,12 @@ def test_bad_identity_records_say_why(key, value, reason):
     if reason is None:
         assert decode_identity(key, value) == ("k_other", None)
         return
-    with pytest.raises(IdentityRecordError, match=reason.replace("(", r"\(")):
+    with pytest.raises(RecordError, match=reason.replace("(", r"\(")):
         decode_identity(key, value)
 
 
 def test_identity_key_must_match_its_record():
-    with pytest.raises(IdentityRecordError, match="does not match"):
+    with pytest.raises(RecordError, match="does not match"):
         decode_identity(b"k_wrong", identity_bytes(ALICE))
 
 

@@ -39,6 +39,7 @@ from schemas import signing, wire  # noqa: E402
 from schemas.ids import new_id  # noqa: E402
 from schemas.models import Actor, Identity, format_timestamp  # noqa: E402
 from tokentrail import topics  # noqa: E402
+from tokentrail.broker.admin import produce_all  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
 from tokentrail.storage import StorageSettings  # noqa: E402
 from tokentrail.storage.query_server import find_query_server  # noqa: E402
@@ -96,17 +97,6 @@ def call_record(who: Identity, rng: random.Random, at: datetime, gateway: str) -
     return orjson.dumps(record)
 
 
-def produce(producer: Producer, topic: str, records) -> None:
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0
-
-
 def baseline_consume(bootstrap: str, topic: str, expected: int) -> float:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-baseline",
                          "enable.auto.commit": False})
@@ -148,7 +138,7 @@ def main() -> int:
 
         t = time.perf_counter()
         identities = make_identities(args.identities)
-        produce(producer, PREFIX + topics.IDENTITIES, ((i.key_id.encode(), wire.dumps(i)) for i in identities))
+        produce_all(producer, PREFIX + topics.IDENTITIES, ((i.key_id.encode(), wire.dumps(i)) for i in identities))
         active = identities[: args.active]
         at = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
         raw_topic = PREFIX + topics.CALLS_RAW
@@ -156,7 +146,7 @@ def main() -> int:
         for n in range(args.calls):
             who = active[rng.randrange(len(active))]
             records.append((who.tenant_id.encode(), call_record(who, rng, at + timedelta(milliseconds=n), "bench")))
-        produce(producer, raw_topic, records)
+        produce_all(producer, raw_topic, records)
         del records
         print(f"setup: {args.identities} identities, {args.calls} signed calls from {args.active} of them "
               f"produced in {time.perf_counter() - t:.1f}s", flush=True)

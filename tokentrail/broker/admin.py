@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -58,6 +59,20 @@ def ensure_topics(
                 raise
     _wait_for_leaders(admin, [topic.topic for topic in wanted], timeout)
     return created
+
+
+def produce_all(producer: Any, topic: str, records: Iterable[tuple[bytes | None, bytes]], timeout: float = 60.0) -> None:
+    """Produce (key, value) records, waiting whenever the local queue is full, and flush.
+    For loaders (tests, benchmarks, the demo), not for a request path."""
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(timeout):
+        raise RuntimeError(f"{topic}: records still undelivered after {timeout:.0f} s")
 
 
 def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
