@@ -50,6 +50,7 @@ def run(args) -> int:
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
     from tokentrail.cli import CliError
+    from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
     from tokentrail.storage import StorageSettings, migrate, open_store, start_query_server
     from tokentrail.storage.query_server import RemoteStore
@@ -69,7 +70,7 @@ def run(args) -> int:
     if isinstance(store, RemoteStore):
         raise CliError(f"the embedded ClickHouse in {storage.embedded_path()} is held by another running "
                        "process (its query server answers); stop it first")
-    query_server = metrics_server = None
+    query_server = metrics_server = releaser = None
     children: list[subprocess.Popen] = []
     try:
         migrate(store, storage)
@@ -86,6 +87,7 @@ def run(args) -> int:
             recovery = RecoveryConfig(recovery_dir)
         flow = get_flow(settings, core)
         tune_gc()
+        releaser = release_freed_memory(settings.flows_release_memory_seconds)
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, _interrupt)
         addresses = None
@@ -109,6 +111,8 @@ def run(args) -> int:
         for child in children:
             child.terminate()
             child.wait(timeout=30)
+        if releaser is not None:
+            releaser.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
         if query_server is not None:

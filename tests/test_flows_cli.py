@@ -48,3 +48,9 @@ def test_bad_settings_and_price_file_are_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"tokentrail flows: TOKENTRAIL_PRICE_OVERRIDES: {prices}: openai.m.input_mtok: must be a non-negative number, got -1"]
+
+
+def test_negative_memory_release_interval_is_one_line(tmp_path):
+    result = flows(tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k", TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS="-1")
+    assert result.returncode == 2 and "TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -11,7 +11,8 @@ One run, on a private TOKENTRAIL_HOME and broker (`tokentrail.broker.server.up`)
   (c) freshness at a steady produce rate: each call's `received_at` is its produce time; a row
       is "visible" at the first poll (every 100 ms, through the flow's query server) that
       returns it, so figures include up to one poll interval;
-  (d) RSS of the flow process (VmRSS now, VmHWM peak) with all identities in its join state.
+  (d) RSS of the flow process with all identities in its join state: VmRSS, its anonymous and
+      file-backed parts, and the peak (VmHWM).
 Prints each figure and the ratio of (b) to (a); both run on the same shared machine.
 """
 
@@ -111,9 +112,13 @@ def baseline_consume(bootstrap: str, topic: str, expected: int) -> float:
     return expected / elapsed
 
 
-def rss_kb(pid: int) -> tuple[int, int]:
+def memory(pid: int) -> str:
+    """VmRSS, split into anonymous memory (the process's own heap) and file-backed pages
+    (mostly the embedded engine's ~550 MB shared library, shared and reclaimable), and peak."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+    mb = {name: int(fields[name].split()[0]) // 1024 for name in ("VmRSS", "RssAnon", "RssFile", "VmHWM")}
+    return (f"{mb['VmRSS']} MB (anonymous {mb['RssAnon']} MB, file-backed {mb['RssFile']} MB; "
+            f"peak {mb['VmHWM']} MB)")
 
 
 def main() -> int:
@@ -183,9 +188,7 @@ def main() -> int:
         rate = (seen - first_count) / (done - first_seen) if done > first_seen else float("nan")
         print(f"(b) flow, Kafka -> verify -> join -> price -> ClickHouse: {rate:,.0f} calls/s "
               f"({seen} rows; ratio to baseline {rate / baseline:.3f})", flush=True)
-        rss, peak = rss_kb(flows.pid)
-        print(f"(d) flow RSS with {args.identities} identities in state: {rss / 1024:.0f} MB "
-              f"(peak {peak / 1024:.0f} MB)", flush=True)
+        print(f"(d) flow RSS with {args.identities} identities in state: {memory(flows.pid)}", flush=True)
 
         # (c) freshness at a steady rate
         produced: dict[str, float] = {}
@@ -225,8 +228,7 @@ def main() -> int:
             p50, p99 = lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))]
             print(f"(c) freshness at {args.fresh_rate}/s for {args.fresh_seconds}s: p50 {p50:.2f}s, "
                   f"p99 {p99:.2f}s, max {lags[-1]:.2f}s ({len(lags)}/{total} visible)", flush=True)
-        rss, peak = rss_kb(flows.pid)
-        print(f"(d) flow RSS at the end: {rss / 1024:.0f} MB (peak {peak / 1024:.0f} MB)", flush=True)
+        print(f"(d) flow RSS at the end: {memory(flows.pid)}", flush=True)
         return 0
     finally:
         if flows is not None and flows.poll() is None:
