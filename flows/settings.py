@@ -48,7 +48,7 @@ class FlowSettings(BaseSettings):
     flows_release_memory_seconds: float = Field(default=2.0, ge=0)
     """TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS: how often `tokentrail flows` gives memory it
     freed back to the system (glibc `malloc_trim`; 0: never). Keeps RSS near what the flow
-    uses: measured 335-420 MB of anonymous memory instead of 630-690 MB."""
+    uses: measured 335-420 MB of anonymous memory instead of 630-780 MB."""
 
     price_overrides: Path | None = None
     """TOKENTRAIL_PRICE_OVERRIDES: JSON or YAML file of per-MTok prices for negotiated or

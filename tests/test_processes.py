@@ -30,6 +30,7 @@ def test_zero_interval_starts_nothing():
 def test_glibc_trim_is_found_and_runs_here():
     trim = glibc_malloc_trim()
     assert trim is not None  # these machines run Debian's glibc
+    assert trim(0) in (0, 1)
     releaser = release_freed_memory(0.01)
     assert releaser is not None and releaser.running
     releaser.stop()

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-_prctl = ctypes.CDLL(None).prctl  # resolved before any fork: the child only makes the call
+_libc = ctypes.CDLL(None)
+_prctl = _libc.prctl  # resolved before any fork: the child only makes the call
 PR_SET_PDEATHSIG = 1
 
 
@@ -35,9 +36,9 @@ def stop_process(process: subprocess.Popen, timeout: float) -> int:
     return process.returncode
 
 
-def glibc_malloc_trim() -> Callable[[], object] | None:
-    """glibc's `malloc_trim(0)`, or None on another C library."""
-    return getattr(ctypes.CDLL(None), "malloc_trim", None)
+def glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim(pad)` (1 if it gave memory back), or None on another C library."""
+    return getattr(_libc, "malloc_trim", None)
 
 
 class MemoryReleaser:
@@ -46,9 +47,10 @@ class MemoryReleaser:
     Why: the flows process frees most of what it allocates within a batch (records, rows,
     INSERT bodies) on several threads (the Bytewax worker, the writer, librdkafka). glibc keeps
     such memory in per-thread arenas, so the process's RSS settles far above what it uses
-    (measured on the flow benchmark: anonymous memory 630-690 MB without, 335-420 MB with
-    `malloc_trim(0)` every 2 s, at the same throughput). A trim there takes 7 ms (median; 34 ms
-    at most), so every 2 s it costs well under 1% of a core.
+    (measured on the flow benchmark: anonymous memory 630-780 MB without, 335-420 MB with
+    `malloc_trim(0)` every 2 s). A trim there takes 7 ms (median; 34 ms at most), well under
+    1% of a core every 2 s; the pages it returns are faulted back in by later batches, which
+    may cost the flow a few percent of throughput (within the benchmark's noise).
     """
 
     def __init__(self, interval: float, release: Callable[[], object]) -> None:

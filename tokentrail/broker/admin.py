@@ -9,9 +9,8 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tokentrail.topics import TOPICS
@@ -61,9 +60,9 @@ def ensure_topics(
     return created
 
 
-def produce_all(producer: Any, topic: str, records: Iterable[tuple[bytes | None, bytes]], timeout: float = 60.0) -> None:
+def produce_all(producer: Producer, topic: str, records: Iterable[tuple[bytes | None, bytes]], timeout: float = 60.0) -> None:
     """Produce (key, value) records, waiting whenever the local queue is full, and flush.
-    For loaders (tests, benchmarks, the demo), not for a request path."""
+    For loaders (tests, benchmarks), not for a request path."""
     for key, value in records:
         while True:
             try:
