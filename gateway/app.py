@@ -44,7 +44,8 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         producer_config(core.bootstrap(), settings.kafka_message_timeout_ms, settings.kafka_linger_ms),
         core.topic(CALLS_RAW), spool, metrics, settings.spool_fsync_interval_s,
     )
-    metrics.watch(lambda: spool.records, lambda: spool.bytes, lambda: len(plane.identities))
+    metrics.watch(lambda: spool.records, lambda: spool.bytes, lambda: len(plane.identities),
+                  lambda: len(delivery.producer))  # queued and in flight: librdkafka's own count
 
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"access_log": None})
     app[PLANE] = plane

@@ -41,13 +41,18 @@ class GatewayMetrics:
         self._spool_bytes = Gauge("tokentrail_gateway_spool_bytes", "Bytes waiting in the spool", registry=r)
         self._registry_keys = Gauge("tokentrail_gateway_registry_keys", "Keys in the identity registry",
                                     registry=r)
+        self._kafka_unacknowledged = Gauge(
+            "tokentrail_gateway_kafka_unacknowledged",
+            "Records handed to the Kafka producer and not yet acknowledged (what a SIGKILL would lose)",
+            registry=r)
         self._children: dict[tuple[str, int], tuple] = {}
 
     def watch(self, spool_records: Callable[[], float], spool_bytes: Callable[[], float],
-              registry_keys: Callable[[], float]) -> None:
+              registry_keys: Callable[[], float], kafka_unacknowledged: Callable[[], float]) -> None:
         self._spool_records.set_function(spool_records)
         self._spool_bytes.set_function(spool_bytes)
         self._registry_keys.set_function(registry_keys)
+        self._kafka_unacknowledged.set_function(kafka_unacknowledged)
 
     def request(self, endpoint: str, status: int, seconds: float, first_byte_seconds: float | None) -> None:
         children = self._children.get((endpoint, status))

@@ -140,13 +140,19 @@ def test_sigkill_loses_at_most_what_librdkafka_had_not_acknowledged(own_broker, 
     wait_delivering(gateway, key, topics)
     with Load(gateway.url, key, workers=4, pause=0.0) as load:
         time.sleep(3)
+        answered_before_scrape = load.statuses[200]
+        unacknowledged = gateway.metrics()["tokentrail_gateway_kafka_unacknowledged"]
         gateway.kill()
     answered = load.statuses[200] + 1
     calls = calls_on_topic(topics, expected=answered, timeout=10)
     lost = answered - len(calls)
     rate = answered / 3
-    print(f"SIGKILL under load: {answered} answered ({rate:.0f}/s), {len(calls)} on the topic, {lost} lost")
+    print(f"SIGKILL under load: {answered} answered ({rate:.0f}/s), {len(calls)} on the topic, {lost} lost; "
+          f"{unacknowledged:.0f} unacknowledged just before the kill")
     assert max(calls.values()) == 1
-    # librdkafka holds a record for linger.ms (20 ms) plus the broker round trip before the
-    # ack; allow 100 ms of traffic.
-    assert 0 <= lost <= max(5, rate * 0.1)
+    # Only records librdkafka held unacknowledged are lost: those it held at the scrape, the
+    # calls answered since, and at most one call per load worker whose record was not yet
+    # handed over when its answer arrived (the record follows the response). How many that
+    # is depends on the broker's acknowledgement time, not on the gateway.
+    answered_since_scrape = load.statuses[200] - answered_before_scrape
+    assert 0 <= lost <= unacknowledged + answered_since_scrape + len(load.threads)
