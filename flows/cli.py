@@ -16,17 +16,31 @@ FLOW_IMPORT = "flows.enrich:get_flow()"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "flows", help="run the enrich flow: verify raw calls, join identity, price, write events and rows",
+        "flows",
+        help="run the enrich flow: verify raw calls, join identity, price, write events and rows",
         description="Reads tokentrail.calls.raw and tokentrail.identities, writes tokentrail.events, "
         "tokentrail.dlq and ClickHouse (llm_calls, events). Needs TOKENTRAIL_SIGNING_KEY.",
     )
     parser.add_argument("-w", "--workers", type=_positive, default=1, help="worker threads per process (default 1)")
-    parser.add_argument("-p", "--processes", type=_positive, default=1,
-                        help="processes on this machine (default 1; more needs TOKENTRAIL_CLICKHOUSE_URL)")
-    parser.add_argument("--recovery", action=argparse.BooleanOptionalAction, default=None,
-                        help="resume where a stopped flow left off (default: TOKENTRAIL_FLOWS_RECOVERY, on)")
-    parser.add_argument("--metrics-port", type=int, default=None,
-                        help="port of /metrics and /healthz (default TOKENTRAIL_FLOWS_METRICS_PORT; 0: off)")
+    parser.add_argument(
+        "-p",
+        "--processes",
+        type=_positive,
+        default=1,
+        help="processes on this machine (default 1; more needs TOKENTRAIL_CLICKHOUSE_URL)",
+    )
+    parser.add_argument(
+        "--recovery",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="resume where a stopped flow left off (default: TOKENTRAIL_FLOWS_RECOVERY, on)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of /metrics and /healthz (default TOKENTRAIL_FLOWS_METRICS_PORT; 0: off)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -62,14 +76,18 @@ def run(args) -> int:
         load_overrides(settings.price_overrides)  # a bad file is a one-line error before anything starts
     storage = load(StorageSettings)
     if args.processes > 1 and storage.clickhouse_url is None:
-        raise CliError("-p above 1 needs a ClickHouse server (TOKENTRAIL_CLICKHOUSE_URL): "
-                       "the embedded engine is held by one process; use -w for more workers")
+        raise CliError(
+            "-p above 1 needs a ClickHouse server (TOKENTRAIL_CLICKHOUSE_URL): "
+            "the embedded engine is held by one process; use -w for more workers"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     store = open_store(storage)
     if isinstance(store, RemoteStore):
-        raise CliError(f"the embedded ClickHouse in {storage.embedded_path()} is held by another running "
-                       "process (its query server answers); stop it first")
+        raise CliError(
+            f"the embedded ClickHouse in {storage.embedded_path()} is held by another running "
+            "process (its query server answers); stop it first"
+        )
     query_server = metrics_server = releaser = None
     children: list[subprocess.Popen] = []
     try:
@@ -93,14 +111,24 @@ def run(args) -> int:
         addresses = None
         if args.processes > 1:
             addresses = [f"127.0.0.1:{_free_port()}" for _ in range(args.processes)]
-            children = [spawn_process(index, addresses, args.workers, recovery, epoch)
-                        for index in range(1, args.processes)]
-        print(f"tokentrail flows: running ({args.processes} process(es) x {args.workers} worker(s), "
-              f"recovery {'on' if recovery else 'off'}, metrics on :{settings.flows_metrics_port or 'off'})",
-              file=sys.stderr, flush=True)
+            children = [
+                spawn_process(index, addresses, args.workers, recovery, epoch) for index in range(1, args.processes)
+            ]
+        print(
+            f"tokentrail flows: running ({args.processes} process(es) x {args.workers} worker(s), "
+            f"recovery {'on' if recovery else 'off'}, metrics on :{settings.flows_metrics_port or 'off'})",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
-            cli_main(flow, workers_per_process=args.workers, process_id=0 if addresses else None,
-                     addresses=addresses, epoch_interval=epoch, recovery_config=recovery)
+            cli_main(
+                flow,
+                workers_per_process=args.workers,
+                process_id=0 if addresses else None,
+                addresses=addresses,
+                epoch_interval=epoch,
+                recovery_config=recovery,
+            )
         except BaseException as exc:
             if not _stop_requested.is_set() and not isinstance(exc, KeyboardInterrupt):
                 raise
@@ -150,8 +178,20 @@ def prepare_recovery(directory, partitions: int) -> None:
 
 
 def spawn_process(index: int, addresses: list[str], workers: int, recovery, epoch) -> subprocess.Popen:
-    command = [sys.executable, "-m", "bytewax.run", FLOW_IMPORT, "-w", str(workers), "-i", str(index),
-               "-a", ";".join(addresses), "-s", str(int(epoch.total_seconds()))]
+    command = [
+        sys.executable,
+        "-m",
+        "bytewax.run",
+        FLOW_IMPORT,
+        "-w",
+        str(workers),
+        "-i",
+        str(index),
+        "-a",
+        ";".join(addresses),
+        "-s",
+        str(int(epoch.total_seconds())),
+    ]
     if recovery is not None:
         command += ["-r", str(recovery.db_dir), "-b", "0"]
     return subprocess.Popen(command, env=os.environ.copy())
@@ -191,7 +231,8 @@ def serve_metrics(port: int) -> ThreadingHTTPServer:
     except OSError as exc:
         from tokentrail.cli import CliError
 
-        raise CliError(f"cannot serve metrics on port {port}: {exc.strerror} "
-                       "(set TOKENTRAIL_FLOWS_METRICS_PORT or --metrics-port)") from None
+        raise CliError(
+            f"cannot serve metrics on port {port}: {exc.strerror} (set TOKENTRAIL_FLOWS_METRICS_PORT or --metrics-port)"
+        ) from None
     threading.Thread(target=server.serve_forever, name="flows-metrics", daemon=True).start()
     return server

@@ -23,7 +23,7 @@ import logging
 import threading
 import zlib
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -81,8 +81,12 @@ class TopicNames(NamedTuple):
 
     @classmethod
     def of(cls, core: CoreSettings) -> TopicNames:
-        return cls(core.topic(topics.CALLS_RAW), core.topic(topics.IDENTITIES),
-                   core.topic(topics.EVENTS), core.topic(topics.DLQ))
+        return cls(
+            core.topic(topics.CALLS_RAW),
+            core.topic(topics.IDENTITIES),
+            core.topic(topics.EVENTS),
+            core.topic(topics.DLQ),
+        )
 
 
 def bucket_of(key_id: str) -> str:
@@ -191,8 +195,14 @@ def price_calls(pricer: Pricer) -> Callable[[list[tuple]], list[tuple]]:
         priced = []
         for call, who in joined:
             at = datetime.fromisoformat(call["received_at"])
-            cost = pricer.price(call["provider"], call["api_flavor"], call.get("served_model") or call.get("requested_model"),
-                                call.get("usage"), at, failed=call["status"] >= 400)
+            cost = pricer.price(
+                call["provider"],
+                call["api_flavor"],
+                call.get("served_model") or call.get("requested_model"),
+                call.get("usage"),
+                at,
+                failed=call["status"] >= 400,
+            )
             priced.append((call, who, cost))
         return priced
 
@@ -266,9 +276,14 @@ class ClickHouseSink(_NumberedParts, FixedPartitionedSink):
         with self._lock:
             if self._writer is None:
                 self._writer = Writer(store, retry, on_flush=metrics.record_flush)
-        sink = BatchingSink(store, self._settings.flows_batch_rows, self._settings.flows_flush_ms / 1000,
-                            writer=self._writer, retry=retry,
-                            journal=self._journal / for_part if self._journal else None)
+        sink = BatchingSink(
+            store,
+            self._settings.flows_batch_rows,
+            self._settings.flows_flush_ms / 1000,
+            writer=self._writer,
+            retry=retry,
+            journal=self._journal / for_part if self._journal else None,
+        )
         sink.resume(resume_state)
         return _ClickHousePartition(sink)
 
@@ -319,15 +334,17 @@ class KafkaOutSink(_NumberedParts, FixedPartitionedSink):
 
         with self._lock:
             if self._producer is None:
-                self._producer = Producer({
-                    "bootstrap.servers": self._bootstrap,
-                    "linger.ms": 5,
-                    "compression.type": "lz4",
-                    "enable.idempotence": True,
-                    "queue.buffering.max.messages": 500_000,
-                    "queue.buffering.max.kbytes": 65_536,  # back-pressure (BufferError) past 64 MB
-                    "on_delivery": self._delivered,
-                })
+                self._producer = Producer(
+                    {
+                        "bootstrap.servers": self._bootstrap,
+                        "linger.ms": 5,
+                        "compression.type": "lz4",
+                        "enable.idempotence": True,
+                        "queue.buffering.max.messages": 500_000,
+                        "queue.buffering.max.kbytes": 65_536,  # back-pressure (BufferError) past 64 MB
+                        "on_delivery": self._delivered,
+                    }
+                )
         return _KafkaPartition(self._producer, self._failures)
 
     def _delivered(self, error: Any, message: Any) -> None:
@@ -339,14 +356,14 @@ class _TickPartition(StatelessSourcePartition):
     def __init__(self, interval: timedelta, active: bool) -> None:
         self._interval = interval
         self._active = active
-        self._next = datetime.now(timezone.utc)
+        self._next = datetime.now(UTC)
 
     def next_batch(self) -> list[tuple[str, None]]:
-        self._next = datetime.now(timezone.utc) + self._interval
+        self._next = datetime.now(UTC) + self._interval
         return [(str(index), None) for index in range(SINK_PARTITIONS)] if self._active else []
 
     def next_awake(self) -> datetime:
-        return self._next if self._active else datetime.now(timezone.utc) + timedelta(days=1)
+        return self._next if self._active else datetime.now(UTC) + timedelta(days=1)
 
 
 class SinkTicks(DynamicSource):
@@ -466,11 +483,17 @@ def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = N
     # poll fed at ~100k records/s while bounding memory (RSS target: 600 MB with the engine).
     consumer = {"fetch.wait.max.ms": "50", "queued.min.messages": "20000", "queued.max.messages.kbytes": "8192"}
     return build_flow(
-        raw=KafkaSource([bootstrap], [names.raw], starting_offset=start,
-                        batch_size=settings.flows_kafka_batch, add_config=consumer),
+        raw=KafkaSource(
+            [bootstrap], [names.raw], starting_offset=start, batch_size=settings.flows_kafka_batch, add_config=consumer
+        ),
         # identities: always the whole compacted topic, so every key is known
-        identities=KafkaSource([bootstrap], [names.identities], starting_offset=OFFSET_BEGINNING,
-                               batch_size=settings.flows_kafka_batch, add_config=consumer),
+        identities=KafkaSource(
+            [bootstrap],
+            [names.identities],
+            starting_offset=OFFSET_BEGINNING,
+            batch_size=settings.flows_kafka_batch,
+            add_config=consumer,
+        ),
         kafka_out=KafkaOutSink(bootstrap),
         clickhouse_out=ClickHouseSink(process_store, settings, settings.journal_dir(core)),
         signing_key=signing_key,

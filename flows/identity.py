@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from schemas.models import Identity
-
 from tokentrail.control import records
 
 Link = tuple[str, str, str]

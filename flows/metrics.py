@@ -6,7 +6,9 @@ RECORDS_IN = Counter("tokentrail_flows_records_total", "Records read, by topic k
 REJECTED = Counter("tokentrail_flows_rejected_total", "Records sent to the dead-letter topic, by reason", ["reason"])
 ROWS_WRITTEN = Counter("tokentrail_flows_rows_written_total", "Rows inserted into ClickHouse", ["table"])
 FLUSH_SECONDS = Histogram(
-    "tokentrail_flows_flush_seconds", "Latency of one sink flush (dedup + INSERT)", ["table"],
+    "tokentrail_flows_flush_seconds",
+    "Latency of one sink flush (dedup + INSERT)",
+    ["table"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 FLUSH_FAILURES = Counter("tokentrail_flows_flush_failures_total", "Failed sink flushes (retried)", ["table"])

@@ -24,8 +24,14 @@ import orjson
 from genai_prices import data_snapshot
 from genai_prices._usage import subtract_usage_values
 from genai_prices.decompose import _negative_leaf_error_message, is_descendant_or_self
-from genai_prices.types import ModelInfo, ModelPrice, TieredPrices, Usage, calc_unit_price
-from genai_prices.types import _collect_resolved_model_prices
+from genai_prices.types import (
+    ModelInfo,
+    ModelPrice,
+    TieredPrices,
+    Usage,
+    _collect_resolved_model_prices,
+    calc_unit_price,
+)
 from genai_prices.units import _get_registry
 from genai_prices.validation import validate_priced_units
 
@@ -84,7 +90,7 @@ class _CompiledPrice:
         reported = usage.__dict__
         leaves: dict[str, Any] = {}
         inferred = None
-        for unit, descendants in zip(self.units, self.descendants):
+        for unit, descendants in zip(self.units, self.descendants, strict=True):
             value = reported.get(unit.usage_key)
             if value is None:
                 if inferred is None:
@@ -317,7 +323,11 @@ def load_overrides(path: Path) -> dict[tuple[str, str], ModelPrice]:
                     problems.append(f"{where}.{price_key}: unknown price key (use {', '.join(OVERRIDE_PRICE_KEYS)})")
                     continue
                 try:
-                    amount = Decimal(str(value)) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+                    amount = (
+                        Decimal(str(value))
+                        if isinstance(value, (int, float, str)) and not isinstance(value, bool)
+                        else None
+                    )
                 except InvalidOperation:
                     amount = None
                 if amount is None or not amount.is_finite() or amount < 0:

@@ -18,11 +18,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from flows.schema_check import compile_model_check
 from schemas import wire
 from schemas.models import RawCall
 from schemas.signing import SIGNATURE_FIELD
-
-from flows.schema_check import compile_model_check
 
 _is_canonical_call = compile_model_check(RawCall.model_json_schema())
 
@@ -86,12 +85,13 @@ def dead_letter(rejected: Rejected, source: str, partition: int | None, offset: 
         text, encoding = original.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(original).decode("ascii"), "base64"
-    return orjson.dumps({
-        "reason": rejected.reason,
-        "topic": source,
-        "partition": partition,
-        "offset": offset,
-        "encoding": encoding,
-        "original": text,
-    })
-
+    return orjson.dumps(
+        {
+            "reason": rejected.reason,
+            "topic": source,
+            "partition": partition,
+            "offset": offset,
+            "encoding": encoding,
+            "original": text,
+        }
+    )

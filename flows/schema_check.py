@@ -52,10 +52,27 @@ def _compile(schema: dict[str, Any], defs: dict[str, Any]) -> Check:
             return lambda value: value is None or only(value)
         checks = [_compile(option, defs) for option in options]
         return lambda value: any(check(value) for check in checks)
-    unknown = set(schema) - IGNORED_KEYWORDS - {
-        "type", "const", "enum", "minLength", "maxLength", "minimum", "maximum", "format",
-        "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "$defs",
-    }
+    unknown = (
+        set(schema)
+        - IGNORED_KEYWORDS
+        - {
+            "type",
+            "const",
+            "enum",
+            "minLength",
+            "maxLength",
+            "minimum",
+            "maximum",
+            "format",
+            "properties",
+            "required",
+            "additionalProperties",
+            "items",
+            "minItems",
+            "maxItems",
+            "$defs",
+        }
+    )
     if unknown:
         raise UnsupportedSchema(f"schema keywords not supported: {sorted(unknown)}")
     kind = schema.get("type")

@@ -16,7 +16,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
-
 from flows.replay import ReplayGuard
 from tokentrail.storage.base import encode_rows
 
@@ -51,8 +50,14 @@ class Retry:
     """Runs a storage step until it succeeds: backoff from `initial` doubling to `maximum`,
     each failure logged and reported. Rows are never dropped; the flow backs up instead."""
 
-    def __init__(self, *, sleep: Callable[[float], None] = time.sleep, initial: float = 0.1, maximum: float = 5.0,
-                 on_failure: Callable[[str, Exception], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        initial: float = 0.1,
+        maximum: float = 5.0,
+        on_failure: Callable[[str, Exception], None] | None = None,
+    ) -> None:
         self._sleep = sleep
         self._initial = initial
         self._maximum = maximum
@@ -65,8 +70,9 @@ class Retry:
             try:
                 return step()
             except Exception as exc:  # noqa: BLE001 - any storage failure: retry, never drop
-                log.warning("flush of %d %s rows failed (attempt %d), retrying in %.1fs: %s",
-                            size, table, attempt, delay, exc)
+                log.warning(
+                    "flush of %d %s rows failed (attempt %d), retrying in %.1fs: %s", size, table, attempt, delay, exc
+                )
                 if self._on_failure:
                     self._on_failure(table, exc)
                 self._sleep(delay)
@@ -84,8 +90,14 @@ class Writer:
     load INSERTs grow by themselves, and each INSERT costs the rollup views a fixed amount.
     """
 
-    def __init__(self, store: RowStore, retry: Retry, *, clock: Callable[[], float] = time.monotonic,
-                 on_flush: Callable[[str, int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: RowStore,
+        retry: Retry,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_flush: Callable[[str, int, float], None] | None = None,
+    ) -> None:
         self._store = store
         self._retry = retry
         self._clock = clock
@@ -131,7 +143,9 @@ class Writer:
             started = self._clock()
             token = dedup_token(table, [row[column] for row in rows])
             body = encode_rows(table, rows)  # once: the journal keeps the INSERT's own bytes
-            entries = {journal_entry(journal, table) for batch, journal, _ in waiting if journal is not None and table in batch}
+            entries = {
+                journal_entry(journal, table) for batch, journal, _ in waiting if journal is not None and table in batch
+            }
             for entry in entries:
                 partial = entry.with_suffix(".partial")  # a kill mid-write leaves no torn entry
                 with partial.open("wb") as handle:
@@ -213,9 +227,13 @@ class BatchingSink:
                     entry.unlink()
                     found += 1
         self._replay.resume(state, self._holds_rows)
-        log.info("sink resumed at generation %d: %s", self._replay.generation,
-                 "every batch is looked up" if self._replay.check_all else
-                 f"{sum(len(self._replay.suspects(table)) for table in ID_COLUMNS)} ids a replay may repeat")
+        log.info(
+            "sink resumed at generation %d: %s",
+            self._replay.generation,
+            "every batch is looked up"
+            if self._replay.check_all
+            else f"{sum(len(self._replay.suspects(table)) for table in ID_COLUMNS)} ids a replay may repeat",
+        )
         return found
 
     def snapshot(self) -> dict[str, Any]:
@@ -257,7 +275,7 @@ class BatchingSink:
         batch = {}
         for table, rows in self._buffers.items():
             if rows:
-                fresh, present = self._retry(table, len(rows), lambda: self._dedup(table, rows))
+                fresh, present = self._retry(table, len(rows), lambda table=table, rows=rows: self._dedup(table, rows))
                 self._replay.record(table, [row[ID_COLUMNS[table]] for row in fresh] + present)
                 if fresh:
                     batch[table] = fresh

@@ -42,10 +42,14 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
     spool = Spool(settings.spool_path(Path(core.home)))
     delivery = Delivery(
         producer_config(core.bootstrap(), settings.kafka_message_timeout_ms, settings.kafka_linger_ms),
-        core.topic(CALLS_RAW), spool, metrics, settings.spool_fsync_interval_s,
+        core.topic(CALLS_RAW),
+        spool,
+        metrics,
+        settings.spool_fsync_interval_s,
     )
-    metrics.watch(lambda: spool.records, lambda: spool.bytes, lambda: len(plane.identities),
-                  lambda: len(delivery.producer))  # queued and in flight: librdkafka's own count
+    metrics.watch(
+        lambda: spool.records, lambda: spool.bytes, lambda: len(plane.identities), lambda: len(delivery.producer)
+    )  # queued and in flight: librdkafka's own count
 
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args={"access_log": None})
     app[PLANE] = plane
@@ -64,14 +68,22 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
 
     async def open_upstreams(app: web.Application):
         upstreams = {
-            OPENAI: UpstreamPool(settings.upstream_openai_url, settings.upstream_connect_timeout_s,
-                                 settings.upstream_timeout_s),
-            ANTHROPIC: UpstreamPool(settings.upstream_anthropic_url, settings.upstream_connect_timeout_s,
-                                    settings.upstream_timeout_s),
+            OPENAI: UpstreamPool(
+                settings.upstream_openai_url, settings.upstream_connect_timeout_s, settings.upstream_timeout_s
+            ),
+            ANTHROPIC: UpstreamPool(
+                settings.upstream_anthropic_url, settings.upstream_connect_timeout_s, settings.upstream_timeout_s
+            ),
         }
         app[GATEWAY] = Gateway(
-            settings, signing_key, Guard(plane.identities, plane.controls, RateLimiter()), plane.controls,
-            delivery, metrics, upstreams, plane.follower.ready.is_set,
+            settings,
+            signing_key,
+            Guard(plane.identities, plane.controls, RateLimiter()),
+            plane.controls,
+            delivery,
+            metrics,
+            upstreams,
+            plane.follower.ready.is_set,
         )
         yield
         for pool in upstreams.values():

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "gateway", help="run the LLM gateway (OpenAI + Anthropic routes, identity, limits, recording)",
+        "gateway",
+        help="run the LLM gateway (OpenAI + Anthropic routes, identity, limits, recording)",
         description="Point your OpenAI/Anthropic SDK base_url here and send your tokentrail key as "
         "the API key. Configuration by environment: see docs/gateway.md.",
     )
@@ -45,6 +46,11 @@ def _run(args) -> int:
             log.warning("no %s credential set: requests go upstream without one", provider)
     uvloop.install()
     host, port = settings.gateway_host, settings.gateway_port
-    web.run_app(app, host=host, port=port, access_log=None,
-                print=lambda *_: log.info("gateway listening on http://%s:%d (kafka %s)", host, port, core.bootstrap()))
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log=None,
+        print=lambda *_: log.info("gateway listening on http://%s:%d (kafka %s)", host, port, core.bootstrap()),
+    )
     return 0

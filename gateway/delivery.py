@@ -55,7 +55,9 @@ def producer_config(bootstrap: str, message_timeout_ms: int, linger_ms: int) -> 
 
 
 class Delivery:
-    def __init__(self, config: dict[str, Any], topic: str, spool: Spool, metrics, fsync_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, config: dict[str, Any], topic: str, spool: Spool, metrics, fsync_interval_s: float = 1.0
+    ) -> None:
         self.topic = topic
         self.spool = spool
         self.metrics = metrics

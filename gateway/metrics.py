@@ -17,38 +17,61 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self._requests = Counter("tokentrail_gateway_requests", "Requests answered, by endpoint and status",
-                                 ["endpoint", "status"], registry=r)
-        self._latency = Histogram("tokentrail_gateway_request_duration_seconds",
-                                  "Time from request to the end of the answer", ["endpoint"],
-                                  buckets=LATENCY_BUCKETS, registry=r)
-        self._first_byte = Histogram("tokentrail_gateway_time_to_first_byte_seconds",
-                                     "Time from request to the upstream's first byte", ["endpoint"],
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self._upstream_errors = Counter("tokentrail_gateway_upstream_errors",
-                                        "Upstream failures (unreachable, timeout, disconnected, 5xx)",
-                                        ["provider", "kind"], registry=r)
-        self._decisions = Counter("tokentrail_gateway_denied",
-                                  "Requests refused before reaching the upstream", ["reason"], registry=r)
-        self.kafka_delivery_failures = Counter("tokentrail_gateway_kafka_delivery_failures",
-                                               "Records Kafka did not acknowledge (they went to the spool)",
-                                               registry=r)
-        self.records_spooled = Counter("tokentrail_gateway_records_spooled", "Records written to the spool",
-                                       registry=r)
-        self.records_drained = Counter("tokentrail_gateway_records_drained",
-                                       "Spooled records sent to Kafka after it came back", registry=r)
+        self._requests = Counter(
+            "tokentrail_gateway_requests",
+            "Requests answered, by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self._latency = Histogram(
+            "tokentrail_gateway_request_duration_seconds",
+            "Time from request to the end of the answer",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._first_byte = Histogram(
+            "tokentrail_gateway_time_to_first_byte_seconds",
+            "Time from request to the upstream's first byte",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._upstream_errors = Counter(
+            "tokentrail_gateway_upstream_errors",
+            "Upstream failures (unreachable, timeout, disconnected, 5xx)",
+            ["provider", "kind"],
+            registry=r,
+        )
+        self._decisions = Counter(
+            "tokentrail_gateway_denied", "Requests refused before reaching the upstream", ["reason"], registry=r
+        )
+        self.kafka_delivery_failures = Counter(
+            "tokentrail_gateway_kafka_delivery_failures",
+            "Records Kafka did not acknowledge (they went to the spool)",
+            registry=r,
+        )
+        self.records_spooled = Counter("tokentrail_gateway_records_spooled", "Records written to the spool", registry=r)
+        self.records_drained = Counter(
+            "tokentrail_gateway_records_drained", "Spooled records sent to Kafka after it came back", registry=r
+        )
         self._spool_records = Gauge("tokentrail_gateway_spool_records", "Records waiting in the spool", registry=r)
         self._spool_bytes = Gauge("tokentrail_gateway_spool_bytes", "Bytes waiting in the spool", registry=r)
-        self._registry_keys = Gauge("tokentrail_gateway_registry_keys", "Keys in the identity registry",
-                                    registry=r)
+        self._registry_keys = Gauge("tokentrail_gateway_registry_keys", "Keys in the identity registry", registry=r)
         self._kafka_unacknowledged = Gauge(
             "tokentrail_gateway_kafka_unacknowledged",
             "Records handed to the Kafka producer and not yet acknowledged (what a SIGKILL would lose)",
-            registry=r)
+            registry=r,
+        )
         self._children: dict[tuple[str, int], tuple] = {}
 
-    def watch(self, spool_records: Callable[[], float], spool_bytes: Callable[[], float],
-              registry_keys: Callable[[], float], kafka_unacknowledged: Callable[[], float]) -> None:
+    def watch(
+        self,
+        spool_records: Callable[[], float],
+        spool_bytes: Callable[[], float],
+        registry_keys: Callable[[], float],
+        kafka_unacknowledged: Callable[[], float],
+    ) -> None:
         self._spool_records.set_function(spool_records)
         self._spool_bytes.set_function(spool_bytes)
         self._registry_keys.set_function(registry_keys)

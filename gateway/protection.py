@@ -50,27 +50,54 @@ class Guard:
             known = self.identities.get(keys.key_id_of(presented) or "") if entry in ("revoked", "mismatch") else None
             if known is not None:
                 payload["key_id"] = known.key_id
-            return Denial(401, entry, UNAUTHORIZED_MESSAGES[entry], "unauthorized_access_attempt",
-                          entry=known if entry == "revoked" else None, payload=payload)
+            return Denial(
+                401,
+                entry,
+                UNAUTHORIZED_MESSAGES[entry],
+                "unauthorized_access_attempt",
+                entry=known if entry == "revoked" else None,
+                payload=payload,
+            )
         freeze = self.controls.freeze_of(entry.tenant_id, entry.key_id)
         if freeze is not None:
             what = "key" if freeze.scope.startswith("key:") else "tenant"
             message = f"this {what} is frozen" + (f": {freeze.reason}" if freeze.reason else "")
-            return Denial(403, "frozen", message, "protection_decision", entry=entry, payload={
-                "decision": "deny", "reason": "frozen", "scope": freeze.scope, "freeze_reason": freeze.reason,
-                "key_id": entry.key_id, "chain": entry.chain,
-            })
+            return Denial(
+                403,
+                "frozen",
+                message,
+                "protection_decision",
+                entry=entry,
+                payload={
+                    "decision": "deny",
+                    "reason": "frozen",
+                    "scope": freeze.scope,
+                    "freeze_reason": freeze.reason,
+                    "key_id": entry.key_id,
+                    "chain": entry.chain,
+                },
+            )
         limits = self.controls.limits_of(entry.tenant_id, entry.key_id)
         if not limits.unlimited:
             retry_after = self.limiter.admit(entry.key_id, limits, now)
             if retry_after:
-                return Denial(429, "rate_limited", f"rate limit reached; retry after {retry_after}s",
-                              "protection_decision", entry=entry, retry_after=retry_after, payload={
-                                  "decision": "deny", "reason": "rate_limited", "key_id": entry.key_id,
-                                  "chain": entry.chain, "retry_after_s": retry_after,
-                                  "requests_per_minute": limits.requests_per_minute,
-                                  "tokens_per_minute": limits.tokens_per_minute,
-                              })
+                return Denial(
+                    429,
+                    "rate_limited",
+                    f"rate limit reached; retry after {retry_after}s",
+                    "protection_decision",
+                    entry=entry,
+                    retry_after=retry_after,
+                    payload={
+                        "decision": "deny",
+                        "reason": "rate_limited",
+                        "key_id": entry.key_id,
+                        "chain": entry.chain,
+                        "retry_after_s": retry_after,
+                        "requests_per_minute": limits.requests_per_minute,
+                        "tokens_per_minute": limits.tokens_per_minute,
+                    },
+                )
         return entry
 
     def charge(self, entry: KeyEntry, tokens: int, now: float) -> None:

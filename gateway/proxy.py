@@ -37,16 +37,38 @@ from tokentrail.control.registry import ControlState, KeyEntry
 
 log = logging.getLogger("tokentrail.gateway")
 
-_DROPPED_REQUEST_HEADERS = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect",
-    b"authorization", b"x-api-key",  # the client's tokentrail key never goes upstream
-    b"x-tokentrail-session", b"accept-encoding",
-})
-_DROPPED_RESPONSE_HEADERS = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"content-length",
-})
+_DROPPED_REQUEST_HEADERS = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
+        b"authorization",
+        b"x-api-key",  # the client's tokentrail key never goes upstream
+        b"x-tokentrail-session",
+        b"accept-encoding",
+    }
+)
+_DROPPED_RESPONSE_HEADERS = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
 _DECODABLE_ENCODINGS = (b"gzip", b"deflate", b"identity")
 EVENT_STREAM = b"text/event-stream"
 
@@ -88,9 +110,13 @@ class Gateway:
         self.capture_max = settings.capture_max_bytes
         self.credentials: dict[str, bytes] = {}
         if settings.openai_api_key is not None:
-            self.credentials[OPENAI] = b"Authorization: Bearer " + settings.openai_api_key.get_secret_value().encode() + b"\r\n"
+            self.credentials[OPENAI] = (
+                b"Authorization: Bearer " + settings.openai_api_key.get_secret_value().encode() + b"\r\n"
+            )
         if settings.anthropic_api_key is not None:
-            self.credentials[ANTHROPIC] = b"x-api-key: " + settings.anthropic_api_key.get_secret_value().encode() + b"\r\n"
+            self.credentials[ANTHROPIC] = (
+                b"x-api-key: " + settings.anthropic_api_key.get_secret_value().encode() + b"\r\n"
+            )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         received_at = time.time()
@@ -107,8 +133,9 @@ class Gateway:
         trace_id, new_traceparent = _trace_id(headers.get("traceparent"))
 
         if not self.is_ready():
-            return self._error(route.provider, 503, "the gateway is still loading its identity registry",
-                               request_id, None)
+            return self._error(
+                route.provider, 503, "the gateway is still loading its identity registry", request_id, None
+            )
         authorization = headers.get("Authorization")
         if authorization is not None and authorization[:7].lower() == "bearer ":
             presented = authorization[7:].strip()
@@ -119,8 +146,9 @@ class Gateway:
             return self._deny(admitted, route, request, request_id, trace_id, received_at)
         entry: KeyEntry = admitted
 
-        call = _Call(self, entry, route, request_id, trace_id, received_at, started,
-                     headers.get("x-tokentrail-session"))
+        call = _Call(
+            self, entry, route, request_id, trace_id, received_at, started, headers.get("x-tokentrail-session")
+        )
         length = request.content_length
         if length is not None and length > self.max_body:
             return call.refuse(413, f"request body of {length} bytes is over the limit of {self.max_body}")
@@ -153,8 +181,9 @@ class Gateway:
 
     # --- refusals
 
-    def _error(self, provider: str, status: int, message: str, request_id: str | None,
-               retry_after: int | None) -> web.Response:
+    def _error(
+        self, provider: str, status: int, message: str, request_id: str | None, retry_after: int | None
+    ) -> web.Response:
         body, _, _ = error_body(provider, status, message)
         response = web.Response(status=status, body=body, content_type="application/json")
         if request_id:
@@ -163,24 +192,42 @@ class Gateway:
             response.headers["Retry-After"] = str(retry_after)
         return response
 
-    def _deny(self, denial: Denial, route: Route, request: web.BaseRequest, request_id: str,
-              trace_id: str, received_at: float) -> web.Response:
+    def _deny(
+        self, denial: Denial, route: Route, request: web.BaseRequest, request_id: str, trace_id: str, received_at: float
+    ) -> web.Response:
         entry = denial.entry
-        payload = {**denial.payload, "method": request.method, "endpoint": route.path,
-                   "provider": route.provider, "gateway_id": self.gateway_id}
+        payload = {
+            **denial.payload,
+            "method": request.method,
+            "endpoint": route.path,
+            "provider": route.provider,
+            "gateway_id": self.gateway_id,
+        }
         if denial.status == 401:
             payload["client_ip"] = request.remote
         record = event_record(
-            event_type=denial.event_type, tenant_id=entry.tenant_id if entry else None,
-            actor=entry.actor if entry else None, at=received_at, request_id=request_id,
-            trace_id=trace_id, payload=payload,
+            event_type=denial.event_type,
+            tenant_id=entry.tenant_id if entry else None,
+            actor=entry.actor if entry else None,
+            at=received_at,
+            request_id=request_id,
+            trace_id=trace_id,
+            payload=payload,
         )
         self.submit(record["event"]["tenant_id"], record)
         self.metrics.denied(denial.reason)
         self.metrics.request(route.path, denial.status, time.time() - received_at, None)
-        log.warning("denied %s %s: %s", request.method, route.path, denial.reason,
-                    extra={"request_id": request_id, "status": denial.status,
-                           "key_id": payload.get("key_id") or payload.get("key_prefix")})
+        log.warning(
+            "denied %s %s: %s",
+            request.method,
+            route.path,
+            denial.reason,
+            extra={
+                "request_id": request_id,
+                "status": denial.status,
+                "key_id": payload.get("key_id") or payload.get("key_prefix"),
+            },
+        )
         return self._error(route.provider, denial.status, denial.message, request_id, denial.retry_after)
 
     def submit(self, tenant_id: str, record: dict[str, Any]) -> None:
@@ -190,12 +237,37 @@ class Gateway:
 class _Call:
     """One admitted request on its way through; becomes one RawCall."""
 
-    __slots__ = ("gateway", "entry", "route", "request_id", "trace_id", "received_at", "started",
-                 "session_id", "requested_model", "served_model", "stream", "end_user",
-                 "strip_injected_usage", "capture", "request_body", "first_byte", "provider")
+    __slots__ = (
+        "gateway",
+        "entry",
+        "route",
+        "request_id",
+        "trace_id",
+        "received_at",
+        "started",
+        "session_id",
+        "requested_model",
+        "served_model",
+        "stream",
+        "end_user",
+        "strip_injected_usage",
+        "capture",
+        "request_body",
+        "first_byte",
+        "provider",
+    )
 
-    def __init__(self, gateway: Gateway, entry: KeyEntry, route: Route, request_id: str, trace_id: str,
-                 received_at: float, started: float, session_id: str | None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        entry: KeyEntry,
+        route: Route,
+        request_id: str,
+        trace_id: str,
+        received_at: float,
+        started: float,
+        session_id: str | None,
+    ) -> None:
         self.gateway = gateway
         self.entry = entry
         self.route = route
@@ -227,32 +299,37 @@ class _Call:
         upstream_headers = self._upstream_headers(request, traceparent)
         try:
             upstream = await gateway.upstreams[self.provider].send(
-                request.method.encode(), request.raw_path.encode(), upstream_headers, body)
+                request.method.encode(), request.raw_path.encode(), upstream_headers, body
+            )
             self.first_byte = time.perf_counter()
-            is_stream = any(name.lower() == b"content-type" and value.startswith(EVENT_STREAM)
-                            for name, value in upstream.headers)
+            is_stream = any(
+                name.lower() == b"content-type" and value.startswith(EVENT_STREAM) for name, value in upstream.headers
+            )
             if not is_stream:
                 payload = await upstream.read()
         except UpstreamError as exc:
             gateway.metrics.upstream_error(self.provider, exc.kind)
             status = 504 if exc.kind == "timeout" else 502
-            log.warning("upstream %s %s: %s", self.provider, exc.kind, exc,
-                        extra={"request_id": self.request_id, "status": status})
+            log.warning(
+                "upstream %s %s: %s",
+                self.provider,
+                exc.kind,
+                exc,
+                extra={"request_id": self.request_id, "status": status},
+            )
             return self.refuse(status, f"upstream {self.provider}: {exc}")
         if upstream.status >= 500:
             gateway.metrics.upstream_error(self.provider, "http_5xx")
         if is_stream:
             return await self._relay_stream(request, upstream)
-        response = web.Response(status=upstream.status, body=payload,
-                                headers=self._response_headers(upstream))
+        response = web.Response(status=upstream.status, body=payload, headers=self._response_headers(upstream))
         error_type = error_code = usage = None
         if upstream.status >= 400:
             error_type, error_code = provider_error(payload)
         else:
             usage, self.served_model = usage_reader.body_usage(payload)
         disconnected = request.transport is None or request.transport.is_closing()
-        self.record(upstream.status, error_type, error_code, usage, disconnected,
-                    payload if self.capture else None)
+        self.record(upstream.status, error_type, error_code, usage, disconnected, payload if self.capture else None)
         return response
 
     async def _relay_stream(self, request: web.BaseRequest, upstream: UpstreamResponse) -> web.StreamResponse:
@@ -280,15 +357,22 @@ class _Call:
             # The answer started (status already sent): the client sees the stream end early.
             self.gateway.metrics.upstream_error(self.provider, exc.kind)
             error_type, error_code = f"upstream_{exc.kind}", None
-            log.warning("upstream %s %s mid-stream: %s", self.provider, exc.kind, exc,
-                        extra={"request_id": self.request_id})
+            log.warning(
+                "upstream %s %s mid-stream: %s", self.provider, exc.kind, exc, extra={"request_id": self.request_id}
+            )
             upstream.close()
             if request.transport is not None:
                 request.transport.close()
         finally:
             self.served_model = scanner.served_model
-            self.record(upstream.status, error_type or scanner.error_type, error_code or scanner.error_code,
-                        scanner.usage, disconnected, b"".join(captured) if captured is not None else None)
+            self.record(
+                upstream.status,
+                error_type or scanner.error_type,
+                error_code or scanner.error_code,
+                scanner.usage,
+                disconnected,
+                b"".join(captured) if captured is not None else None,
+            )
         return response
 
     def _upstream_headers(self, request: web.BaseRequest, traceparent: str | None) -> bytes:
@@ -298,8 +382,11 @@ class _Call:
             lowered = name.lower()
             if lowered in dropped:
                 if lowered == b"accept-encoding":
-                    accepted = [token for token in value.split(b",") if token.strip().split(b";")[0].lower()
-                                in _DECODABLE_ENCODINGS]
+                    accepted = [
+                        token
+                        for token in value.split(b",")
+                        if token.strip().split(b";")[0].lower() in _DECODABLE_ENCODINGS
+                    ]
                     if accepted:
                         lines.append(b"Accept-Encoding: " + b",".join(accepted).strip() + b"\r\n")
                 elif lowered == b"connection":
@@ -328,8 +415,15 @@ class _Call:
         headers["x-tokentrail-request-id"] = self.request_id
         return headers
 
-    def record(self, status: int, error_type: str | None, error_code: str | None,
-               usage: dict[str, Any] | None, client_disconnected: bool, response_body: bytes | None) -> None:
+    def record(
+        self,
+        status: int,
+        error_type: str | None,
+        error_code: str | None,
+        usage: dict[str, Any] | None,
+        client_disconnected: bool,
+        response_body: bytes | None,
+    ) -> None:
         gateway = self.gateway
         finished = time.perf_counter()
         latency = finished - self.started
@@ -369,9 +463,17 @@ class _Call:
         if usage:
             gateway.guard.charge(self.entry, usage_reader.token_count(usage), time.monotonic())
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s %d", self.route.method, self.route.path, status,
-                      extra={"request_id": self.request_id, "key_id": self.entry.key_id,
-                             "latency_ms": round(latency * 1000.0, 3)})
+            log.debug(
+                "%s %s %d",
+                self.route.method,
+                self.route.path,
+                status,
+                extra={
+                    "request_id": self.request_id,
+                    "key_id": self.entry.key_id,
+                    "latency_ms": round(latency * 1000.0, 3),
+                },
+            )
 
 
 def _captured(body: bytes | None, limit: int) -> str | None:

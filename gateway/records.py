@@ -30,7 +30,7 @@ def timestamp(epoch: float) -> str:
     second = millis // 1000
     if second != _second_cache[0]:
         _second_cache[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))]
-    return "%s%03dZ" % (_second_cache[1], millis % 1000)
+    return f"{_second_cache[1]}{millis % 1000:03d}Z"
 
 
 def call_record(

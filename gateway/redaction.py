@@ -12,22 +12,22 @@ from __future__ import annotations
 import re
 
 _SECRETS = re.compile(
-    r"sk-ant-[A-Za-z0-9_\-]{8,}"                      # Anthropic keys
+    r"sk-ant-[A-Za-z0-9_\-]{8,}"  # Anthropic keys
     r"|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"  # OpenAI keys
-    r"|tt_[0-9a-f]{16}_[A-Za-z0-9_\-]+"               # tokentrail keys
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*"        # bearer tokens
-    r"|AKIA[0-9A-Z]{16}"                              # AWS access key ids
-    r"|gh[pousr]_[A-Za-z0-9]{20,}"                    # GitHub tokens
-    r"|xox[abprs]-[A-Za-z0-9\-]{10,}"                 # Slack tokens
+    r"|tt_[0-9a-f]{16}_[A-Za-z0-9_\-]+"  # tokentrail keys
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*"  # bearer tokens
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
+    r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub tokens
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,}"  # Slack tokens
     r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+"  # JWTs
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 _CARD = re.compile(r"(?<![\d.])\d(?:[ \-]?\d){12,18}(?![\d.])")
 _PHONE = re.compile(
     r"(?<![\w+])"
-    r"(?:\+\d{1,3}[\s.\-]?)?"           # country code
-    r"(?:\(\d{1,4}\)[\s.\-]?)?"         # area code in parentheses
-    r"\d{2,4}(?:[\s.\-]\d{2,4}){1,4}"   # grouped digits
+    r"(?:\+\d{1,3}[\s.\-]?)?"  # country code
+    r"(?:\(\d{1,4}\)[\s.\-]?)?"  # area code in parentheses
+    r"\d{2,4}(?:[\s.\-]\d{2,4}){1,4}"  # grouped digits
     r"(?!\w)"
 )
 

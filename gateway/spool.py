@@ -43,11 +43,15 @@ class Spool:
         """Records and bytes waiting (approximate after a crash: drained marks are not subtracted)."""
 
     def append(self, key: bytes | None, value: bytes) -> None:
-        frame = HEADER.pack(
-            zlib.crc32(value, zlib.crc32(key or b"")),
-            NO_KEY if key is None else len(key),
-            len(value),
-        ) + (key or b"") + value
+        frame = (
+            HEADER.pack(
+                zlib.crc32(value, zlib.crc32(key or b"")),
+                NO_KEY if key is None else len(key),
+                len(value),
+            )
+            + (key or b"")
+            + value
+        )
         with self._lock:
             if self._fd is None:
                 self._open_new()
@@ -99,8 +103,8 @@ class Spool:
             end = position + HEADER.size + key_size + value_length
             if end > len(data):
                 break  # torn tail
-            key = None if key_length == NO_KEY else data[position + HEADER.size:position + HEADER.size + key_size]
-            value = data[position + HEADER.size + key_size:end]
+            key = None if key_length == NO_KEY else data[position + HEADER.size : position + HEADER.size + key_size]
+            value = data[position + HEADER.size + key_size : end]
             if zlib.crc32(value, zlib.crc32(key or b"")) != crc:
                 break  # corrupt tail
             position = end

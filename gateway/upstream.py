@@ -45,8 +45,19 @@ class UpstreamDisconnected(UpstreamError):
 class UpstreamResponse:
     """One answer. Read it with `read()` or `next_chunk()`, then it returns its connection."""
 
-    __slots__ = ("status", "headers", "_conn", "_chunks", "_buffered", "_waiter", "_done", "_error",
-                 "_keep_alive", "_released", "_framed")
+    __slots__ = (
+        "status",
+        "headers",
+        "_conn",
+        "_chunks",
+        "_buffered",
+        "_waiter",
+        "_done",
+        "_error",
+        "_keep_alive",
+        "_released",
+        "_framed",
+    )
 
     def __init__(self, conn: _Connection) -> None:
         self.status = 0
@@ -262,8 +273,21 @@ class UpstreamPool:
         on a new one, and only when nothing at all came back on it.
         """
         length = b"Content-Length: %d\r\n" % len(body) if body or method != b"GET" else b""
-        data = b"".join((method, b" ", self.base_path, target, b" HTTP/1.1\r\nHost: ", self.host_header,
-                         b"\r\n", headers, length, b"\r\n", body))
+        data = b"".join(
+            (
+                method,
+                b" ",
+                self.base_path,
+                target,
+                b" HTTP/1.1\r\nHost: ",
+                self.host_header,
+                b"\r\n",
+                headers,
+                length,
+                b"\r\n",
+                body,
+            )
+        )
         conn = self._idle_connection()
         if conn is not None:
             try:
@@ -299,13 +323,18 @@ class UpstreamPool:
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
                     server_hostname=self.host if self.tls else None,
                 ),
                 self.connect_timeout,
             )
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout(f"could not connect to {self.host}:{self.port} within {self.connect_timeout:g}s") from None
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"could not connect to {self.host}:{self.port} within {self.connect_timeout:g}s"
+            ) from None
         except OSError as exc:
             raise UpstreamUnreachable(f"could not connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         self._all.add(conn)

@@ -43,7 +43,7 @@ def body_usage(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
 def _value_after(body: bytes, at: int, skip: int) -> Any:
     if at < 0:
         return None
-    text = body[at + skip:at + skip + 8192].decode("utf-8", "replace").lstrip()
+    text = body[at + skip : at + skip + 8192].decode("utf-8", "replace").lstrip()
     if not text.startswith(":"):
         return None
     try:
@@ -60,8 +60,15 @@ def token_count(usage: dict[str, Any] | None) -> int:
     if isinstance(total, int):
         return total
     return sum(
-        value for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
-                           "cache_read_input_tokens", "prompt_tokens", "completion_tokens")
+        value
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "prompt_tokens",
+            "completion_tokens",
+        )
         if isinstance(value := usage.get(name), int)
     )
 
@@ -83,7 +90,7 @@ class StreamScanner:
         if end < 0:
             self._pending = data
             return b"" if self.strip else chunk
-        self._pending = data[end + 2:]
+        self._pending = data[end + 2 :]
         events = data[:end].split(b"\n\n")
         if not self.strip:
             for event in events:

@@ -7,9 +7,9 @@ naive timestamps are rejected because their zone would be a guess.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -28,7 +28,7 @@ SYSTEM_TENANT = "_system"
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds, the one timestamp format on the wire."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -36,7 +36,7 @@ def _utc_millis(moment: datetime) -> datetime:
     """Reject naive datetimes; normalize to UTC at the wire's millisecond precision."""
     if moment.tzinfo is None:
         raise ValueError("timestamp must carry a time zone (use UTC, e.g. ...Z)")
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
@@ -163,7 +163,7 @@ class GatewayEvent(Contract):
     signature: str = ""
 
 
-RawRecord = Annotated[Union[RawCall, GatewayEvent], Field(discriminator="kind")]
+RawRecord = Annotated[RawCall | GatewayEvent, Field(discriminator="kind")]
 """What `tokentrail.calls.raw` carries."""
 
 
@@ -238,9 +238,7 @@ class Capture(Contract):
     changed_at: UtcTimestamp
 
 
-ControlRecord = Annotated[
-    Union[Freeze, Budget, Slo, Limits, Capture], Field(discriminator="kind")
-]
+ControlRecord = Annotated[Freeze | Budget | Slo | Limits | Capture, Field(discriminator="kind")]
 """What `tokentrail.controls` carries; the Kafka key is `control_key(record)`."""
 
 

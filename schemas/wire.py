@@ -21,9 +21,7 @@ class SchemaError(ValueError):
 
 def describe(exc: ValidationError) -> str:
     """`field.path: problem; ...` for each error, e.g. `tenant_id: Field required`."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in exc.errors()
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in exc.errors())
 
 
 def dumps(record: BaseModel) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,7 @@ from tokentrail.control.limits import RateLimiter
 from tokentrail.control.records import RecordError, decode_control, decode_identity, mint_identity
 from tokentrail.control.registry import ControlState, IdentityRegistry, RateLimits
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 HUMAN = Actor(type="human", id="alice")
 AGENT = Actor(type="agent", id="planner")
 

@@ -47,8 +47,9 @@ def wait_until(condition, timeout=1.0) -> float:
 def test_keys_create_list_revoke_reach_a_follower_within_a_second(env, capsys):
     plane = following_plane()
     try:
-        code, out, _ = run(capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human",
-                           "--actor-id", "alice", "--json")
+        code, out, _ = run(
+            capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human", "--actor-id", "alice", "--json"
+        )
         assert code == 0
         root = orjson.loads(out)
         assert set(root) >= {"key", "key_id", "tenant_id", "actor", "chain"}
@@ -56,8 +57,20 @@ def test_keys_create_list_revoke_reach_a_follower_within_a_second(env, capsys):
         assert root["actor"] == {"type": "human", "id": "alice"}
         wait_until(lambda: not isinstance(plane.identities.authenticate(root["key"]), str))
 
-        code, out, _ = run(capsys, "keys", "create", "--tenant", "acme", "--actor-type", "agent",
-                           "--actor-id", "planner", "--parent", root["key_id"], "--json")
+        code, out, _ = run(
+            capsys,
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--actor-type",
+            "agent",
+            "--actor-id",
+            "planner",
+            "--parent",
+            root["key_id"],
+            "--json",
+        )
         child = orjson.loads(out)
         assert [link["key_id"] for link in child["chain"]] == [root["key_id"], child["key_id"]]
 
@@ -92,8 +105,19 @@ def test_freeze_and_limits_reach_a_follower_within_a_second(env, capsys):
 
 
 def test_cli_refuses_bad_input_with_one_line(env, capsys):
-    code, _, err = run(capsys, "keys", "create", "--tenant", "acme", "--actor-type", "agent",
-                       "--actor-id", "x", "--parent", "0000000000000000")
+    code, _, err = run(
+        capsys,
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--actor-type",
+        "agent",
+        "--actor-id",
+        "x",
+        "--parent",
+        "0000000000000000",
+    )
     assert code == 2 and err.count("\n") == 1 and "parent key 0000000000000000 is not in the registry" in err
     code, _, err = run(capsys, "keys", "revoke", "0000000000000000")
     assert code == 2 and "not in the registry" in err
@@ -112,8 +136,9 @@ def test_a_bad_record_on_a_control_topic_is_skipped_and_the_rest_applied(env, ca
     try:
         publish(env.bootstrap, env.name("tokentrail.identities"), "0000000000000000", b"{not json")
         publish(env.bootstrap, env.name("tokentrail.controls"), "freeze:tenant:acme", b'{"kind": "freeze"}')
-        _, out, _ = run(capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human",
-                        "--actor-id", "alice", "--json")
+        _, out, _ = run(
+            capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human", "--actor-id", "alice", "--json"
+        )
         key = orjson.loads(out)["key"]
         wait_until(lambda: not isinstance(plane.identities.authenticate(key), str))
         assert plane.follower.bad_records == 2 and plane.controls.freeze_of("acme", "k") is None

@@ -20,9 +20,23 @@ def test_demo_runs_the_whole_pipeline_and_cleans_up(tmp_path):
     for name in ("TOKENTRAIL_KAFKA_BOOTSTRAP", "TOKENTRAIL_TOPIC_PREFIX", "TOKENTRAIL_CLICKHOUSE_URL"):
         env.pop(name, None)
     result = subprocess.run(
-        [sys.executable, "-m", "tokentrail", "demo", "--calls", "4",
-         "--kafka-port", str(free_port()), "--gateway-port", str(free_port())],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=280,
+        [
+            sys.executable,
+            "-m",
+            "tokentrail",
+            "demo",
+            "--calls",
+            "4",
+            "--kafka-port",
+            str(free_port()),
+            "--gateway-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=280,
     )
     out = result.stdout
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -13,21 +13,31 @@ ROOT = Path(__file__).resolve().parents[1]
 def flows(*args, tmp_path, **env):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTRAIL_")}
     environment.update(TOKENTRAIL_HOME=str(tmp_path), **env)
-    return subprocess.run([sys.executable, "-m", "tokentrail", "flows", *args], env=environment, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tokentrail", "flows", *args],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_missing_signing_key_is_one_line_and_exit_2(tmp_path):
     result = flows(tmp_path=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "tokentrail flows: TOKENTRAIL_SIGNING_KEY is not set: set it to a shared secret (the demo sets its own)"]
+        "tokentrail flows: TOKENTRAIL_SIGNING_KEY is not set: set it to a shared secret (the demo sets its own)"
+    ]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-w", "0"], "must be at least 1"),
-    (["-p", "x"], "expected a whole number"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-w", "0"], "must be at least 1"),
+        (["-p", "x"], "expected a whole number"),
+    ],
+)
 def test_bad_arguments_are_rejected(tmp_path, args, message):
     result = flows(*args, tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k")
     assert result.returncode == 2 and message in result.stderr
@@ -47,7 +57,8 @@ def test_bad_settings_and_price_file_are_one_line(tmp_path):
     result = flows(tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k", TOKENTRAIL_PRICE_OVERRIDES=str(prices))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"tokentrail flows: TOKENTRAIL_PRICE_OVERRIDES: {prices}: openai.m.input_mtok: must be a non-negative number, got -1"]
+        f"tokentrail flows: TOKENTRAIL_PRICE_OVERRIDES: {prices}: openai.m.input_mtok: must be a non-negative number, got -1"
+    ]
 
 
 def test_negative_memory_release_interval_is_one_line(tmp_path):

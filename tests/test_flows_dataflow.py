@@ -14,8 +14,20 @@ from flows.settings import FlowSettings
 from schemas import wire
 from schemas.models import Actor, EventContext, GatewayEvent, UnifiedEvent
 from tests.fixtures.flows import (
-    ALICE, BILLING, BOB, ORG, PLANNER, SEARCHER, SIGNING_KEY, T0, FakeStore, anthropic_call,
-    identity_bytes, make_call, sign_dict, signed_bytes,
+    ALICE,
+    BILLING,
+    BOB,
+    ORG,
+    PLANNER,
+    SEARCHER,
+    SIGNING_KEY,
+    T0,
+    FakeStore,
+    anthropic_call,
+    identity_bytes,
+    make_call,
+    sign_dict,
+    signed_bytes,
 )
 
 NAMES = TopicNames("raw", "identities", "events", "dlq")
@@ -26,8 +38,9 @@ def raw_message(value: bytes, offset: int, key: bytes = b"acme") -> KafkaSourceM
 
 
 def identity_message(identity, offset: int) -> KafkaSourceMessage:
-    return KafkaSourceMessage(key=identity.key_id.encode(), value=identity_bytes(identity),
-                              topic="identities", partition=0, offset=offset)
+    return KafkaSourceMessage(
+        key=identity.key_id.encode(), value=identity_bytes(identity), topic="identities", partition=0, offset=offset
+    )
 
 
 def run(raw_values, identities=ORG, workers=1, store=None):
@@ -54,9 +67,15 @@ def run(raw_values, identities=ORG, workers=1, store=None):
 
 def gateway_event() -> bytes:
     event = UnifiedEvent(
-        event_id="0193-gw-event", event_type="protection_decision", event_source="gateway",
-        tenant_id="acme", timestamp=T0, severity="WARN", actor=Actor(type="human", id="bob"),
-        context=EventContext(request_id="r-gw"), payload={"decision": "frozen"},
+        event_id="0193-gw-event",
+        event_type="protection_decision",
+        event_source="gateway",
+        tenant_id="acme",
+        timestamp=T0,
+        severity="WARN",
+        actor=Actor(type="human", id="bob"),
+        context=EventContext(request_id="r-gw"),
+        payload={"decision": "frozen"},
     )
     return signed_bytes(GatewayEvent(event=event))
 
@@ -84,8 +103,7 @@ def test_every_good_call_becomes_one_row_and_one_event_and_bad_ones_go_to_the_dl
     assert searcher["chain_key_ids"] == ["k_alice", "k_planner", "k_searcher"]
     assert all(r["identity_known"] for r in rows.values())
     assert {r["tenant_id"] for r in rows.values() if r["actor_id"] == "billing-job"} == {"globex"}
-    assert sum(Decimal(r["cost_usd"]) for r in rows.values()) == (
-        30 * Decimal("0.00575") + 4 * Decimal("0.00210"))
+    assert sum(Decimal(r["cost_usd"]) for r in rows.values()) == (30 * Decimal("0.00575") + 4 * Decimal("0.00210"))
 
     events = {r["event_id"]: r for r in store.tables["events"].values()}
     assert set(events) == {c.call_id for c in calls} | {"0193-gw-event"}
@@ -125,13 +143,17 @@ def test_bad_identity_records_go_to_the_dlq():
     store = FakeStore()
     flow = build_flow(
         raw=TestingSource([]),
-        identities=TestingSource([KafkaSourceMessage(key=b"k_x", value=b"{nope", topic="identities",
-                                                     partition=1, offset=4)]),
+        identities=TestingSource(
+            [KafkaSourceMessage(key=b"k_x", value=b"{nope", topic="identities", partition=1, offset=4)]
+        ),
         kafka_out=TestingSink(out),
         clickhouse_out=ClickHouseSink(lambda: store, FlowSettings()),
-        signing_key=SIGNING_KEY, names=NAMES, settings=FlowSettings(), ticks=None,
+        signing_key=SIGNING_KEY,
+        names=NAMES,
+        settings=FlowSettings(),
+        ticks=None,
     )
     run_main(flow, epoch_interval=timedelta(seconds=1))
-    (topic, key, value, _), = [m for _, o in out for m in o.messages]
+    ((topic, key, value, _),) = [m for _, o in out for m in o.messages]
     assert topic == "dlq" and key == b"k_x"
     assert orjson.loads(value)["reason"].startswith("identity k_x: not valid JSON")

@@ -22,8 +22,16 @@ from genai_prices import calc_price, extract_usage
 from schemas import wire
 from schemas.models import Actor
 from tests.fixtures.flows import (
-    ANTHROPIC_USAGE, ORG, SIGNING_KEY, T0, _identity, anthropic_call, identity_bytes, make_call,
-    sign_dict, signed_bytes,
+    ANTHROPIC_USAGE,
+    ORG,
+    SIGNING_KEY,
+    T0,
+    _identity,
+    anthropic_call,
+    identity_bytes,
+    make_call,
+    sign_dict,
+    signed_bytes,
 )
 from tests.fixtures.kafka import consume_all
 from tokentrail import topics
@@ -61,16 +69,20 @@ def calls_for(identities, count: int, seed: int = 7):
             calls.append(anthropic_call(who, usage=usage, received_at=at))
         else:
             prompt = rng.randint(10, 5000)
-            usage = {"prompt_tokens": prompt, "completion_tokens": rng.randint(1, 800),
-                     "prompt_tokens_details": {"cached_tokens": rng.randint(0, prompt)}}
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": rng.randint(1, 800),
+                "prompt_tokens_details": {"cached_tokens": rng.randint(0, prompt)},
+            }
             calls.append(make_call(who, usage=usage, received_at=at))
     return calls
 
 
 def expected_cost(call) -> Decimal:
     """genai-prices on its own, quantized like the Decimal(20,10) column."""
-    extracted = extract_usage({"model": call.served_model, "usage": call.usage},
-                              provider_id=call.provider, api_flavor=call.api_flavor)
+    extracted = extract_usage(
+        {"model": call.served_model, "usage": call.usage}, provider_id=call.provider, api_flavor=call.api_flavor
+    )
     price = calc_price(extracted.usage, call.served_model, provider_id=call.provider)
     return price.total_price.quantize(Decimal("1E-10"))
 
@@ -86,8 +98,13 @@ class FlowsProcess:
         self.log = home / "flows.log"
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "tokentrail", "flows"], env=self.env, cwd=ROOT,
-                                        stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tokentrail", "flows"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
 
     def kill(self, sig=signal.SIGKILL) -> None:
         if self.process and self.process.poll() is None:
@@ -116,10 +133,15 @@ class FlowsProcess:
 
 @pytest.fixture
 def flows_env(tmp_path, kafka_topics):
-    env = {**os.environ, **kafka_topics.env,
-           "TOKENTRAIL_HOME": str(tmp_path), "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY.decode(),
-           "TOKENTRAIL_FLOWS_METRICS_PORT": str(free_port()), "TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS": "1",
-           "TOKENTRAIL_CLICKHOUSE_URL": ""}
+    env = {
+        **os.environ,
+        **kafka_topics.env,
+        "TOKENTRAIL_HOME": str(tmp_path),
+        "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY.decode(),
+        "TOKENTRAIL_FLOWS_METRICS_PORT": str(free_port()),
+        "TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS": "1",
+        "TOKENTRAIL_CLICKHOUSE_URL": "",
+    }
     env.pop("TOKENTRAIL_CLICKHOUSE_URL")
     return env
 
@@ -133,10 +155,14 @@ def query_embedded(home: Path, sql: str, parameters: dict | None = None) -> list
 
 
 def test_signed_calls_become_rows_with_owner_root_and_cost_and_bad_records_go_to_the_dlq(
-        tmp_path, kafka_topics, flows_env):
+    tmp_path, kafka_topics, flows_env
+):
     identities = population()
-    produce(kafka_topics.bootstrap, kafka_topics.name(topics.IDENTITIES),
-            [(i.key_id.encode(), identity_bytes(i)) for i in identities])
+    produce(
+        kafka_topics.bootstrap,
+        kafka_topics.name(topics.IDENTITIES),
+        [(i.key_id.encode(), identity_bytes(i)) for i in identities],
+    )
     calls = calls_for(identities, 400)
     forged = orjson.dumps(sign_dict(wire.to_dict(make_call()), key=b"not-the-key"))
     truncated = signed_bytes(make_call())[:100]
@@ -163,9 +189,28 @@ def test_signed_calls_become_rows_with_owner_root_and_cost_and_bad_records_go_to
         assert 'tokentrail_flows_rejected_total{reason="signature"} 1.0' in exposition
         assert f'tokentrail_flows_rows_written_total{{table="llm_calls"}} {float(len(calls))}' in exposition
         timeline = subprocess.run(
-            [sys.executable, "-m", "tokentrail", "events", "--tenant", "acme", "--since", "2026-11-28T00:00Z",
-             "--until", "2026-11-29T00:00Z", "--format", "jsonl", "--limit", "100000"],
-            env=flows_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "tokentrail",
+                "events",
+                "--tenant",
+                "acme",
+                "--since",
+                "2026-11-28T00:00Z",
+                "--until",
+                "2026-11-29T00:00Z",
+                "--format",
+                "jsonl",
+                "--limit",
+                "100000",
+            ],
+            env=flows_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert timeline.returncode == 0, timeline.stderr
     finally:
         flows.kill(signal.SIGTERM)
@@ -175,8 +220,9 @@ def test_signed_calls_become_rows_with_owner_root_and_cost_and_bad_records_go_to
     assert [d["reason"].split(":")[0] for d in letters] == ["invalid JSON", "schema", "signature"]
     assert "status" in letters[1]["reason"]
     assert all(m.key() == b"acme" for m in dead)
-    assert sorted(orjson.loads(d["original"]) if d["reason"].startswith("s") else d["original"]
-                  for d in letters[1:2])  # the original bytes are kept
+    assert sorted(
+        orjson.loads(d["original"]) if d["reason"].startswith("s") else d["original"] for d in letters[1:2]
+    )  # the original bytes are kept
     assert {m.key() for m in events} == {c.tenant_id.encode() for c in calls}
 
     rows = {r["call_id"]: r for r in query_embedded(tmp_path, "SELECT * FROM llm_calls")}
@@ -201,8 +247,11 @@ def test_signed_calls_become_rows_with_owner_root_and_cost_and_bad_records_go_to
 
 def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(tmp_path, kafka_topics, flows_env):
     identities = population()
-    produce(kafka_topics.bootstrap, kafka_topics.name(topics.IDENTITIES),
-            [(i.key_id.encode(), identity_bytes(i)) for i in identities])
+    produce(
+        kafka_topics.bootstrap,
+        kafka_topics.name(topics.IDENTITIES),
+        [(i.key_id.encode(), identity_bytes(i)) for i in identities],
+    )
     first, second = calls_for(identities, 6000, seed=1), calls_for(identities, 3000, seed=2)
     raw = kafka_topics.name(topics.CALLS_RAW)
     produce(kafka_topics.bootstrap, raw, [(c.tenant_id.encode(), signed_bytes(c)) for c in first])
@@ -223,12 +272,18 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(tmp_path, kafk
         flows.kill(signal.SIGTERM)
 
     calls = first + second
-    base = query_embedded(tmp_path, "SELECT count() AS n, uniqExact(call_id) AS u, sum(cost_usd) AS s FROM llm_calls")[0]
+    base = query_embedded(tmp_path, "SELECT count() AS n, uniqExact(call_id) AS u, sum(cost_usd) AS s FROM llm_calls")[
+        0
+    ]
     assert base == {"n": len(calls), "u": len(calls), "s": sum(expected_cost(c) for c in calls)}
     assert query_embedded(tmp_path, "SELECT count() AS n FROM events")[0]["n"] == len(calls)
     by_tenant = query_embedded(
-        tmp_path, "SELECT tenant_id, count() AS calls, sum(cost_usd) AS cost FROM llm_calls GROUP BY tenant_id ORDER BY tenant_id")
+        tmp_path,
+        "SELECT tenant_id, count() AS calls, sum(cost_usd) AS cost FROM llm_calls GROUP BY tenant_id ORDER BY tenant_id",
+    )
     rollup = query_embedded(
-        tmp_path, "SELECT tenant_id, sum(calls) AS calls, sum(cost_usd) AS cost FROM cost_by_tenant_1m "
-                  "GROUP BY tenant_id ORDER BY tenant_id")
+        tmp_path,
+        "SELECT tenant_id, sum(calls) AS calls, sum(cost_usd) AS cost FROM cost_by_tenant_1m "
+        "GROUP BY tenant_id ORDER BY tenant_id",
+    )
     assert rollup == by_tenant

@@ -24,8 +24,9 @@ def outputs(**overrides):
     call = wire.to_dict(make_call(SEARCHER, **overrides))
     who = attribute(call, IdentityEntry.from_identity(SEARCHER))
     at = datetime.fromisoformat(call["received_at"])
-    priced = Pricer().price(call["provider"], call["api_flavor"], call["served_model"], call["usage"], at,
-                            failed=call["status"] >= 400)
+    priced = Pricer().price(
+        call["provider"], call["api_flavor"], call["served_model"], call["usage"], at, failed=call["status"] >= 400
+    )
     return call, call_outputs(call, who, priced)
 
 
@@ -67,10 +68,17 @@ def test_unpriced_calls_carry_null_cost_never_zero():
 
 
 def test_gateway_events_become_rows_too():
-    event = {"event_id": "e1", "event_type": "protection_decision", "event_source": "gateway",
-             "tenant_id": "acme", "timestamp": "2026-11-28T12:00:00.123Z", "severity": "WARN",
-             "actor": {"type": "human", "id": "bob"}, "context": {"request_id": "r", "trace_id": None},
-             "payload": {"decision": "frozen"}}
+    event = {
+        "event_id": "e1",
+        "event_type": "protection_decision",
+        "event_source": "gateway",
+        "tenant_id": "acme",
+        "timestamp": "2026-11-28T12:00:00.123Z",
+        "severity": "WARN",
+        "actor": {"type": "human", "id": "bob"},
+        "context": {"request_id": "r", "trace_id": None},
+        "payload": {"decision": "frozen"},
+    }
     row = event_row(event)
     assert list(row) == EVENTS_COLUMNS
     assert row["timestamp"] == "2026-11-28 12:00:00.123" and row["trace_id"] == ""

@@ -21,9 +21,14 @@ def test_a_signed_call_comes_back_in_its_json_form():
 
 def test_a_gateway_event_passes_through():
     event = UnifiedEvent(
-        event_id="01", event_type="unauthorized_access_attempt", event_source="gateway",
-        tenant_id="_system", timestamp=T0, severity="WARN",
-        actor=Actor(type="system", id="anonymous"), context=EventContext(request_id="r1"),
+        event_id="01",
+        event_type="unauthorized_access_attempt",
+        event_source="gateway",
+        tenant_id="_system",
+        timestamp=T0,
+        severity="WARN",
+        actor=Actor(type="system", id="anonymous"),
+        context=EventContext(request_id="r1"),
         payload={"key_prefix": "tt_abc"},
     )
     record = reader.read(signed_bytes(GatewayEvent(event=event)))
@@ -104,8 +109,22 @@ def test_the_fast_checker_never_accepts_what_pydantic_rejects():
     check = compile_model_check(RawCall.model_json_schema())
     base = wire.to_dict(make_call(end_user="u1", session_id="s1", first_byte_at=T0))
     assert check(base)
-    replacements = [None, "", "x" * 300, 0, -1, 1.5, True, [], {}, "2026-13-01T00:00:00.000Z",
-                    "2026-11-28T12:00:00Z", 200, "human", [{"key_id": "k", "actor": {"type": "robot", "id": "r"}}]]
+    replacements = [
+        None,
+        "",
+        "x" * 300,
+        0,
+        -1,
+        1.5,
+        True,
+        [],
+        {},
+        "2026-13-01T00:00:00.000Z",
+        "2026-11-28T12:00:00Z",
+        200,
+        "human",
+        [{"key_id": "k", "actor": {"type": "robot", "id": "r"}}],
+    ]
     accepted = rejected = 0
     for field in list(base):
         for replacement in replacements:
@@ -126,9 +145,15 @@ def test_the_fast_checker_never_accepts_what_pydantic_rejects():
 
 
 def test_dead_letter_keeps_reason_position_and_exact_bytes():
-    rejected = Rejected("invalid JSON: unexpected end", b"{\"a\":", b"acme")
+    rejected = Rejected("invalid JSON: unexpected end", b'{"a":', b"acme")
     letter = orjson.loads(dead_letter(rejected, "tokentrail.calls.raw", 2, 17))
-    assert letter == {"reason": "invalid JSON: unexpected end", "topic": "tokentrail.calls.raw",
-                      "partition": 2, "offset": 17, "encoding": "utf-8", "original": "{\"a\":"}
+    assert letter == {
+        "reason": "invalid JSON: unexpected end",
+        "topic": "tokentrail.calls.raw",
+        "partition": 2,
+        "offset": 17,
+        "encoding": "utf-8",
+        "original": '{"a":',
+    }
     binary = orjson.loads(dead_letter(Rejected("invalid JSON: x", b"\xff\xfe", None), "t", 0, 0))
     assert binary["encoding"] == "base64" and binary["original"] == "//4="

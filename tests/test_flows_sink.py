@@ -162,8 +162,9 @@ def test_suspects_outlive_a_second_crash_before_the_replay_reaches_them(tmp_path
 def test_a_failing_store_is_retried_with_backoff_and_nothing_is_dropped():
     store, clock = FakeStore(failures=4), Clock()
     failures = []
-    sink = make_sink(store, clock, retry_initial=0.1, retry_max=0.3,
-                     on_failure=lambda table, exc: failures.append(table))
+    sink = make_sink(
+        store, clock, retry_initial=0.1, retry_max=0.3, on_failure=lambda table, exc: failures.append(table)
+    )
     sink.add("llm_calls", calls("a", "b"))
     sink.add("events", [{"event_id": "a"}])
     sink.flush()
@@ -281,8 +282,10 @@ def test_batches_waiting_for_a_running_insert_go_out_together_journaled_in_each_
 
     store, clock = SlowStore(), Clock()
     writer = Writer(store, Retry(sleep=clock.sleep), clock=clock)
-    one, two, three = (BatchingSink(store, 1, 60, writer=writer, clock=clock, journal=tmp_path / name)
-                       for name in ("one", "two", "three"))
+    one, two, three = (
+        BatchingSink(store, 1, 60, writer=writer, clock=clock, journal=tmp_path / name)
+        for name in ("one", "two", "three")
+    )
     one.add("llm_calls", calls("a"))
     assert one.maybe_flush()
     assert entered.wait(5)  # the writer is inside the first INSERT
@@ -292,7 +295,9 @@ def test_batches_waiting_for_a_running_insert_go_out_together_journaled_in_each_
     release.set()
     for sink in (one, two, three):
         sink.flush()
-    assert store.inserts == [("llm_calls", 1, dedup_token("llm_calls", ["a"])),
-                             ("llm_calls", 2, dedup_token("llm_calls", ["b", "c"]))]
+    assert store.inserts == [
+        ("llm_calls", 1, dedup_token("llm_calls", ["a"])),
+        ("llm_calls", 2, dedup_token("llm_calls", ["b", "c"])),
+    ]
     assert journals_at_insert == [["one"], ["three", "two"]]
     assert not list(tmp_path.glob("*/*.insert"))

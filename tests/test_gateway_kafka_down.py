@@ -61,8 +61,12 @@ class Load:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
         while not self.stop.is_set():
             try:
-                connection.request("POST", "/v1/chat/completions", body=BODY, headers={
-                    "Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
+                connection.request(
+                    "POST",
+                    "/v1/chat/completions",
+                    body=BODY,
+                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.key}"},
+                )
                 response = connection.getresponse()
                 response.read()
                 self.statuses[response.status] += 1
@@ -81,8 +85,7 @@ def mint(topics: KafkaTopics) -> str:
 
 def calls_on_topic(topics: KafkaTopics, expected: int | None = None, timeout: float = 30.0) -> Counter:
     messages = consume_all(topics.bootstrap, topics.name(CALLS_RAW), expected, timeout)
-    return Counter(orjson.loads(m.value())["call_id"] for m in messages
-                   if orjson.loads(m.value())["kind"] == "call")
+    return Counter(orjson.loads(m.value())["call_id"] for m in messages if orjson.loads(m.value())["kind"] == "call")
 
 
 def wait_delivering(gateway, key: str, topics: KafkaTopics) -> None:
@@ -147,8 +150,10 @@ def test_sigkill_loses_at_most_what_librdkafka_had_not_acknowledged(own_broker, 
     calls = calls_on_topic(topics, expected=answered, timeout=10)
     lost = answered - len(calls)
     rate = answered / 3
-    print(f"SIGKILL under load: {answered} answered ({rate:.0f}/s), {len(calls)} on the topic, {lost} lost; "
-          f"{unacknowledged:.0f} unacknowledged just before the kill")
+    print(
+        f"SIGKILL under load: {answered} answered ({rate:.0f}/s), {len(calls)} on the topic, {lost} lost; "
+        f"{unacknowledged:.0f} unacknowledged just before the kill"
+    )
     assert max(calls.values()) == 1
     # Only records librdkafka held unacknowledged are lost: those it held at the scrape, the
     # calls answered since, and at most one call per load worker whose record was not yet

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import UTC
 
 import anthropic
 import openai
@@ -33,13 +34,17 @@ def keys(gateway, control):
 
 
 def openai_pair(gateway, mock_upstream, key):
-    return (openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0),
-            openai.OpenAI(base_url=mock_upstream.url + "/v1", api_key="direct", max_retries=0))
+    return (
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0),
+        openai.OpenAI(base_url=mock_upstream.url + "/v1", api_key="direct", max_retries=0),
+    )
 
 
 def anthropic_pair(gateway, mock_upstream, key):
-    return (anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0),
-            anthropic.Anthropic(base_url=mock_upstream.url, api_key="direct", max_retries=0))
+    return (
+        anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0),
+        anthropic.Anthropic(base_url=mock_upstream.url, api_key="direct", max_retries=0),
+    )
 
 
 def streamed(resource_of, client, **kwargs) -> bytes:
@@ -56,21 +61,31 @@ def test_openai_sdk_gets_the_mocks_bytes_and_each_call_is_recorded(gateway, mock
         (lambda c: c.responses, {"model": "gpt-4.1", "input": "hello"}),
     ]
     for resource_of, kwargs in calls:
-        assert resource_of(via).with_raw_response.create(**kwargs).http_response.content == \
-            resource_of(direct).with_raw_response.create(**kwargs).http_response.content
-    assert via.models.with_raw_response.list().http_response.content == \
-        direct.models.with_raw_response.list().http_response.content
+        assert (
+            resource_of(via).with_raw_response.create(**kwargs).http_response.content
+            == resource_of(direct).with_raw_response.create(**kwargs).http_response.content
+        )
+    assert (
+        via.models.with_raw_response.list().http_response.content
+        == direct.models.with_raw_response.list().http_response.content
+    )
 
     # Streams the client asked usage for, and the Responses stream, pass byte for byte.
     asked = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
-    assert streamed(lambda c: c.chat.completions, via, **asked) == streamed(lambda c: c.chat.completions, direct, **asked)
+    assert streamed(lambda c: c.chat.completions, via, **asked) == streamed(
+        lambda c: c.chat.completions, direct, **asked
+    )
     stream_responses = {"model": "gpt-4.1", "input": "hello", "stream": True}
-    assert streamed(lambda c: c.responses, via, **stream_responses) == \
-        streamed(lambda c: c.responses, direct, **stream_responses)
+    assert streamed(lambda c: c.responses, via, **stream_responses) == streamed(
+        lambda c: c.responses, direct, **stream_responses
+    )
     # A stream that did not ask for usage: the gateway asks for it and removes it again. The
     # mock's ids hash the request body (which then differs), everything else is the same.
     plain = {**CHAT, "stream": True}
-    through, straight = streamed(lambda c: c.chat.completions, via, **plain), streamed(lambda c: c.chat.completions, direct, **plain)
+    through, straight = (
+        streamed(lambda c: c.chat.completions, via, **plain),
+        streamed(lambda c: c.chat.completions, direct, **plain),
+    )
     first_id = lambda stream: orjson.loads(stream.split(b"\n\n")[0][6:])["id"].encode()  # noqa: E731
     assert b'"usage"' not in through
     assert through.replace(first_id(through), first_id(straight)) == straight
@@ -104,23 +119,33 @@ def test_openai_sdk_gets_the_mocks_bytes_and_each_call_is_recorded(gateway, mock
 def test_anthropic_sdk_gets_the_mocks_bytes_and_usage_is_recorded(gateway, mock_upstream, keys, kafka_topics):
     via, direct = anthropic_pair(gateway, mock_upstream, keys["root_key"])
     headers = {"x-mock-usage": "input=120,cached=30,cache_write=10,output=24"}
-    assert via.messages.with_raw_response.create(**MESSAGE, extra_headers=headers).http_response.content == \
-        direct.messages.with_raw_response.create(**MESSAGE, extra_headers=headers).http_response.content
+    assert (
+        via.messages.with_raw_response.create(**MESSAGE, extra_headers=headers).http_response.content
+        == direct.messages.with_raw_response.create(**MESSAGE, extra_headers=headers).http_response.content
+    )
     stream = {**MESSAGE, "stream": True, "extra_headers": headers}
     assert streamed(lambda c: c.messages, via, **stream) == streamed(lambda c: c.messages, direct, **stream)
     with via.messages.stream(**MESSAGE) as events:
         assert events.get_final_message().usage.output_tokens == 24
-    assert via.models.with_raw_response.list().http_response.content == \
-        direct.models.with_raw_response.list().http_response.content
+    assert (
+        via.models.with_raw_response.list().http_response.content
+        == direct.models.with_raw_response.list().http_response.content
+    )
 
     records = raw_records(kafka_topics, expected=4)
     assert len(records) == 4
     messages = [r for r in records if r["endpoint"] == "/v1/messages"]
     assert all(r["provider"] == "anthropic" and r["api_flavor"] == "default" for r in records)
-    assert [r["chain"] for r in records] == [[{"key_id": keys["root"].key_id,
-                                               "actor": {"type": "human", "id": "alice"}}]] * 4
-    expected_usage = {"input_tokens": 120, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 30,
-                      "output_tokens": 24, "service_tier": "standard"}
+    assert [r["chain"] for r in records] == [
+        [{"key_id": keys["root"].key_id, "actor": {"type": "human", "id": "alice"}}]
+    ] * 4
+    expected_usage = {
+        "input_tokens": 120,
+        "cache_creation_input_tokens": 10,
+        "cache_read_input_tokens": 30,
+        "output_tokens": 24,
+        "service_tier": "standard",
+    }
     assert [r["usage"] for r in messages[:2]] == [expected_usage, expected_usage]
     assert [r["stream"] for r in messages] == [False, True, True]
 
@@ -160,7 +185,9 @@ def test_revoked_key_is_refused_within_a_second_with_an_event(gateway, mock_upst
     assert sum(r["kind"] == "call" for r in records) == 1 + served_after_revoke
 
 
-def test_frozen_tenant_gets_403_and_limits_give_429_with_retry_after(gateway, mock_upstream, keys, control, kafka_topics):
+def test_frozen_tenant_gets_403_and_limits_give_429_with_retry_after(
+    gateway, mock_upstream, keys, control, kafka_topics
+):
     via, _ = openai_pair(gateway, mock_upstream, keys["child_key"])
     via_anthropic, _ = anthropic_pair(gateway, mock_upstream, keys["root_key"])
     control.put_control(Freeze(scope="tenant:acme", frozen=True, reason="incident 7", changed_at=_now()))
@@ -198,7 +225,9 @@ def test_bad_input_gets_the_providers_error_shape_and_is_recorded(gateway, keys,
     assert "not valid JSON" in orjson.loads(body)["error"]["message"]
     status, _, body = http(gateway, "POST", "/v1/messages", b"[1, 2]", {"x-api-key": keys["child_key"]})
     assert status == 400 and orjson.loads(body) == {
-        "type": "error", "error": {"type": "invalid_request_error", "message": "request body must be a JSON object"}}
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "request body must be a JSON object"},
+    }
     status, _, body = http(gateway, "POST", "/v1/embeddings", b"x" * (MAX_BODY_BYTES + 1), auth)
     assert status == 413 and orjson.loads(body)["error"]["code"] == "request_too_large"
     status, _, body = http(gateway, "POST", "/v1/nope", b"{}", auth)
@@ -208,24 +237,47 @@ def test_bad_input_gets_the_providers_error_shape_and_is_recorded(gateway, keys,
     assert http(gateway, "GET", "/readyz")[0] == 200
     records = raw_records(kafka_topics, expected=3)
     assert sorted((r["status"], r["error_type"]) for r in records) == [
-        (400, "invalid_request_error"), (400, "invalid_request_error"), (413, "invalid_request_error")]
+        (400, "invalid_request_error"),
+        (400, "invalid_request_error"),
+        (413, "invalid_request_error"),
+    ]
     assert all(r["usage"] is None and r["key_id"] == keys["child"].key_id for r in records)
 
 
 def test_correlation_ids_and_body_capture_with_redaction(gateway, mock_upstream, keys, control, kafka_topics):
     auth = {"Authorization": f"Bearer {keys['child_key']}"}
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    _, given, _ = http(gateway, "POST", "/v1/messages", orjson.dumps(MESSAGE), {
-        "x-api-key": keys["child_key"], "x-request-id": "req-from-client", "traceparent": traceparent,
-        "x-tokentrail-session": "session-9"})
+    _, given, _ = http(
+        gateway,
+        "POST",
+        "/v1/messages",
+        orjson.dumps(MESSAGE),
+        {
+            "x-api-key": keys["child_key"],
+            "x-request-id": "req-from-client",
+            "traceparent": traceparent,
+            "x-tokentrail-session": "session-9",
+        },
+    )
     assert given["x-request-id"] == "req-from-client"
     _, minted, _ = http(gateway, "POST", "/v1/chat/completions", orjson.dumps(CHAT), auth)
     assert minted["x-tokentrail-request-id"]
     control.put_control(Capture(scope="tenant:acme", enabled=True, changed_at=_now()))
-    secret_prompt = orjson.dumps({**CHAT, "messages": [{"role": "user", "content":
-                                  "mail jane@example.com, card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnopqrstu"}]})
-    _eventually(lambda: any(r["request_body"] for r in raw_records(kafka_topics, expected=99, timeout=0.2)),
-                action=lambda: http(gateway, "POST", "/v1/chat/completions", secret_prompt, auth))
+    secret_prompt = orjson.dumps(
+        {
+            **CHAT,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "mail jane@example.com, card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnopqrstu",
+                }
+            ],
+        }
+    )
+    _eventually(
+        lambda: any(r["request_body"] for r in raw_records(kafka_topics, expected=99, timeout=0.2)),
+        action=lambda: http(gateway, "POST", "/v1/chat/completions", secret_prompt, auth),
+    )
     records = raw_records(kafka_topics, expected=3)
     first = next(r for r in records if r["request_id"] == "req-from-client")
     assert first["trace_id"] == "0af7651916cd43dd8448eb211c80319c" and first["session_id"] == "session-9"
@@ -244,8 +296,11 @@ def test_client_disconnect_mid_stream_is_recorded(gateway, keys, kafka_topics):
     with socket.create_connection((host, int(port))) as connection:
         connection.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"x-mock-chunk-delay-ms: 300\r\nAuthorization: Bearer " + keys["child_key"].encode() +
-            b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            b"x-mock-chunk-delay-ms: 300\r\nAuthorization: Bearer "
+            + keys["child_key"].encode()
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
         assert connection.recv(65536).startswith(b"HTTP/1.1 200")
     [record] = raw_records(kafka_topics, expected=1, timeout=10)
     assert record["client_disconnected"] is True and record["stream"] is True and record["status"] == 200
@@ -266,9 +321,9 @@ def http(gateway, method: str, path: str, body: bytes | None = None, headers: di
 
 
 def _now():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _status(call) -> int:

@@ -4,7 +4,7 @@ models, admission, redaction, provider error shapes, the spool and the spool fal
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -28,7 +28,7 @@ from tokentrail.control.registry import ControlState, IdentityRegistry
 from tokentrail.mock_upstream import replies
 
 KEY = b"unit-test-signing-key"
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def mock_events(path: str, body: dict, headers: dict | None = None) -> list[bytes]:
@@ -39,7 +39,7 @@ def mock_events(path: str, body: dict, headers: dict | None = None) -> list[byte
 def relay(scanner: StreamScanner, events: list[bytes], piece: int) -> bytes:
     """Feed the stream cut into `piece`-byte chunks (boundaries anywhere), return what the client gets."""
     stream = b"".join(events)
-    out = [scanner.feed(stream[i:i + piece]) for i in range(0, len(stream), piece)]
+    out = [scanner.feed(stream[i : i + piece]) for i in range(0, len(stream), piece)]
     return b"".join(out) + scanner.finish()
 
 
@@ -61,21 +61,34 @@ def test_injected_usage_is_read_then_removed_so_the_client_gets_the_original_byt
 
 
 def test_a_stream_that_asked_for_usage_itself_passes_untouched():
-    events = mock_events("/v1/completions", {"model": "gpt-4o", "prompt": "x", "stream": True,
-                                             "stream_options": {"include_usage": True}})
+    events = mock_events(
+        "/v1/completions", {"model": "gpt-4o", "prompt": "x", "stream": True, "stream_options": {"include_usage": True}}
+    )
     scanner = StreamScanner("openai")
     assert relay(scanner, events, 13) == b"".join(events)
     assert scanner.usage["total_tokens"] == scanner.usage["prompt_tokens"] + 16
 
 
 def test_anthropic_stream_usage_merges_message_start_and_message_delta():
-    events = mock_events("/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 40, "stream": True,
-                                          "messages": [{"role": "user", "content": "hi"}]},
-                         {"x-mock-usage": "input=100,cached=30,cache_write=20,output=40"})
+    events = mock_events(
+        "/v1/messages",
+        {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 40,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        {"x-mock-usage": "input=100,cached=30,cache_write=20,output=40"},
+    )
     scanner = StreamScanner("anthropic")
     assert relay(scanner, events, 5) == b"".join(events)
-    assert scanner.usage == {"input_tokens": 100, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 30,
-                             "output_tokens": 40, "service_tier": "standard"}
+    assert scanner.usage == {
+        "input_tokens": 100,
+        "cache_creation_input_tokens": 20,
+        "cache_read_input_tokens": 30,
+        "output_tokens": 40,
+        "service_tier": "standard",
+    }
     assert scanner.served_model == "claude-haiku-4-5"
     assert token_count(scanner.usage) == 190
 
@@ -97,12 +110,20 @@ def test_stream_errors_are_recorded():
 
 
 def test_body_usage_small_and_large_bodies():
-    body = replies.reply("POST", "/v1/chat/completions", {}, orjson.dumps(
-        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})).body
+    body = replies.reply(
+        "POST",
+        "/v1/chat/completions",
+        {},
+        orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    ).body
     usage, model = body_usage(body)
     assert model == "gpt-4o" and usage["completion_tokens"] == 16
-    big = replies.reply("POST", "/v1/embeddings", {}, orjson.dumps(
-        {"model": "text-embedding-3-small", "input": ["a", "b", "c", "d"] * 8})).body
+    big = replies.reply(
+        "POST",
+        "/v1/embeddings",
+        {},
+        orjson.dumps({"model": "text-embedding-3-small", "input": ["a", "b", "c", "d"] * 8}),
+    ).body
     assert len(big) > 64 * 1024
     usage, model = body_usage(big)
     assert model == "text-embedding-3-small" and usage["prompt_tokens"] == usage["total_tokens"] > 0
@@ -114,14 +135,33 @@ def test_body_usage_small_and_large_bodies():
 def full_call(**overrides):
     identity, _ = mint_identity("acme", Actor(type="agent", id="bot"), None, NOW)
     fields = dict(
-        call_id="01J0000000000000000000000", gateway_id="gw-1", received_at=1764331200.1234,
-        first_byte_at=1764331200.2, completed_at=1764331200.9, tenant_id="acme", key_id=identity.key_id,
-        chain=[link.model_dump() for link in identity.chain()], request_id="req-1",
-        trace_id="0af7651916cd43dd8448eb211c80319c", end_user="u-7", session_id="s-1", provider="openai",
-        api_flavor="chat", endpoint="/v1/chat/completions", requested_model="gpt-4o", served_model="gpt-4o-2024",
-        stream=True, status=200, error_type=None, error_code=None, client_disconnected=False,
-        usage={"prompt_tokens": 3, "completion_tokens": 4}, latency_ms=12.5, ttft_ms=3.25,
-        request_body=None, response_body=None,
+        call_id="01J0000000000000000000000",
+        gateway_id="gw-1",
+        received_at=1764331200.1234,
+        first_byte_at=1764331200.2,
+        completed_at=1764331200.9,
+        tenant_id="acme",
+        key_id=identity.key_id,
+        chain=[link.model_dump() for link in identity.chain()],
+        request_id="req-1",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        end_user="u-7",
+        session_id="s-1",
+        provider="openai",
+        api_flavor="chat",
+        endpoint="/v1/chat/completions",
+        requested_model="gpt-4o",
+        served_model="gpt-4o-2024",
+        stream=True,
+        status=200,
+        error_type=None,
+        error_code=None,
+        client_disconnected=False,
+        usage={"prompt_tokens": 3, "completion_tokens": 4},
+        latency_ms=12.5,
+        ttft_ms=3.25,
+        request_body=None,
+        response_body=None,
     )
     return call_record(**{**fields, **overrides})
 
@@ -139,8 +179,16 @@ def test_call_record_is_exactly_the_wire_form_of_a_raw_call_and_verifies():
 
 
 def test_failed_call_without_first_byte_also_matches():
-    record = full_call(first_byte_at=None, ttft_ms=None, status=502, error_type="server_error",
-                       error_code="upstream_unreachable", usage=None, requested_model=None, served_model=None)
+    record = full_call(
+        first_byte_at=None,
+        ttft_ms=None,
+        status=502,
+        error_type="server_error",
+        error_code="upstream_unreachable",
+        usage=None,
+        requested_model=None,
+        served_model=None,
+    )
     assert wire.to_dict(RawCall.model_validate(record)) == record
 
 
@@ -150,8 +198,15 @@ def test_timestamps_truncate_to_milliseconds_like_the_models():
 
 
 def test_event_record_is_a_valid_gateway_event():
-    record = event_record(event_type="unauthorized_access_attempt", tenant_id=None, actor=None, at=time.time(),
-                          request_id="r", trace_id=None, payload={"reason": "unknown"})
+    record = event_record(
+        event_type="unauthorized_access_attempt",
+        tenant_id=None,
+        actor=None,
+        at=time.time(),
+        request_id="r",
+        trace_id=None,
+        payload={"reason": "unknown"},
+    )
     model = wire.validate_adapter(wire.RAW_RECORD, record, "RawRecord")
     assert isinstance(model, GatewayEvent) and wire.to_dict(model) == record
     assert model.event.tenant_id == "_system" and model.event.actor.id == "anonymous"
@@ -191,7 +246,11 @@ def test_guard_freeze_then_limits():
     guard, _, controls, _, (child, child_key) = guard_with()
     controls.apply(f"freeze:key:{child.key_id}", freeze.model_copy(update={"scope": f"key:{child.key_id}"}))
     denial = guard.admit(child_key, 0.0)
-    assert (denial.status, denial.event_type, denial.message) == (403, "protection_decision", "this key is frozen: leak")
+    assert (denial.status, denial.event_type, denial.message) == (
+        403,
+        "protection_decision",
+        "this key is frozen: leak",
+    )
     controls.apply(f"freeze:key:{child.key_id}", None)
     controls.apply("limits:tenant:acme", Limits(scope="tenant:acme", requests_per_minute=2, changed_at=NOW))
     assert guard.admit(child_key, 0.0) is not None and guard.admit(child_key, 0.0).key_id == child.key_id
@@ -209,10 +268,12 @@ def test_token_limit_is_charged_from_usage():
 
 
 def test_redaction_masks_keys_emails_phones_and_luhn_valid_cards_only():
-    text = ("key sk-proj-abcdefghijklmnop1234 and sk-ant-api03-abcdefghijkl, Authorization: Bearer abc.def-123456, "
-            "tt_0123456789abcdef_c2VjcmV0LXNlY3JldA; mail bob.smith+x@example.co.uk; call +1 415-555-0132 or "
-            "(415) 555-0132; card 4111 1111 1111 1111 or 4242-4242-4242-4242; order 4111111111111112; "
-            "tokens 1234567890, date 2026-11-28, pi 3.14159265358979")
+    text = (
+        "key sk-proj-abcdefghijklmnop1234 and sk-ant-api03-abcdefghijkl, Authorization: Bearer abc.def-123456, "
+        "tt_0123456789abcdef_c2VjcmV0LXNlY3JldA; mail bob.smith+x@example.co.uk; call +1 415-555-0132 or "
+        "(415) 555-0132; card 4111 1111 1111 1111 or 4242-4242-4242-4242; order 4111111111111112; "
+        "tokens 1234567890, date 2026-11-28, pi 3.14159265358979"
+    )
     masked = redact(text)
     for secret in ("sk-proj", "sk-ant", "abc.def", "c2VjcmV0", "bob.smith", "555-0132", "4111 1111", "4242-4242"):
         assert secret not in masked, secret
@@ -225,8 +286,9 @@ def test_redaction_masks_keys_emails_phones_and_luhn_valid_cards_only():
 
 def test_gateway_errors_have_each_providers_shape():
     body, error_type, code = error_body("openai", 429, "slow down")
-    assert orjson.loads(body) == {"error": {"message": "slow down", "type": "requests", "param": None,
-                                            "code": "rate_limit_exceeded"}}
+    assert orjson.loads(body) == {
+        "error": {"message": "slow down", "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+    }
     body, error_type, code = error_body("anthropic", 401, "who?")
     assert orjson.loads(body) == {"type": "error", "error": {"type": "authentication_error", "message": "who?"}}
     assert provider_error(body) == ("authentication_error", None)

@@ -17,8 +17,15 @@ from tests.fixtures.gateway import gateway_env, raw_records, spawn_gateway, wait
 from tokentrail.broker.server import free_port
 
 pytestmark = pytest.mark.kafka
-ANSWER = orjson.dumps({"id": "x", "object": "chat.completion", "model": "gpt-4o", "choices": [],
-                       "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}})
+ANSWER = orjson.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "gpt-4o",
+        "choices": [],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+)
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -61,15 +68,19 @@ def recorder():
 def odd_gateway(kafka_topics, recorder, tmp_path):
     """OpenAI upstream = the recorder (timeout 0.5 s), Anthropic upstream = a closed port."""
     url = f"http://127.0.0.1:{recorder.server_address[1]}"
-    env = {**gateway_env(kafka_topics, url), "TOKENTRAIL_UPSTREAM_TIMEOUT_S": "0.5",
-           "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": f"http://127.0.0.1:{free_port()}"}
+    env = {
+        **gateway_env(kafka_topics, url),
+        "TOKENTRAIL_UPSTREAM_TIMEOUT_S": "0.5",
+        "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": f"http://127.0.0.1:{free_port()}",
+    }
     process = spawn_gateway(env, tmp_path / "home")
     yield process
     process.stop()
 
 
 def test_upstream_gets_the_provider_credential_never_the_clients_key_or_hop_by_hop_headers(
-        odd_gateway, control, kafka_topics):
+    odd_gateway, control, kafka_topics
+):
     _, key = control.create_key("acme", Actor(type="human", id="alice"))
     wait_for_key(odd_gateway, key)
     Recorder.seen.clear()
@@ -81,15 +92,24 @@ def test_upstream_gets_the_provider_credential_never_the_clients_key_or_hop_by_h
             b"Connection: keep-alive, x-secret-hop\r\nx-secret-hop: 1\r\nKeep-Alive: timeout=5\r\n"
             b"Proxy-Authorization: Basic abc\r\nTE: trailers\r\nUpgrade: h2c\r\nAccept-Encoding: br, gzip\r\n"
             b"x-tokentrail-session: s1\r\nOpenAI-Organization: org-1\r\n"
-            b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
         reply = connection.recv(65536)
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(ANSWER)
     [(path, headers, forwarded)] = Recorder.seen
     assert path == "/v1/chat/completions" and forwarded == body
     assert headers["authorization"] == "Bearer sk-gateway-openai-credential"
     assert key not in str(headers)
-    for hop in ("connection", "keep-alive", "proxy-authorization", "te", "upgrade", "x-secret-hop",
-                "x-tokentrail-session", "x-api-key"):
+    for hop in (
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+        "x-secret-hop",
+        "x-tokentrail-session",
+        "x-api-key",
+    ):
         assert hop not in headers, hop
     assert headers["accept-encoding"] == "gzip" and headers["openai-organization"] == "org-1"
     assert headers["x-request-id"] and headers["traceparent"].startswith("00-")
@@ -113,10 +133,14 @@ def test_unreachable_upstream_is_502_and_a_slow_one_504_both_recorded(odd_gatewa
     gpt = openai.OpenAI(base_url=odd_gateway.url + "/v1", api_key=key, max_retries=0)
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as slow:
-        gpt.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
-                                    extra_headers={"x-delay-s": "2"})
+        gpt.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-delay-s": "2"}
+        )
     assert slow.value.status_code == 504 and time.monotonic() - started < 1.5
-    assert gpt.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]).usage.total_tokens == 3
+    assert (
+        gpt.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]).usage.total_tokens
+        == 3
+    )
 
     records = raw_records(kafka_topics, expected=3)
     by_status = {record["status"]: record for record in records}

@@ -4,8 +4,8 @@ import pytest
 
 from flows.identity import IdentityEntry, IdentityTable, attribute, decode_identity
 from schemas import wire
-from tokentrail.control.records import RecordError
 from tests.fixtures.flows import ALICE, BILLING, PLANNER, SEARCHER, identity_bytes, make_call
+from tokentrail.control.records import RecordError
 
 
 def table_of(*identities) -> IdentityTable:

@@ -97,7 +97,9 @@ def tokentrail(home: Path, *args: str, env: dict[str, str] | None = None) -> sub
     return subprocess.run(
         [str(Path(sys.executable).with_name("tokentrail")), *args],
         env={**base, "TOKENTRAIL_HOME": str(home), **(env or {})},
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 

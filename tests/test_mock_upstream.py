@@ -96,8 +96,9 @@ def read_responses(sock: socket.socket, expect: int, parsed: _Responses | None =
     return parsed, False
 
 
-def http_request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-                 connection: str | None = None) -> bytes:
+def http_request(
+    method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, connection: str | None = None
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: mock"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     if connection:
@@ -129,9 +130,12 @@ def test_chat_completion_has_typed_usage_and_echoes_the_model(oai):
 
 def test_chat_completion_honours_x_mock_usage_and_served_model(oai):
     response = oai.chat.completions.create(
-        model="gpt-4o", messages=CHAT,
-        extra_headers={"x-mock-usage": "input=1200,output=300,cached=200,reasoning=50",
-                       "x-mock-served-model": "gpt-4o-2024-08-06"},
+        model="gpt-4o",
+        messages=CHAT,
+        extra_headers={
+            "x-mock-usage": "input=1200,output=300,cached=200,reasoning=50",
+            "x-mock-served-model": "gpt-4o-2024-08-06",
+        },
     )
     assert response.model == "gpt-4o-2024-08-06"
     usage = response.usage
@@ -143,10 +147,15 @@ def test_chat_completion_honours_x_mock_usage_and_served_model(oai):
 
 def test_streamed_chat_ends_with_a_usage_chunk_when_asked(oai):
     whole = oai.chat.completions.create(model="gpt-4o-mini", messages=CHAT).choices[0].message.content
-    chunks = list(oai.chat.completions.create(
-        model="gpt-4o-mini", messages=CHAT, stream=True, stream_options={"include_usage": True},
-        extra_headers={"x-mock-usage": "cached=7"},
-    ))
+    chunks = list(
+        oai.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=CHAT,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"x-mock-usage": "cached=7"},
+        )
+    )
     deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(deltas) == replies.STREAM_DELTAS
     assert "".join(deltas) == whole
@@ -169,8 +178,15 @@ def test_legacy_completion_plain_and_streamed(oai):
     plain = oai.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once", max_tokens=3)
     assert plain.choices[0].text == "lorem ipsum dolor"
     assert plain.usage.completion_tokens == 3
-    chunks = list(oai.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once", max_tokens=3,
-                                         stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        oai.completions.create(
+            model="gpt-3.5-turbo-instruct",
+            prompt="Once",
+            max_tokens=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "lorem ipsum dolor"
     assert chunks[-1].usage.completion_tokens == 3
 
@@ -191,8 +207,12 @@ def test_embeddings_are_deterministic_in_both_encodings(oai):
 
 
 def test_responses_api_plain_and_streamed(oai):
-    response = oai.responses.create(model="gpt-4.1", input="hello", max_output_tokens=6,
-                                    extra_headers={"x-mock-usage": "cached=3,cache_write=2,reasoning=1"})
+    response = oai.responses.create(
+        model="gpt-4.1",
+        input="hello",
+        max_output_tokens=6,
+        extra_headers={"x-mock-usage": "cached=3,cache_write=2,reasoning=1"},
+    )
     assert response.output_text == "lorem ipsum dolor sit amet consectetur"
     assert response.usage.output_tokens == 6
     assert response.usage.input_tokens_details.cached_tokens == 3
@@ -213,13 +233,16 @@ def test_models_list_in_each_providers_shape(oai, claude):
     assert ANTHROPIC_MODEL in {m.id for m in claude.models.list()}
 
 
-@pytest.mark.parametrize(("status", "error_class", "error_type"), [
-    (400, openai.BadRequestError, "invalid_request_error"),
-    (401, openai.AuthenticationError, "invalid_request_error"),
-    (429, openai.RateLimitError, "requests"),
-    (500, openai.InternalServerError, "server_error"),
-    (503, openai.InternalServerError, "server_error"),
-])
+@pytest.mark.parametrize(
+    ("status", "error_class", "error_type"),
+    [
+        (400, openai.BadRequestError, "invalid_request_error"),
+        (401, openai.AuthenticationError, "invalid_request_error"),
+        (429, openai.RateLimitError, "requests"),
+        (500, openai.InternalServerError, "server_error"),
+        (503, openai.InternalServerError, "server_error"),
+    ],
+)
 def test_forced_statuses_raise_the_openai_sdks_typed_errors(oai, status, error_class, error_type):
     with pytest.raises(error_class) as caught:
         oai.chat.completions.create(model="gpt-4o", messages=CHAT, extra_headers={"x-mock-status": str(status)})
@@ -229,16 +252,20 @@ def test_forced_statuses_raise_the_openai_sdks_typed_errors(oai, status, error_c
     assert ("retry-after" in caught.value.response.headers) == (status == 429)
 
 
-@pytest.mark.parametrize(("status", "error_class", "error_type"), [
-    (401, anthropic.AuthenticationError, "authentication_error"),
-    (429, anthropic.RateLimitError, "rate_limit_error"),
-    (500, anthropic.InternalServerError, "api_error"),
-    (529, anthropic.OverloadedError, "overloaded_error"),
-])
+@pytest.mark.parametrize(
+    ("status", "error_class", "error_type"),
+    [
+        (401, anthropic.AuthenticationError, "authentication_error"),
+        (429, anthropic.RateLimitError, "rate_limit_error"),
+        (500, anthropic.InternalServerError, "api_error"),
+        (529, anthropic.OverloadedError, "overloaded_error"),
+    ],
+)
 def test_forced_statuses_raise_the_anthropic_sdks_typed_errors(claude, status, error_class, error_type):
     with pytest.raises(error_class) as caught:
-        claude.messages.create(model=ANTHROPIC_MODEL, max_tokens=10, messages=CHAT,
-                               extra_headers={"x-mock-status": str(status)})
+        claude.messages.create(
+            model=ANTHROPIC_MODEL, max_tokens=10, messages=CHAT, extra_headers={"x-mock-status": str(status)}
+        )
     assert caught.value.status_code == status
     assert caught.value.body["type"] == "error"
     assert caught.value.body["error"]["type"] == error_type
@@ -247,12 +274,19 @@ def test_forced_statuses_raise_the_anthropic_sdks_typed_errors(claude, status, e
 
 def test_error_type_header_overrides_the_type(oai, claude):
     with pytest.raises(openai.RateLimitError) as caught:
-        oai.chat.completions.create(model="gpt-4o", messages=CHAT,
-                                    extra_headers={"x-mock-status": "429", "x-mock-error-type": "insufficient_quota"})
+        oai.chat.completions.create(
+            model="gpt-4o",
+            messages=CHAT,
+            extra_headers={"x-mock-status": "429", "x-mock-error-type": "insufficient_quota"},
+        )
     assert caught.value.body["type"] == "insufficient_quota"
     with pytest.raises(anthropic.InternalServerError) as caught:
-        claude.messages.create(model=ANTHROPIC_MODEL, max_tokens=10, messages=CHAT,
-                               extra_headers={"x-mock-status": "500", "x-mock-error-type": "overloaded_error"})
+        claude.messages.create(
+            model=ANTHROPIC_MODEL,
+            max_tokens=10,
+            messages=CHAT,
+            extra_headers={"x-mock-status": "500", "x-mock-error-type": "overloaded_error"},
+        )
     assert caught.value.body["error"]["type"] == "overloaded_error"
 
 
@@ -261,7 +295,10 @@ def test_error_type_header_overrides_the_type(oai, claude):
 
 def test_anthropic_message_has_typed_usage(claude):
     message = claude.messages.create(
-        model=ANTHROPIC_MODEL, max_tokens=4, system="be brief", messages=CHAT,
+        model=ANTHROPIC_MODEL,
+        max_tokens=4,
+        system="be brief",
+        messages=CHAT,
         extra_headers={"x-mock-usage": "input=1000,cached=200,cache_write=100"},
     )
     assert message.model == ANTHROPIC_MODEL
@@ -274,8 +311,9 @@ def test_anthropic_message_has_typed_usage(claude):
 
 
 def test_anthropic_stream_final_message_carries_usage(claude):
-    with claude.messages.stream(model=ANTHROPIC_MODEL, max_tokens=12, messages=CHAT,
-                                extra_headers={"x-mock-usage": "cached=5"}) as stream:
+    with claude.messages.stream(
+        model=ANTHROPIC_MODEL, max_tokens=12, messages=CHAT, extra_headers={"x-mock-usage": "cached=5"}
+    ) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_message()
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
@@ -310,28 +348,38 @@ def test_bad_json_is_a_400_in_each_providers_shape(mock_upstream):
 
 
 def test_unknown_route_is_404_and_wrong_method_405(mock_upstream):
-    data = (http_request("POST", "/v1/nope", b"{}") + http_request("GET", "/v2/x", headers={"anthropic-version": "2023-06-01"})
-            + http_request("GET", "/v1/chat/completions"))
+    data = (
+        http_request("POST", "/v1/nope", b"{}")
+        + http_request("GET", "/v2/x", headers={"anthropic-version": "2023-06-01"})
+        + http_request("GET", "/v1/chat/completions")
+    )
     replies_, _ = exchange(mock_upstream.url, data, 3)
     assert [r[0] for r in replies_] == [404, 404, 405]
     assert orjson.loads(replies_[0][2])["error"]["message"] == "Invalid URL (POST /v1/nope)"
     assert orjson.loads(replies_[1][2])["error"]["type"] == "not_found_error"
 
 
-@pytest.mark.parametrize(("headers", "named"), [
-    ({"x-mock-usage": "input=lots"}, "x-mock-usage"),
-    ({"x-mock-usage": "tokens=3"}, "x-mock-usage"),
-    ({"x-mock-status": "302"}, "x-mock-status"),
-    ({"x-mock-latency-ms": "-5"}, "x-mock-latency-ms"),
-])
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        ({"x-mock-usage": "input=lots"}, "x-mock-usage"),
+        ({"x-mock-usage": "tokens=3"}, "x-mock-usage"),
+        ({"x-mock-status": "302"}, "x-mock-status"),
+        ({"x-mock-latency-ms": "-5"}, "x-mock-latency-ms"),
+    ],
+)
 def test_bad_control_headers_are_a_400_naming_the_header(mock_upstream, headers, named):
-    [(status, _, payload)], _ = exchange(mock_upstream.url, http_request("POST", "/v1/chat/completions", chat_body(), headers), 1)
+    [(status, _, payload)], _ = exchange(
+        mock_upstream.url, http_request("POST", "/v1/chat/completions", chat_body(), headers), 1
+    )
     assert status == 400
     assert named in orjson.loads(payload)["error"]["message"]
 
 
 def test_oversize_headers_and_garbage_get_an_error_and_a_close(mock_upstream):
-    [(status, _, payload)], closed = exchange(mock_upstream.url, http_request("GET", "/healthz", headers={"x-big": "a" * 70_000}), 1, True)
+    [(status, _, payload)], closed = exchange(
+        mock_upstream.url, http_request("GET", "/healthz", headers={"x-big": "a" * 70_000}), 1, True
+    )
     assert status == 431 and closed
     assert "headers larger than" in orjson.loads(payload)["error"]["message"]
     [(status, _, _)], closed = exchange(mock_upstream.url, b"NOT HTTP AT ALL\r\n\r\n", 1, True)
@@ -345,7 +393,9 @@ def test_same_request_same_bytes(mock_upstream):
     request = http_request("POST", "/v1/chat/completions", chat_body(stream=True))
     first, _ = exchange(mock_upstream.url, request, 1)
     second, _ = exchange(mock_upstream.url, request, 1)
-    other, _ = exchange(mock_upstream.url, http_request("POST", "/v1/chat/completions", chat_body("other", stream=True)), 1)
+    other, _ = exchange(
+        mock_upstream.url, http_request("POST", "/v1/chat/completions", chat_body("other", stream=True)), 1
+    )
     assert first == second
     assert first[0][2].count(b"data: ") == replies.STREAM_DELTAS + 3
     assert other[0][2] != first[0][2]
@@ -354,20 +404,28 @@ def test_same_request_same_bytes(mock_upstream):
 def test_pipelined_requests_are_answered_in_order(mock_upstream):
     bodies = [chat_body(f"question {i}") for i in range(4)]
     data = b"".join(
-        http_request("POST", "/v1/chat/completions", body,
-                     {"x-mock-latency-ms": "150"} if i == 0 else {"x-mock-chunk-delay-ms": "5"} if i == 2 else {})
+        http_request(
+            "POST",
+            "/v1/chat/completions",
+            body,
+            {"x-mock-latency-ms": "150"} if i == 0 else {"x-mock-chunk-delay-ms": "5"} if i == 2 else {},
+        )
         for i, body in enumerate(bodies)
     )
     answered, closed = exchange(mock_upstream.url, data, 4, probe_close=True)
-    expected_ids = [orjson.loads(exchange(mock_upstream.url, http_request("POST", "/v1/chat/completions", b), 1)[0][0][2])["id"]
-                    for b in bodies]
+    expected_ids = [
+        orjson.loads(exchange(mock_upstream.url, http_request("POST", "/v1/chat/completions", b), 1)[0][0][2])["id"]
+        for b in bodies
+    ]
     assert [orjson.loads(body)["id"] for _, _, body in answered] == expected_ids
     assert not closed
 
 
 def test_chunked_request_body_and_connection_close(mock_upstream):
     body = chat_body()
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: mock\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: mock\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
     framed = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:])) + b"0\r\n\r\n"
     [(status, headers, payload)], closed = exchange(mock_upstream.url, head + framed, 1, probe_close=True)
     assert status == 200 and closed
@@ -403,8 +461,12 @@ def test_latency_delays_one_connection_without_blocking_others(mock_upstream):
 
 
 def test_chunk_delay_spreads_the_stream_over_time(mock_upstream):
-    request = http_request("POST", "/v1/messages", orjson.dumps({"model": ANTHROPIC_MODEL, "max_tokens": 8, "messages": CHAT,
-                                                                 "stream": True}), {"x-mock-chunk-delay-ms": "30"})
+    request = http_request(
+        "POST",
+        "/v1/messages",
+        orjson.dumps({"model": ANTHROPIC_MODEL, "max_tokens": 8, "messages": CHAT, "stream": True}),
+        {"x-mock-chunk-delay-ms": "30"},
+    )
     arrivals = []
     with connect(mock_upstream.url) as sock:
         sock.sendall(request)
@@ -424,15 +486,23 @@ def test_chunk_delay_spreads_the_stream_over_time(mock_upstream):
 
 def test_busy_port_is_a_one_line_error_naming_the_port(mock_upstream):
     port = mock_upstream.url.rsplit(":", 1)[1]
-    run = subprocess.run([sys.executable, "-m", "tokentrail.mock_upstream", "--port", port],
-                         capture_output=True, text=True, timeout=30)
+    run = subprocess.run(
+        [sys.executable, "-m", "tokentrail.mock_upstream", "--port", port], capture_output=True, text=True, timeout=30
+    )
     assert run.returncode == 2
-    assert run.stderr.strip() == f"tokentrail mock-upstream: port {port} on 127.0.0.1 is already in use; pick another with --port"
+    assert (
+        run.stderr.strip()
+        == f"tokentrail mock-upstream: port {port} on 127.0.0.1 is already in use; pick another with --port"
+    )
 
 
 def test_bad_port_flag_is_refused():
-    run = subprocess.run([sys.executable, "-m", "tokentrail.mock_upstream", "--port", "70000"],
-                         capture_output=True, text=True, timeout=30)
+    run = subprocess.run(
+        [sys.executable, "-m", "tokentrail.mock_upstream", "--port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert run.returncode == 2
     assert "not a TCP port: '70000'" in run.stderr
 
@@ -483,7 +553,12 @@ def test_split_deltas_rejoins_to_the_text():
 
 def test_parse_usage_accepts_any_subset_and_rejects_unknown_fields():
     assert replies.parse_usage("input=1200, output=300,cached=200,cache_write=100,reasoning=50") == {
-        "input": 1200, "output": 300, "cached": 200, "cache_write": 100, "reasoning": 50}
+        "input": 1200,
+        "output": 300,
+        "cached": 200,
+        "cache_write": 100,
+        "reasoning": 50,
+    }
     assert replies.parse_usage("") == {}
     with pytest.raises(replies.RequestError, match="unknown field 'prompt'"):
         replies.parse_usage("prompt=3")

@@ -2,7 +2,7 @@
 unknown models are unpriced (never 0), and overrides price what genai-prices does not know."""
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -11,7 +11,7 @@ from genai_prices import calc_price, extract_usage
 from flows.pricing import Pricer, load_overrides
 from tokentrail.settings import ConfigError
 
-AT = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
 
 def reference(provider, flavor, model, usage):
@@ -24,7 +24,9 @@ def test_openai_cached_tokens_are_priced_at_the_cache_rate_once():
     usage = {"prompt_tokens": 1000, "completion_tokens": 100, "prompt_tokens_details": {"cached_tokens": 400}}
     priced = Pricer().price("openai", "chat", "gpt-4o", usage, AT)
     # gpt-4o: $2.5 input, $1.25 cached input, $10 output per MTok; the 400 cached are inside the 1000
-    assert priced.input_cost == Decimal("600") * Decimal("2.5") / 1_000_000 + Decimal("400") * Decimal("1.25") / 1_000_000
+    assert (
+        priced.input_cost == Decimal("600") * Decimal("2.5") / 1_000_000 + Decimal("400") * Decimal("1.25") / 1_000_000
+    )
     assert priced.output_cost == Decimal("0.001")
     assert priced.cost == priced.input_cost + priced.output_cost
     assert (priced.input_tokens, priced.cache_read_tokens) == (1000, 400)
@@ -32,8 +34,12 @@ def test_openai_cached_tokens_are_priced_at_the_cache_rate_once():
 
 
 def test_anthropic_cache_reads_and_writes_are_added_to_input_not_doubled():
-    usage = {"input_tokens": 100, "output_tokens": 50, "cache_read_input_tokens": 1000,
-             "cache_creation_input_tokens": 200}
+    usage = {
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cache_read_input_tokens": 1000,
+        "cache_creation_input_tokens": 200,
+    }
     priced = Pricer().price("anthropic", "default", "claude-sonnet-4-20250514", usage, AT)
     assert (priced.input_tokens, priced.cache_read_tokens, priced.cache_write_tokens) == (1300, 1000, 200)
     # $3 input, $0.30 cache read, $3.75 cache write, $15 output per MTok
@@ -67,12 +73,18 @@ def random_usage(rng, provider, flavor):
         return {"prompt_tokens": rng.randint(0, 9000), "total_tokens": 0}
     prompt, completion = rng.randint(0, 9000), rng.randint(0, 3000)
     if flavor == "responses":
-        return {"input_tokens": prompt, "output_tokens": completion,
-                "input_tokens_details": {"cached_tokens": rng.randint(0, prompt)},
-                "output_tokens_details": {"reasoning_tokens": rng.randint(0, completion)}}
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "prompt_tokens_details": {"cached_tokens": rng.randint(0, prompt), "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": rng.randint(0, completion)}}
+        return {
+            "input_tokens": prompt,
+            "output_tokens": completion,
+            "input_tokens_details": {"cached_tokens": rng.randint(0, prompt)},
+            "output_tokens_details": {"reasoning_tokens": rng.randint(0, completion)},
+        }
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "prompt_tokens_details": {"cached_tokens": rng.randint(0, prompt), "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": rng.randint(0, completion)},
+    }
 
 
 @pytest.mark.parametrize("provider, flavor, model", CASES)
@@ -85,7 +97,10 @@ def test_every_price_equals_genai_prices_to_the_last_digit(provider, flavor, mod
         priced = pricer.price(provider, flavor, model, usage, AT)
         assert not priced.unpriced, priced.problem
         assert (priced.input_cost, priced.output_cost, priced.cost) == (
-            expected.input_price, expected.output_price, expected.total_price), usage
+            expected.input_price,
+            expected.output_price,
+            expected.total_price,
+        ), usage
         assert priced.input_tokens == normalized.input_tokens
         assert priced.output_tokens == normalized.output_tokens
 
@@ -105,7 +120,11 @@ def test_inconsistent_usage_is_unpriced_with_the_reason():
 
 
 def test_unknown_flavor_and_malformed_usage_are_unpriced():
-    assert Pricer().price("openai", "fax", "gpt-4o", {"prompt_tokens": 1}, AT).problem.startswith("usage: unknown api_flavor")
+    assert (
+        Pricer()
+        .price("openai", "fax", "gpt-4o", {"prompt_tokens": 1}, AT)
+        .problem.startswith("usage: unknown api_flavor")
+    )
     assert Pricer().price("openai", "chat", "gpt-4o", {"completion_tokens": 1}, AT).unpriced
 
 
@@ -133,7 +152,9 @@ def test_overrides_price_private_models_with_the_same_cache_rules(tmp_path, suff
 def test_an_override_beats_the_public_price(tmp_path):
     path = tmp_path / "p.json"
     path.write_text('{"openai": {"gpt-4o": {"input_mtok": 1, "output_mtok": 1}}}')
-    priced = Pricer.from_file(path).price("openai", "chat", "gpt-4o", {"prompt_tokens": 1_000_000, "completion_tokens": 0}, AT)
+    priced = Pricer.from_file(path).price(
+        "openai", "chat", "gpt-4o", {"prompt_tokens": 1_000_000, "completion_tokens": 0}, AT
+    )
     assert priced.cost == Decimal(1)
 
 

@@ -1,6 +1,6 @@
 """Contracts: round trips, signatures, field-named errors, generated JSON Schema freshness."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -20,7 +20,7 @@ from schemas.models import (
 )
 
 KEY = b"test-signing-key"
-NOW = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def make_call(**overrides) -> RawCall:

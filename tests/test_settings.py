@@ -94,7 +94,10 @@ def test_cli_offers_every_surface_of_the_design():
 def test_cli_rejects_unknown_flags_in_one_line(command):
     result = subprocess.run(
         [sys.executable, "-m", "tokentrail", *VALID_INVOCATIONS[command], "--no-such-flag"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in result.stderr

@@ -27,15 +27,25 @@ def cli(store, storage_env, monkeypatch, capsys):
 @pytest.fixture
 def seeded_events(store):
     payload = orjson.dumps({"call_id": "c1", "tokens": {"input": 3}, "cost_usd": "0.1"}).decode()
-    store.insert_rows("events", [
-        event_row(event_id="b", timestamp="2026-03-01 10:00:01.000", payload=payload, trace_id="t-1"),
-        event_row(event_id="a", timestamp="2026-03-01 10:00:01.000", event_type="llm_call_failed", severity="ERROR"),
-        event_row(event_id="c", timestamp="2026-03-01 09:59:59.999"),
-        event_row(event_id="d", timestamp="2026-03-01 10:00:00.000", event_type="protection_decision",
-                  event_source="gateway", request_id=""),
-        event_row(event_id="e", timestamp="2026-03-01 11:00:00.000"),  # == --until: excluded
-        event_row(event_id="f", timestamp="2026-03-01 10:30:00.000", tenant_id="other"),
-    ])
+    store.insert_rows(
+        "events",
+        [
+            event_row(event_id="b", timestamp="2026-03-01 10:00:01.000", payload=payload, trace_id="t-1"),
+            event_row(
+                event_id="a", timestamp="2026-03-01 10:00:01.000", event_type="llm_call_failed", severity="ERROR"
+            ),
+            event_row(event_id="c", timestamp="2026-03-01 09:59:59.999"),
+            event_row(
+                event_id="d",
+                timestamp="2026-03-01 10:00:00.000",
+                event_type="protection_decision",
+                event_source="gateway",
+                request_id="",
+            ),
+            event_row(event_id="e", timestamp="2026-03-01 11:00:00.000"),  # == --until: excluded
+            event_row(event_id="f", timestamp="2026-03-01 10:30:00.000", tenant_id="other"),
+        ],
+    )
 
 
 WINDOW = ("--tenant", "acme", "--since", "2026-03-01T10:00:00Z", "--until", "2026-03-01T11:00:00Z")
@@ -92,16 +102,48 @@ def test_events_bad_arguments_are_one_line_exit_2(cli, args, message):
 
 @pytest.fixture
 def seeded_calls(store):
-    store.insert_rows("llm_calls", [
-        call_row(tenant_id="acme", key_id="k1", actor_id="bot-1", cost_usd=Decimal("1.25"), input_tokens=10,
-                 timestamp="2026-03-01 10:05:00.000"),
-        call_row(tenant_id="acme", key_id="k2", actor_id="bot-2", cost_usd=Decimal("0.5"), model="gpt-4o-mini",
-                 timestamp="2026-03-01 10:59:59.999"),
-        call_row(tenant_id="acme", key_id="k2", actor_id="bot-2", cost_usd=None, unpriced=True, status=502,
-                 failed=True, error_type="upstream_error", timestamp="2026-03-01 11:30:00.000"),
-        call_row(tenant_id="beta", key_id="k9", actor_id="x", root_key_id="k9", root_actor_type="human",
-                 root_actor_id="bob", cost_usd=Decimal("3"), timestamp="2026-03-02 00:00:00.000"),
-    ])
+    store.insert_rows(
+        "llm_calls",
+        [
+            call_row(
+                tenant_id="acme",
+                key_id="k1",
+                actor_id="bot-1",
+                cost_usd=Decimal("1.25"),
+                input_tokens=10,
+                timestamp="2026-03-01 10:05:00.000",
+            ),
+            call_row(
+                tenant_id="acme",
+                key_id="k2",
+                actor_id="bot-2",
+                cost_usd=Decimal("0.5"),
+                model="gpt-4o-mini",
+                timestamp="2026-03-01 10:59:59.999",
+            ),
+            call_row(
+                tenant_id="acme",
+                key_id="k2",
+                actor_id="bot-2",
+                cost_usd=None,
+                unpriced=True,
+                status=502,
+                failed=True,
+                error_type="upstream_error",
+                timestamp="2026-03-01 11:30:00.000",
+            ),
+            call_row(
+                tenant_id="beta",
+                key_id="k9",
+                actor_id="x",
+                root_key_id="k9",
+                root_actor_type="human",
+                root_actor_id="bob",
+                cost_usd=Decimal("3"),
+                timestamp="2026-03-02 00:00:00.000",
+            ),
+        ],
+    )
 
 
 def base_totals(store, group: str, where: str = "1") -> list[dict]:
@@ -124,8 +166,12 @@ def as_text(rows: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize(
     ("by", "group"),
-    [("tenant", "tenant_id"), ("identity", "tenant_id, key_id, actor_type, actor_id"),
-     ("root", "tenant_id, root_key_id, root_actor_type, root_actor_id"), ("model", "provider, model")],
+    [
+        ("tenant", "tenant_id"),
+        ("identity", "tenant_id, key_id, actor_type, actor_id"),
+        ("root", "tenant_id, root_key_id, root_actor_type, root_actor_id"),
+        ("model", "provider, model"),
+    ],
 )
 def test_report_cost_sums_match_the_base_table(cli, store, seeded_calls, by, group):
     assert report(cli, "--by", by) == as_text(base_totals(store, group))
@@ -134,18 +180,27 @@ def test_report_cost_sums_match_the_base_table(cli, store, seeded_calls, by, gro
 def test_report_cost_time_bounds_and_tenant(cli, store, seeded_calls):
     hourly = report(cli, "--since", "2026-03-01T10:00Z", "--until", "2026-03-01T11:00Z")
     minutely = report(cli, "--since", "2026-03-01T10:05Z", "--until", "2026-03-01T11:31Z", "--tenant", "acme")
-    assert hourly == as_text(base_totals(
-        store, "tenant_id", "timestamp >= '2026-03-01 10:00:00' AND timestamp < '2026-03-01 11:00:00'"))
-    assert minutely == as_text(base_totals(
-        store, "tenant_id", "tenant_id = 'acme' AND timestamp >= '2026-03-01 10:05:00'"))
+    assert hourly == as_text(
+        base_totals(store, "tenant_id", "timestamp >= '2026-03-01 10:00:00' AND timestamp < '2026-03-01 11:00:00'")
+    )
+    assert minutely == as_text(
+        base_totals(store, "tenant_id", "tenant_id = 'acme' AND timestamp >= '2026-03-01 10:05:00'")
+    )
     assert minutely[0]["calls"] == 3 and minutely[0]["unpriced_calls"] == 1
 
 
 def test_report_cost_table_has_a_total_line_and_csv_has_a_header(cli, seeded_calls):
     code, out, _ = cli("report", "cost", "--by", "tenant")
     lines = out.splitlines()
-    assert lines[0].split() == ["tenant_id", "calls", "failed_calls", "input_tokens", "output_tokens", "cost_usd",
-                                "unpriced_calls"]
+    assert lines[0].split() == [
+        "tenant_id",
+        "calls",
+        "failed_calls",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "unpriced_calls",
+    ]
     assert [line.split()[0] for line in lines[2:4]] == ["beta", "acme"]
     assert lines[-1].split() == ["TOTAL", "4", "1", "310", "80", "4.750000", "1"]
     code, out, _ = cli("report", "cost", "--format", "csv")

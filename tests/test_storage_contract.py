@@ -4,7 +4,7 @@ build machines, so that variant is skipped there; see docs/storage.md)."""
 
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import urlparse, urlunparse
 
@@ -15,8 +15,14 @@ from tokentrail.storage import StorageError, StorageSettings, migrate
 from tokentrail.storage.base import encode_rows
 
 ROLLUPS = [
-    "cost_by_tenant_1m", "cost_by_tenant_1h", "cost_by_identity_1m", "cost_by_identity_1h",
-    "cost_by_root_1m", "cost_by_root_1h", "cost_by_model_1m", "cost_by_model_1h",
+    "cost_by_tenant_1m",
+    "cost_by_tenant_1h",
+    "cost_by_identity_1m",
+    "cost_by_identity_1h",
+    "cost_by_root_1m",
+    "cost_by_root_1h",
+    "cost_by_model_1m",
+    "cost_by_model_1h",
 ]
 
 
@@ -46,9 +52,11 @@ def any_store(request, tmp_path):
 
 def totals(store) -> dict:
     """Calls and cost in the base table and in every rollup."""
-    found = {"llm_calls": store.query(
-        "SELECT count() AS calls, sum(ifNull(cost_usd, 0)) AS cost, countIf(unpriced) AS unpriced FROM llm_calls"
-    )[0]}
+    found = {
+        "llm_calls": store.query(
+            "SELECT count() AS calls, sum(ifNull(cost_usd, 0)) AS cost, countIf(unpriced) AS unpriced FROM llm_calls"
+        )[0]
+    }
     for table in ROLLUPS:
         found[table] = store.query(
             f"SELECT sum(calls) AS calls, sum(cost_usd) AS cost, sum(unpriced_calls) AS unpriced FROM {table}"
@@ -62,8 +70,11 @@ def test_migrate_is_idempotent(any_store, tmp_path):
 
 
 def test_a_repeated_insert_with_the_same_token_leaves_base_table_and_rollups_unchanged(any_store):
-    rows = [call_row(cost_usd=Decimal("0.5")), call_row(status=500, failed=True, error_type="server_error"),
-            call_row(cost_usd=None, input_cost_usd=None, output_cost_usd=None, unpriced=True)]
+    rows = [
+        call_row(cost_usd=Decimal("0.5")),
+        call_row(status=500, failed=True, error_type="server_error"),
+        call_row(cost_usd=None, input_cost_usd=None, output_cost_usd=None, unpriced=True),
+    ]
     any_store.insert_rows("llm_calls", rows, dedup_token="batch-1")
     first = totals(any_store)
     assert first["llm_calls"]["calls"] == 3 and first["incidents"] == 1
@@ -89,8 +100,10 @@ def test_a_pre_encoded_insert_is_the_same_insert(any_store):
 
 
 def test_events_dedup_and_policy_rollup(any_store):
-    rows = [event_row(event_type="protection_decision", event_source="gateway", payload='{"reason": "frozen"}'),
-            event_row(event_type="llm_call")]
+    rows = [
+        event_row(event_type="protection_decision", event_source="gateway", payload='{"reason": "frozen"}'),
+        event_row(event_type="llm_call"),
+    ]
     for _ in range(2):
         any_store.insert_rows("events", rows, dedup_token="events-1")
     assert any_store.query("SELECT count() AS n FROM events") == [{"n": 2}]
@@ -100,11 +113,18 @@ def test_events_dedup_and_policy_rollup(any_store):
 
 
 def test_unpriced_cost_stays_null_and_rollups_count_it_apart(any_store):
-    any_store.insert_rows("llm_calls", [
-        call_row(call_id="priced", cost_usd=Decimal("0.0012345678"), input_cost_usd=Decimal("0.001"),
-                 output_cost_usd="0.0002345678"),
-        call_row(call_id="unpriced", cost_usd=None, input_cost_usd=None, output_cost_usd=None, unpriced=True),
-    ])
+    any_store.insert_rows(
+        "llm_calls",
+        [
+            call_row(
+                call_id="priced",
+                cost_usd=Decimal("0.0012345678"),
+                input_cost_usd=Decimal("0.001"),
+                output_cost_usd="0.0002345678",
+            ),
+            call_row(call_id="unpriced", cost_usd=None, input_cost_usd=None, output_cost_usd=None, unpriced=True),
+        ],
+    )
     base = {r["call_id"]: r for r in any_store.query("SELECT call_id, cost_usd, output_cost_usd FROM llm_calls")}
     assert base["unpriced"]["cost_usd"] is None
     assert base["priced"]["cost_usd"] == Decimal("0.0012345678")
@@ -124,17 +144,30 @@ def test_existing_ids(any_store):
 
 
 def test_values_come_back_typed(any_store):
-    any_store.insert_rows("llm_calls", [call_row(
-        call_id="typed", timestamp=datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=timezone.utc),
-        chain_key_ids=["k1", "k2"], ttft_ms=12.5, input_tokens=2**40,
-    )])
+    any_store.insert_rows(
+        "llm_calls",
+        [
+            call_row(
+                call_id="typed",
+                timestamp=datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=UTC),
+                chain_key_ids=["k1", "k2"],
+                ttft_ms=12.5,
+                input_tokens=2**40,
+            )
+        ],
+    )
     row = any_store.query(
         "SELECT timestamp, chain_key_ids, ttft_ms, input_tokens, stream, status FROM llm_calls "
-        "WHERE call_id = {id:String}", {"id": "typed"},
+        "WHERE call_id = {id:String}",
+        {"id": "typed"},
     )[0]
     assert row == {
-        "timestamp": datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=timezone.utc),
-        "chain_key_ids": ["k1", "k2"], "ttft_ms": 12.5, "input_tokens": 2**40, "stream": False, "status": 200,
+        "timestamp": datetime(2026, 3, 1, 10, 0, 0, 123000, tzinfo=UTC),
+        "chain_key_ids": ["k1", "k2"],
+        "ttft_ms": 12.5,
+        "input_tokens": 2**40,
+        "stream": False,
+        "status": 200,
     }
     assert row["timestamp"].utcoffset().total_seconds() == 0
 

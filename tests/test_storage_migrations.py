@@ -37,8 +37,15 @@ def test_applies_every_file_in_number_order_then_nothing(empty_store, storage_se
     assert migrate(empty_store, storage_settings) == []
     assert recorded(empty_store) == names
     tables = {r["name"] for r in empty_store.query("SELECT name FROM system.tables WHERE database = currentDatabase()")}
-    assert {"llm_calls", "events", "cost_by_tenant_1m", "cost_by_model_1h", "incidents_by_error_1m",
-            "policy_decisions_1m", "cost_by_root_1h_mv"} <= tables
+    assert {
+        "llm_calls",
+        "events",
+        "cost_by_tenant_1m",
+        "cost_by_model_1h",
+        "incidents_by_error_1m",
+        "policy_decisions_1m",
+        "cost_by_root_1h_mv",
+    } <= tables
 
 
 def test_a_half_applied_migration_reruns_cleanly(empty_store, migrations_copy, tmp_path):
@@ -62,7 +69,9 @@ def test_a_file_changed_after_being_applied_is_a_checksum_mismatch(empty_store, 
     (migrations_copy / "0002_create_events.sql").write_text(
         (migrations_copy / "0002_create_events.sql").read_text() + "\n-- edited\n"
     )
-    (migrations_copy / "0099_create_later.sql").write_text("CREATE TABLE IF NOT EXISTS later (x UInt8) ENGINE = Memory;")
+    (migrations_copy / "0099_create_later.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS later (x UInt8) ENGINE = Memory;"
+    )
     with pytest.raises(StorageError, match=r"checksum mismatch.*0002_create_events\.sql"):
         migrate(empty_store, settings)
     assert "0099_create_later.sql" not in recorded(empty_store), "nothing runs after a mismatch"

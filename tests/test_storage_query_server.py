@@ -51,8 +51,12 @@ def holder(tmp_path):
     def start(serve: bool):
         env = {**os.environ, "TOKENTRAIL_HOME": str(tmp_path / "home"), "PYTHONPATH": REPO}
         process = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, "serve" if serve else "hold"], cwd=REPO, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", HOLDER, "serve" if serve else "hold"],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         started.append(process)
         assert process.stdout.readline().strip() == "ready"
@@ -74,8 +78,9 @@ def tokentrail(env, *args):
 
 def test_the_cli_reads_through_the_query_server_of_the_process_holding_the_store(holder):
     process, env = holder(serve=True)
-    events = tokentrail(env, "events", "--tenant", "acme", "--since", "2026-03-01", "--until", "2026-03-02",
-                        "--format", "jsonl")
+    events = tokentrail(
+        env, "events", "--tenant", "acme", "--since", "2026-03-01", "--until", "2026-03-02", "--format", "jsonl"
+    )
     assert events.returncode == 0, events.stderr
     assert [orjson.loads(line)["event_id"] for line in events.stdout.splitlines()] == ["e1", "e2"]
 
@@ -118,7 +123,9 @@ def test_query_server_is_read_only_and_needs_its_token(store, storage_settings):
         assert info["port"] == handle.port and info["pid"] == os.getpid()
         assert oct(server_file(storage_settings).stat().st_mode & 0o777) == "0o600"
         remote = RemoteStore(handle.port, info["token"], os.getpid())
-        assert remote.query("SELECT call_id FROM llm_calls WHERE call_id = {c:String}", {"c": "x"}) == [{"call_id": "x"}]
+        assert remote.query("SELECT call_id FROM llm_calls WHERE call_id = {c:String}", {"c": "x"}) == [
+            {"call_id": "x"}
+        ]
         assert remote.existing_ids("llm_calls", "call_id", ["x", "y"]) == {"x"}
         with pytest.raises(StorageError, match="only runs read-only queries"):
             remote.query("INSERT INTO llm_calls (call_id) VALUES ('y')")
@@ -130,8 +137,11 @@ def test_query_server_is_read_only_and_needs_its_token(store, storage_settings):
             remote.insert_rows("llm_calls", [call_row()])
         with pytest.raises(StorageError, match="wrong query-server token"):
             RemoteStore(handle.port, "guess", os.getpid()).query("SELECT 1")
-        request = urllib.request.Request(f"http://127.0.0.1:{handle.port}/query", data=b"{not json",
-                                         headers={"Authorization": f"Bearer {info['token']}"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{handle.port}/query",
+            data=b"{not json",
+            headers={"Authorization": f"Bearer {info['token']}"},
+        )
         with pytest.raises(urllib.error.HTTPError) as bad:
             urllib.request.urlopen(request, timeout=5)
         assert bad.value.code == 400
@@ -163,9 +173,17 @@ def test_a_server_file_left_by_a_dead_process_is_ignored_and_removed(store, stor
 
 @pytest.mark.parametrize(
     ("sql", "allowed"),
-    [("SELECT 1", True), ("  with x AS (SELECT 1) SELECT * FROM x", True), ("-- c\nSHOW TABLES", True),
-     ("/* x */ DESCRIBE events", True), ("INSERT INTO t VALUES (1)", False), ("DROP TABLE events", False),
-     ("ALTER TABLE events DELETE WHERE 1", False), ("SYSTEM SHUTDOWN", False), ("selectx", False)],
+    [
+        ("SELECT 1", True),
+        ("  with x AS (SELECT 1) SELECT * FROM x", True),
+        ("-- c\nSHOW TABLES", True),
+        ("/* x */ DESCRIBE events", True),
+        ("INSERT INTO t VALUES (1)", False),
+        ("DROP TABLE events", False),
+        ("ALTER TABLE events DELETE WHERE 1", False),
+        ("SYSTEM SHUTDOWN", False),
+        ("selectx", False),
+    ],
 )
 def test_read_statement_check(sql, allowed):
     assert is_read_statement(sql) is allowed

@@ -2,7 +2,7 @@
 against the real engine where it matters (a hostile value must come back unchanged and run
 nothing)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -48,7 +48,7 @@ def test_format_parameter_forms():
     assert format_parameter(7) == "7"
     assert format_parameter(True) == "true"
     assert format_parameter(Decimal("1.50")) == "1.50"
-    moment = datetime(2026, 3, 1, 11, 0, 0, 123456, tzinfo=timezone.utc)
+    moment = datetime(2026, 3, 1, 11, 0, 0, 123456, tzinfo=UTC)
     assert format_parameter(moment) == "2026-03-01 11:00:00.123"
     assert format_parameter(["a'b", "c"]) == "['a\\'b','c']"
     with pytest.raises(StorageError, match="cannot bind a dict"):

@@ -25,8 +25,12 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     from tokentrail.storage.settings import StorageSettings
 
     return [
-        ("every process", CoreSettings), ("gateway", GatewaySettings), ("flows", FlowSettings),
-        ("storage", StorageSettings), ("Kafka broker", BrokerSettings), ("mock provider", MockUpstreamSettings),
+        ("every process", CoreSettings),
+        ("gateway", GatewaySettings),
+        ("flows", FlowSettings),
+        ("storage", StorageSettings),
+        ("Kafka broker", BrokerSettings),
+        ("mock provider", MockUpstreamSettings),
     ]
 
 

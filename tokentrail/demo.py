@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -30,13 +30,18 @@ ROWS_TIMEOUT = 90.0
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the whole pipeline on this machine and show what it records",
+        "demo",
+        help="run the whole pipeline on this machine and show what it records",
         description=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--calls", type=int, default=40, help="calls per identity (default 40)")
     parser.add_argument("--gateway-port", type=int, default=8080, help="gateway port (default 8080)")
-    parser.add_argument("--kafka-port", type=int, default=None,
-                        help="port of the broker the demo starts (default: as `tokentrail kafka up`)")
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=None,
+        help="port of the broker the demo starts (default: as `tokentrail kafka up`)",
+    )
     parser.add_argument("--keep-kafka", action="store_true", help="leave the Kafka broker running afterwards")
     parser.set_defaults(func=run)
 
@@ -100,21 +105,33 @@ def run(args) -> int:
         status, forwarded = _wait_status(gateway_url, batch_key, 401)
         sent += forwarded
         say(f"revoked {revoked.key_id}: the gateway now answers {status}")
-        plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=True, reason="demo",
-                                 changed_at=datetime.now(timezone.utc)))
+        plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=True, reason="demo", changed_at=datetime.now(UTC)))
         status, forwarded = _wait_status(gateway_url, alice_key, 403)
         sent += forwarded
         say(f"froze tenant {tenant}: the gateway now answers {status}")
-        plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=False, changed_at=datetime.now(timezone.utc)))
+        plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=False, changed_at=datetime.now(UTC)))
 
         rows = _wait_rows(sent, tenant, other, flows=flows)
         say(f"{rows} llm_calls rows in ClickHouse for {sent} calls forwarded: one row per call")
         _show(["report", "cost", "--by", "root"])
         _show(["report", "cost", "--by", "identity", "--tenant", tenant])
-        since = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
-        until = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()
-        _show(["events", "--tenant", tenant, "--since", since, "--until", until,
-               "--type", "llm_call_failed", "--type", "protection_decision"])
+        since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        until = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+        _show(
+            [
+                "events",
+                "--tenant",
+                tenant,
+                "--since",
+                since,
+                "--until",
+                until,
+                "--type",
+                "llm_call_failed",
+                "--type",
+                "protection_decision",
+            ]
+        )
         say("done. Logs are in " + str(home / "logs"))
         return 0
     finally:
@@ -130,8 +147,9 @@ def run(args) -> int:
 def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "tokentrail", *command], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tokentrail", *command], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def _wait_http(url: str, process: subprocess.Popen) -> None:
@@ -152,8 +170,9 @@ def _wait_http(url: str, process: subprocess.Popen) -> None:
 
 
 def _post(url: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=orjson.dumps(body), method="POST",
-                                     headers={"content-type": "application/json", **headers})
+    request = urllib.request.Request(
+        url, data=orjson.dumps(body), method="POST", headers={"content-type": "application/json", **headers}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()
@@ -165,8 +184,7 @@ def _openai_call(gateway_url: str, key: str, index: int) -> int:
     headers = {"authorization": f"Bearer {key}"}
     if index % 10 == 9:
         headers["x-mock-status"] = "500"
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"question {index}"}],
-            "stream": index % 4 == 1}
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"question {index}"}], "stream": index % 4 == 1}
     return _post(gateway_url + "/v1/chat/completions", body, headers)[0]
 
 
@@ -174,8 +192,12 @@ def _anthropic_call(gateway_url: str, key: str, index: int) -> int:
     headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
     if index % 10 == 9:
         headers["x-mock-status"] = "529"
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": index % 4 == 1,
-            "messages": [{"role": "user", "content": f"summarize {index}"}]}
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 64,
+        "stream": index % 4 == 1,
+        "messages": [{"role": "user", "content": f"summarize {index}"}],
+    }
     return _post(gateway_url + "/v1/messages", body, headers)[0]
 
 
@@ -193,9 +215,11 @@ def _wait_status(gateway_url: str, key: str, wanted: int) -> tuple[int, int]:
     deadline = time.monotonic() + 10
     status, forwarded = 0, 0
     while time.monotonic() < deadline:
-        status = _post(gateway_url + "/v1/chat/completions",
-                       {"model": "gpt-4o", "messages": [{"role": "user", "content": "ping"}]},
-                       {"authorization": f"Bearer {key}"})[0]
+        status = _post(
+            gateway_url + "/v1/chat/completions",
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "ping"}]},
+            {"authorization": f"Bearer {key}"},
+        )[0]
         if status == wanted:
             break
         forwarded += 1
@@ -230,8 +254,10 @@ def _wait_rows(sent: int, *tenants: str, flows: subprocess.Popen) -> int:
             if rows >= sent:
                 return rows
         time.sleep(0.5)
-    raise CliError(f"only {rows} of {sent} calls reached ClickHouse within {ROWS_TIMEOUT:.0f} s"
-                   + (f" (last error: {last_error})" if last_error else ""))
+    raise CliError(
+        f"only {rows} of {sent} calls reached ClickHouse within {ROWS_TIMEOUT:.0f} s"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 def _show(command: list[str]) -> None:

@@ -12,9 +12,7 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV = SettingsConfigDict(
-    env_prefix="TOKENTRAIL_", extra="ignore", env_file=None, use_attribute_docstrings=True
-)
+ENV = SettingsConfigDict(env_prefix="TOKENTRAIL_", extra="ignore", env_file=None, use_attribute_docstrings=True)
 """Shared by every settings class; field docstrings become descriptions (the README table)."""
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -62,9 +60,7 @@ class CoreSettings(BaseSettings):
 
     def require_signing_key(self) -> bytes:
         if self.signing_key is None or not self.signing_key.get_secret_value():
-            raise ConfigError(
-                "TOKENTRAIL_SIGNING_KEY is not set: set it to a shared secret (the demo sets its own)"
-            )
+            raise ConfigError("TOKENTRAIL_SIGNING_KEY is not set: set it to a shared secret (the demo sets its own)")
         return self.signing_key.get_secret_value().encode()
 
 
@@ -74,8 +70,5 @@ def load(cls: type[BaseSettings], **overrides) -> BaseSettings:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         prefix = cls.model_config.get("env_prefix", "")
-        problems = [
-            f"{prefix}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        ]
+        problems = [f"{prefix}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()]
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

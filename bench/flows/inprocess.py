@@ -16,7 +16,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,12 +68,18 @@ def main() -> int:
 
     rng = random.Random(7)
     identities = make_identities(args.identities)
-    start = datetime.now(timezone.utc) - timedelta(hours=1)
-    calls = [call_record(rng.choice(identities), rng, start + timedelta(milliseconds=i), "gw-bench")
-             for i in range(args.calls)]
-    raw = [KafkaSourceMessage(key=b"t", value=value, topic="raw", partition=0, offset=i) for i, value in enumerate(calls)]
-    known = [KafkaSourceMessage(key=x.key_id.encode(), value=wire.dumps(x), topic="identities", partition=0, offset=i)
-             for i, x in enumerate(identities)]
+    start = datetime.now(UTC) - timedelta(hours=1)
+    calls = [
+        call_record(rng.choice(identities), rng, start + timedelta(milliseconds=i), "gw-bench")
+        for i in range(args.calls)
+    ]
+    raw = [
+        KafkaSourceMessage(key=b"t", value=value, topic="raw", partition=0, offset=i) for i, value in enumerate(calls)
+    ]
+    known = [
+        KafkaSourceMessage(key=x.key_id.encode(), value=wire.dumps(x), topic="identities", partition=0, offset=i)
+        for i, x in enumerate(identities)
+    ]
 
     with tempfile.TemporaryDirectory() as home:
         if args.store == "embedded":
@@ -112,9 +118,13 @@ def main() -> int:
         else:
             stored = store.rows
     assert stored == args.calls, (stored, args.calls)
-    peak = next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
-    print(f"{args.store} store: {args.calls / elapsed:,.0f} calls/s ({args.calls:,} calls in {elapsed:.2f} s), "
-          f"peak RSS {int(peak) // 1024} MB (the input included)")
+    peak = next(
+        line.split()[1] for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
+    )
+    print(
+        f"{args.store} store: {args.calls / elapsed:,.0f} calls/s ({args.calls:,} calls in {elapsed:.2f} s), "
+        f"peak RSS {int(peak) // 1024} MB (the input included)"
+    )
     return 0
 
 

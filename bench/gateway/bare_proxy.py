@@ -14,10 +14,20 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 
 
 def make_app(upstream: str) -> web.Application:
@@ -25,7 +35,8 @@ def make_app(upstream: str) -> web.Application:
 
     async def session_ctx(app: web.Application):
         app[session_key] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256), auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=256),
+            auto_decompress=False,
         )
         yield
         await app[session_key].close()
@@ -34,12 +45,16 @@ def make_app(upstream: str) -> web.Application:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with request.app[session_key].request(
-            request.method, upstream + request.path_qs, headers=headers, data=body,
+            request.method,
+            upstream + request.path_qs,
+            headers=headers,
+            data=body,
         ) as upstream_response:
             out_headers = {k: v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP}
             if upstream_response.content_type != "text/event-stream":
-                return web.Response(status=upstream_response.status, headers=out_headers,
-                                    body=await upstream_response.read())
+                return web.Response(
+                    status=upstream_response.status, headers=out_headers, body=await upstream_response.read()
+                )
             response = web.StreamResponse(status=upstream_response.status, headers=out_headers)
             await response.prepare(request)
             async for chunk in upstream_response.content.iter_any():
@@ -60,8 +75,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8081)
     args = parser.parse_args()
     uvloop.install()
-    web.run_app(make_app(args.upstream.rstrip("/")), host=args.host, port=args.port,
-                access_log=None, print=lambda *_: print(f"bare proxy listening on http://{args.host}:{args.port}", flush=True))
+    web.run_app(
+        make_app(args.upstream.rstrip("/")),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=lambda *_: print(f"bare proxy listening on http://{args.host}:{args.port}", flush=True),
+    )
 
 
 if __name__ == "__main__":

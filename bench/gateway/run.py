@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +75,8 @@ def ensure_wrk() -> None:
 
 def lua_script(directory: Path, key: str, stream: bool) -> Path:
     body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]%s}' % (
-        ',"stream":true' if stream else "")
+        ',"stream":true' if stream else ""
+    )
     path = directory / f"post-{'stream' if stream else 'plain'}.lua"
     path.write_text(
         'wrk.method = "POST"\n'
@@ -106,9 +107,23 @@ def rss_mib(pid: int) -> float:
 def wrk(url: str, script: Path, connections: int, duration: int, pid: int | None = None) -> Run:
     before = cpu_seconds(pid) if pid else None
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-         "-s", str(script), url + "/v1/chat/completions"],
-        capture_output=True, text=True, check=True, timeout=duration + 60,
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            url + "/v1/chat/completions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 60,
     ).stdout
     cpu = cpu_seconds(pid) - before if pid else None
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
@@ -116,8 +131,14 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int | None
     bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     bad += sum(int(n) for n in errors.groups()) if errors else 0
-    return Run(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-               _ms(percentiles["50"]), _ms(percentiles["99"]), requests, bad, cpu)
+    return Run(
+        float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        _ms(percentiles["50"]),
+        _ms(percentiles["99"]),
+        requests,
+        bad,
+        cpu,
+    )
 
 
 def wait_ready(url: str, process: subprocess.Popen, path: str, timeout: float = 30.0) -> None:
@@ -142,8 +163,13 @@ def gateway_requests(url: str) -> int:
     """Requests the gateway answered, from its /metrics (all endpoints and statuses)."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
         text = response.read().decode()
-    return int(sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
-                   if line.startswith("tokentrail_gateway_requests_total{")))
+    return int(
+        sum(
+            float(line.rpartition(" ")[2])
+            for line in text.splitlines()
+            if line.startswith("tokentrail_gateway_requests_total{")
+        )
+    )
 
 
 def topic_records(bootstrap: str, topic: str) -> int:
@@ -169,31 +195,64 @@ def main() -> int:
         subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CORE, str(handle.pid)], check=True, capture_output=True)
         plane = ControlPlane(CoreSettings(home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX))
         identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
-        plane.put_control(Limits(scope=f"key:{identity.key_id}", requests_per_minute=100_000_000,
-                                 tokens_per_minute=100_000_000, changed_at=datetime.now(timezone.utc)))
+        plane.put_control(
+            Limits(
+                scope=f"key:{identity.key_id}",
+                requests_per_minute=100_000_000,
+                tokens_per_minute=100_000_000,
+                changed_at=datetime.now(UTC),
+            )
+        )
         mock = spawn_mock_upstream(prefix=["taskset", "-c", LOAD_CORE])
 
         bare_port, gateway_port = free_port(), free_port()
         bare = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, sys.executable, str(HERE / "bare_proxy.py"),
-             "--upstream", mock.url, "--port", str(bare_port)],
-            stdout=subprocess.DEVNULL, stderr=open(workdir / "bare.log", "wb"))  # wrk's closing connections log tracebacks
+            [
+                "taskset",
+                "-c",
+                SERVER_CORE,
+                sys.executable,
+                str(HERE / "bare_proxy.py"),
+                "--upstream",
+                mock.url,
+                "--port",
+                str(bare_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "bare.log", "wb"),
+        )  # wrk's closing connections log tracebacks
         processes.append(bare)
-        env = {**os.environ, "TOKENTRAIL_HOME": str(home), "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
-               "TOKENTRAIL_TOPIC_PREFIX": PREFIX, "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
-               "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url, "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": mock.url,
-               "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-ant-bench"}
+        env = {
+            **os.environ,
+            "TOKENTRAIL_HOME": str(home),
+            "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
+            "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
+            "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+            "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url,
+            "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": mock.url,
+            "OPENAI_API_KEY": "sk-bench",
+            "ANTHROPIC_API_KEY": "sk-ant-bench",
+        }
         gateway = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(gateway_port)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "gateway.log", "wb"))
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "gateway.log", "wb"),
+        )
         processes.append(gateway)
-        targets = {"mock": (mock.url, None), "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
-                   "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid)}
+        targets = {
+            "mock": (mock.url, None),
+            "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
+            "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid),
+        }
         wait_ready(targets["bare"][0], bare, "/healthz")
         wait_ready(targets["gateway"][0], gateway, "/readyz")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # the key and its limits reached the gateway
-            request = urllib.request.Request(targets["gateway"][0] + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+            request = urllib.request.Request(
+                targets["gateway"][0] + "/v1/models", headers={"Authorization": f"Bearer {key}"}
+            )
             try:
                 urllib.request.urlopen(request, timeout=1).read()
                 break
@@ -201,7 +260,7 @@ def main() -> int:
                 time.sleep(0.05)
 
         scripts = {stream: lua_script(workdir, key, stream) for stream in (False, True)}
-        for name, (url, _) in targets.items():  # warm-up: connections, caches, JIT-free but page-ins
+        for url, _ in targets.values():  # warm-up: connections, caches, JIT-free but page-ins
             wrk(url, scripts[False], 64, 2)
         results: dict[tuple[str, bool, int], Run] = {}
         for stream in (False, True):
@@ -211,33 +270,53 @@ def main() -> int:
         gateway_rss = rss_mib(gateway.pid)
         bare_rss = rss_mib(bare.pid)
 
-        print(f"POST /v1/chat/completions, wrk -t1 -d{args.duration}s; server under test on core {SERVER_CORE}, "
-              f"wrk + mock + Kafka on core {LOAD_CORE}")
-        print(f"{'mode':<10} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'+p50 ms':>8} {'+p99 ms':>8} {'CPU µs/req':>10}")
+        print(
+            f"POST /v1/chat/completions, wrk -t1 -d{args.duration}s; server under test on core {SERVER_CORE}, "
+            f"wrk + mock + Kafka on core {LOAD_CORE}"
+        )
+        print(
+            f"{'mode':<10} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'+p50 ms':>8} {'+p99 ms':>8} {'CPU µs/req':>10}"
+        )
         failed = False
         for stream in (False, True):
             for connections in (1, 64):
                 mock_run = results[("mock", stream, connections)]
                 for name in targets:
                     run = results[(name, stream, connections)]
-                    cpu = f"{run.cpu_s / run.requests * 1e6:10.0f}" if run.cpu_s is not None and run.requests else f"{'':>10}"
-                    added = "" if name == "mock" else \
-                        f"{run.p50_ms - mock_run.p50_ms:8.3f} {run.p99_ms - mock_run.p99_ms:8.3f}"
-                    print(f"{'stream' if stream else 'plain':<10} {connections:>5} {name:<8} {run.rps:9.0f} "
-                          f"{run.p50_ms:8.3f} {run.p99_ms:8.3f} {added:>17} {cpu}")
+                    cpu = (
+                        f"{run.cpu_s / run.requests * 1e6:10.0f}"
+                        if run.cpu_s is not None and run.requests
+                        else f"{'':>10}"
+                    )
+                    added = (
+                        ""
+                        if name == "mock"
+                        else f"{run.p50_ms - mock_run.p50_ms:8.3f} {run.p99_ms - mock_run.p99_ms:8.3f}"
+                    )
+                    print(
+                        f"{'stream' if stream else 'plain':<10} {connections:>5} {name:<8} {run.rps:9.0f} "
+                        f"{run.p50_ms:8.3f} {run.p99_ms:8.3f} {added:>17} {cpu}"
+                    )
                     if run.bad:
                         print(f"  !! {name}: {run.bad} errors or non-2xx answers")
                         failed = True
-                gateway_run, bare_run = results[("gateway", stream, connections)], results[("bare", stream, connections)]
-                print(f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
-                      f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}")
+                gateway_run, bare_run = (
+                    results[("gateway", stream, connections)],
+                    results[("bare", stream, connections)],
+                )
+                print(
+                    f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
+                    f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}"
+                )
         time.sleep(2)
         answered = gateway_requests(targets["gateway"][0])
         on_topic = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
         print(f"RSS after the runs: gateway {gateway_rss:.0f} MiB, bare proxy {bare_rss:.0f} MiB")
-        print(f"raw topic: {on_topic} records, gateway answered {answered} requests "
-              f"({'one record each' if on_topic == answered else 'MISMATCH'})")
+        print(
+            f"raw topic: {on_topic} records, gateway answered {answered} requests "
+            f"({'one record each' if on_topic == answered else 'MISMATCH'})"
+        )
         failed |= on_topic != answered
         return 1 if failed else 0
     finally:

@@ -38,6 +38,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    web.run_app(build_app(), host="127.0.0.1", port=args.port, loop=uvloop.new_event_loop(),
-                print=lambda *_: print(f"aiohttp baseline listening on http://127.0.0.1:{args.port}", flush=True),
-                access_log=None, shutdown_timeout=1.0)
+    web.run_app(
+        build_app(),
+        host="127.0.0.1",
+        port=args.port,
+        loop=uvloop.new_event_loop(),
+        print=lambda *_: print(f"aiohttp baseline listening on http://127.0.0.1:{args.port}", flush=True),
+        access_log=None,
+        shutdown_timeout=1.0,
+    )

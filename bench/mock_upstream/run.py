@@ -49,11 +49,23 @@ def ensure_wrk() -> None:
 
 
 def run_wrk(url: str, duration: int, connections: int) -> WrkResult:
-    command = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-               "-s", str(HERE / "post.lua"), url]
+    command = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(HERE / "post.lua"),
+        url,
+    ]
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration + 30).stdout
-    problems = "; ".join(line.strip() for line in out.splitlines()
-                         if line.strip().startswith(("Socket errors", "Non-2xx")))
+    problems = "; ".join(
+        line.strip() for line in out.splitlines() if line.strip().startswith(("Socket errors", "Non-2xx"))
+    )
     return WrkResult(
         requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         latency_avg_ms=_ms(re.search(r"Latency\s+(\S+)", out).group(1)),
@@ -111,15 +123,21 @@ def main() -> int:
         "mock-upstream": bench_mock(args.duration, args.connections),
         "aiohttp": bench_aiohttp(args.duration, args.connections),
     }
-    print(f"non-streaming POST /v1/chat/completions, wrk -t1 -c{args.connections} -d{args.duration}s, "
-          f"server on core {SERVER_CORE}, wrk on core {CLIENT_CORE}")
+    print(
+        f"non-streaming POST /v1/chat/completions, wrk -t1 -c{args.connections} -d{args.duration}s, "
+        f"server on core {SERVER_CORE}, wrk on core {CLIENT_CORE}"
+    )
     print(f"{'server':<15}{'req/s':>10}{'avg ms':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>11}")
     for name, r in results.items():
-        print(f"{name:<15}{r.requests_per_second:>10.0f}{r.latency_avg_ms:>9.2f}{r.latency_p50_ms:>9.2f}"
-              f"{r.latency_p99_ms:>9.2f}{r.requests:>11}")
+        print(
+            f"{name:<15}{r.requests_per_second:>10.0f}{r.latency_avg_ms:>9.2f}{r.latency_p50_ms:>9.2f}"
+            f"{r.latency_p99_ms:>9.2f}{r.requests:>11}"
+        )
     mock, baseline = results["mock-upstream"], results["aiohttp"]
-    print(f"ratio mock/aiohttp: {mock.requests_per_second / baseline.requests_per_second:.2f}x; "
-          f"target {TARGET_RPS} req/s: {'met' if mock.requests_per_second >= TARGET_RPS else 'NOT met'}")
+    print(
+        f"ratio mock/aiohttp: {mock.requests_per_second / baseline.requests_per_second:.2f}x; "
+        f"target {TARGET_RPS} req/s: {'met' if mock.requests_per_second >= TARGET_RPS else 'NOT met'}"
+    )
     failed = [f"{name}: {r.problems}" for name, r in results.items() if r.problems]
     for line in failed:
         print(f"errors seen by wrk, {line}")

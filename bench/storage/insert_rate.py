@@ -24,22 +24,50 @@ def call_rows(count: int) -> list[dict]:
     rows = []
     for i in range(count):
         priced = i % 7 != 0
-        rows.append({
-            "call_id": str(uuid.uuid4()), "timestamp": f"2026-03-01 10:{i % 60:02d}:{i % 57:02d}.123",
-            "completed_at": "2026-03-01 10:59:59.000", "tenant_id": f"tenant-{i % 5}", "key_id": f"key-{i % 50}",
-            "actor_type": "agent", "actor_id": f"agent-{i % 50}", "root_key_id": f"key-{i % 5}",
-            "root_actor_type": "human", "root_actor_id": f"human-{i % 5}",
-            "chain_key_ids": [f"key-{i % 5}", f"key-{i % 50}"], "chain_actors": [f"human:human-{i % 5}", f"agent:agent-{i % 50}"],
-            "identity_known": True, "provider": "openai", "api_flavor": "chat", "endpoint": "/v1/chat/completions",
-            "requested_model": "gpt-4o", "model": "gpt-4o-2024-08-06" if i % 3 else "gpt-4o-mini", "stream": i % 2 == 0,
-            "status": 500 if i % 10 == 0 else 200, "failed": i % 10 == 0, "error_type": "server_error" if i % 10 == 0 else "",
-            "error_code": "", "client_disconnected": False, "input_tokens": 1200 + i % 100, "output_tokens": 300,
-            "cache_read_tokens": 200, "cache_write_tokens": 0, "reasoning_tokens": 0,
-            "input_cost_usd": Decimal("0.003") if priced else None, "output_cost_usd": Decimal("0.003") if priced else None,
-            "cost_usd": Decimal("0.006") if priced else None, "unpriced": not priced, "latency_ms": 812.5,
-            "ttft_ms": 95.0 if i % 2 == 0 else None, "request_id": f"req-{i}", "trace_id": "", "end_user": "",
-            "session_id": "", "gateway_id": "gw-1",
-        })
+        rows.append(
+            {
+                "call_id": str(uuid.uuid4()),
+                "timestamp": f"2026-03-01 10:{i % 60:02d}:{i % 57:02d}.123",
+                "completed_at": "2026-03-01 10:59:59.000",
+                "tenant_id": f"tenant-{i % 5}",
+                "key_id": f"key-{i % 50}",
+                "actor_type": "agent",
+                "actor_id": f"agent-{i % 50}",
+                "root_key_id": f"key-{i % 5}",
+                "root_actor_type": "human",
+                "root_actor_id": f"human-{i % 5}",
+                "chain_key_ids": [f"key-{i % 5}", f"key-{i % 50}"],
+                "chain_actors": [f"human:human-{i % 5}", f"agent:agent-{i % 50}"],
+                "identity_known": True,
+                "provider": "openai",
+                "api_flavor": "chat",
+                "endpoint": "/v1/chat/completions",
+                "requested_model": "gpt-4o",
+                "model": "gpt-4o-2024-08-06" if i % 3 else "gpt-4o-mini",
+                "stream": i % 2 == 0,
+                "status": 500 if i % 10 == 0 else 200,
+                "failed": i % 10 == 0,
+                "error_type": "server_error" if i % 10 == 0 else "",
+                "error_code": "",
+                "client_disconnected": False,
+                "input_tokens": 1200 + i % 100,
+                "output_tokens": 300,
+                "cache_read_tokens": 200,
+                "cache_write_tokens": 0,
+                "reasoning_tokens": 0,
+                "input_cost_usd": Decimal("0.003") if priced else None,
+                "output_cost_usd": Decimal("0.003") if priced else None,
+                "cost_usd": Decimal("0.006") if priced else None,
+                "unpriced": not priced,
+                "latency_ms": 812.5,
+                "ttft_ms": 95.0 if i % 2 == 0 else None,
+                "request_id": f"req-{i}",
+                "trace_id": "",
+                "end_user": "",
+                "session_id": "",
+                "gateway_id": "gw-1",
+            }
+        )
     return rows
 
 

@@ -60,7 +60,9 @@ def ensure_topics(
     return created
 
 
-def produce_all(producer: Producer, topic: str, records: Iterable[tuple[bytes | None, bytes]], timeout: float = 60.0) -> None:
+def produce_all(
+    producer: Producer, topic: str, records: Iterable[tuple[bytes | None, bytes]], timeout: float = 60.0
+) -> None:
     """Produce (key, value) records, waiting whenever the local queue is full, and flush.
     For loaders (tests, benchmarks), not for a request path."""
     for key, value in records:
@@ -93,7 +95,8 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
     while True:
         topics = admin.list_topics(timeout=timeout).topics
         missing = [
-            name for name in names
+            name
+            for name in names
             if name not in topics
             or topics[name].error is not None
             or any(p.leader < 0 for p in topics[name].partitions.values())

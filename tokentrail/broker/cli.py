@@ -10,12 +10,14 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     kafka = subparsers.add_parser(
-        "kafka", help="run a local Apache Kafka (KRaft, one node) in TOKENTRAIL_HOME",
+        "kafka",
+        help="run a local Apache Kafka (KRaft, one node) in TOKENTRAIL_HOME",
         description="Run a local single-node Apache Kafka broker whose state lives in TOKENTRAIL_HOME.",
     )
     commands = kafka.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
     up = commands.add_parser(
-        "up", help="start the broker (or reuse the running one) and create the topics",
+        "up",
+        help="start the broker (or reuse the running one) and create the topics",
         description="Start the broker, or reuse the one already running, and create the tokentrail "
         "topics (TOKENTRAIL_TOPIC_PREFIX applies). Returns when the broker answers.",
     )
@@ -24,9 +26,9 @@ def register(subparsers) -> None:
     up.add_argument("--reset", action="store_true", help="wipe the data directory first")
     up.set_defaults(func=_up)
     commands.add_parser("down", help="stop the broker this home started").set_defaults(func=_down)
-    commands.add_parser(
-        "status", help="say whether the broker runs (exit 0) or not (exit 1)"
-    ).set_defaults(func=_status)
+    commands.add_parser("status", help="say whether the broker runs (exit 0) or not (exit 1)").set_defaults(
+        func=_status
+    )
 
 
 def _port(text: str) -> int:

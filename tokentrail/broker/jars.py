@@ -68,9 +68,7 @@ def find_java() -> str:
             "install one (Debian: apt-get install openjdk-17-jre-headless)"
         )
     try:
-        banner = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=60
-        ).stderr
+        banner = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60).stderr
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BrokerError(f"could not run `{java} -version`: {exc}") from None
     major = java_major_version(banner)
@@ -139,8 +137,15 @@ def _fetch(home: Path, libs: Path) -> None:
     partial = home / "libs.partial"
     shutil.rmtree(partial, ignore_errors=True)
     command = [
-        mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(home / "pom.xml"),
-        "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
+        mvn,
+        "-q",
+        "-B",
+        "-Dstyle.color=never",
+        "-f",
+        str(home / "pom.xml"),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={partial}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=home)
     if result.returncode != 0:

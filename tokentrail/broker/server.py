@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 
+from tokentrail import processes
 from tokentrail.broker import admin
 from tokentrail.broker.jars import (
     KAFKA_VERSION,
@@ -32,7 +33,6 @@ from tokentrail.broker.jars import (
     find_java,
     kafka_libs,
 )
-from tokentrail import processes
 from tokentrail.settings import broker_state_file, load
 
 DEFAULT_PORT = 9092
@@ -41,7 +41,8 @@ NODE_ID = "1"
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 JVM_OPTIONS = (
-    "-Xms256m", "-Xmx512m",
+    "-Xms256m",
+    "-Xmx512m",
     "-XX:+UseSerialGC",  # two cores and a small heap: no parallel GC threads competing with the broker
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
@@ -120,9 +121,12 @@ def start_broker(
     config = directory / "server.properties"
     config.write_text(_server_properties(port, controller_port, data))
     java_command = [
-        java, *JVM_OPTIONS,
-        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={logs}",
-        "-cp", str(libs / "*"),
+        java,
+        *JVM_OPTIONS,
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        f"-Dkafka.logs.dir={logs}",
+        "-cp",
+        str(libs / "*"),
     ]
     _prepare_data_dir(directory, data, config, java_command, reset)
 
@@ -137,8 +141,13 @@ def start_broker(
             preexec_fn=processes.die_with_parent if die_with_parent else None,
         )
     handle = BrokerHandle(
-        bootstrap=f"{HOST}:{port}", pid=process.pid, port=port, controller_port=controller_port,
-        data_dir=str(data), config=str(config), log_file=str(logs / "server.log"),
+        bootstrap=f"{HOST}:{port}",
+        pid=process.pid,
+        port=port,
+        controller_port=controller_port,
+        data_dir=str(data),
+        config=str(config),
+        log_file=str(logs / "server.log"),
         kafka_version=KAFKA_VERSION,
     )
     # Recorded before the wait, so an interrupted `up` still leaves a broker `down` can stop.
@@ -148,8 +157,10 @@ def start_broker(
         if code is None:
             _terminate(process.pid, process)
         broker_state_file(home).unlink(missing_ok=True)
-        what = f"exited during start (exit code {code})" if code is not None else (
-            f"did not answer within {START_TIMEOUT:.0f}s and was stopped"
+        what = (
+            f"exited during start (exit code {code})"
+            if code is not None
+            else (f"did not answer within {START_TIMEOUT:.0f}s and was stopped")
         )
         raise BrokerError(
             f"the Kafka broker {what}: see {handle.log_file} (last lines above); "
@@ -232,8 +243,7 @@ def _prepare_data_dir(directory: Path, data: Path, config: Path, java_command: l
     holds_files = data.exists() and any(data.iterdir())
     if holds_files and not ours:
         raise BrokerError(
-            f"data directory {data} holds files but no Kafka meta.properties; "
-            "give --data an empty or new directory"
+            f"data directory {data} holds files but no Kafka meta.properties; give --data an empty or new directory"
         )
     if reset:
         shutil.rmtree(data, ignore_errors=True)
@@ -246,7 +256,8 @@ def _prepare_data_dir(directory: Path, data: Path, config: Path, java_command: l
     cluster_id = new_cluster_id()
     result = subprocess.run(
         [*java_command, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip().splitlines()
@@ -259,9 +270,7 @@ def _check_meta(meta: Path, cluster_file: Path) -> None:
         lines = meta.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise BrokerError(f"data directory {meta.parent} is unreadable ({exc}); {RESET_HINT}") from None
-    props = dict(
-        line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#")
-    )
+    props = dict(line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
     cluster_id, node_id = props.get("cluster.id", "").strip(), props.get("node.id", "").strip()
     if not cluster_id or node_id != NODE_ID:
         raise BrokerError(

@@ -7,6 +7,7 @@ replica sees the change within a second.
 from __future__ import annotations
 
 import argparse
+from datetime import UTC
 
 from tokentrail.cli import CliError
 
@@ -97,19 +98,23 @@ def _create(args) -> int:
     plane = _plane()
     if not args.tenant.strip() or not args.actor_id.strip():
         raise CliError("--tenant and --actor-id must not be empty")
-    identity, key = _run(lambda: plane.create_key(
-        args.tenant, Actor(type=args.actor_type, id=args.actor_id), args.parent
-    ))
+    identity, key = _run(
+        lambda: plane.create_key(args.tenant, Actor(type=args.actor_type, id=args.actor_id), args.parent)
+    )
     chain = [link.model_dump() for link in identity.chain()]
     if args.json:
-        print(orjson.dumps({
-            "key": key,
-            "key_id": identity.key_id,
-            "tenant_id": identity.tenant_id,
-            "actor": identity.actor.model_dump(),
-            "parent_key_id": identity.parent_key_id,
-            "chain": chain,
-        }).decode())
+        print(
+            orjson.dumps(
+                {
+                    "key": key,
+                    "key_id": identity.key_id,
+                    "tenant_id": identity.tenant_id,
+                    "actor": identity.actor.model_dump(),
+                    "parent_key_id": identity.parent_key_id,
+                    "chain": chain,
+                }
+            ).decode()
+        )
     else:
         print(f"key (shown once, store it now): {key}")
         links = " -> ".join(f"{link.actor.type}:{link.actor.id}" for link in identity.chain())
@@ -155,8 +160,9 @@ def _freeze(args) -> int:
         _run(plane.follower.catch_up)
         if plane.identities.get(args.key) is None:
             raise CliError(f"key {args.key} is not in the registry")
-    record = _run(lambda: Freeze(scope=scope, frozen=not args.off, reason=args.reason,
-                                 changed_at=_now(), changed_by=_who()))
+    record = _run(
+        lambda: Freeze(scope=scope, frozen=not args.off, reason=args.reason, changed_at=_now(), changed_by=_who())
+    )
     _run(lambda: plane.put_control(record))
     print(f"{'unfrozen' if args.off else 'frozen'}: {scope}")
     return 0
@@ -189,9 +195,9 @@ def _capture(args) -> int:
 
 
 def _now():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _who() -> str:

@@ -57,11 +57,14 @@ class TopicFollower:
             self._check_deadline(deadline, timeout)
         ends = self._end_offsets(deadline, timeout)
         while True:
-            positions = self._consumer.position(
-                [TopicPartition(topic, partition) for topic, partition in ends]
-            )
-            if all(tp.offset >= ends[(tp.topic, tp.partition)] or ends[(tp.topic, tp.partition)] == 0
-                   for tp in positions) and self.ready.is_set():
+            positions = self._consumer.position([TopicPartition(topic, partition) for topic, partition in ends])
+            if (
+                all(
+                    tp.offset >= ends[(tp.topic, tp.partition)] or ends[(tp.topic, tp.partition)] == 0
+                    for tp in positions
+                )
+                and self.ready.is_set()
+            ):
                 return
             self._check_deadline(deadline, timeout)
             self._step(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -130,15 +133,17 @@ class TopicFollower:
 
     def _assign(self, timeout: float) -> bool:
         """Assign every partition of every topic from the beginning; False until Kafka answers."""
-        consumer = Consumer({
-            "bootstrap.servers": self.bootstrap,
-            "group.id": f"tokentrail-follower-{uuid.uuid4().hex}",  # assign(): the group is never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 50,
-            "topic.metadata.refresh.interval.ms": 10_000,
-            "logger": logging.getLogger("tokentrail.control.librdkafka"),
-        })
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"tokentrail-follower-{uuid.uuid4().hex}",  # assign(): the group is never joined
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 50,
+                "topic.metadata.refresh.interval.ms": 10_000,
+                "logger": logging.getLogger("tokentrail.control.librdkafka"),
+            }
+        )
         partitions: list[TopicPartition] = []
         try:
             for topic in self.handlers:

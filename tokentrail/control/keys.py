@@ -29,7 +29,7 @@ def key_id_of(key: str) -> str | None:
     """The key id a presented key claims, or None when it is not shaped like one of ours."""
     if not key.startswith(KEY_PREFIX):
         return None
-    key_id = key[len(KEY_PREFIX):len(KEY_PREFIX) + KEY_ID_HEX_CHARS]
+    key_id = key[len(KEY_PREFIX) : len(KEY_PREFIX) + KEY_ID_HEX_CHARS]
     if len(key) <= len(KEY_PREFIX) + KEY_ID_HEX_CHARS + 1 or key[len(KEY_PREFIX) + KEY_ID_HEX_CHARS] != "_":
         return None
     return key_id

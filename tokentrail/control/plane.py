@@ -3,11 +3,10 @@ and the writes of the CLI (mint, revoke, freeze, limits, capture)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from schemas import wire
 from schemas.models import Actor, Identity, control_key
-
 from tokentrail.control.follower import Handler, TopicFollower
 from tokentrail.control.publish import publish
 from tokentrail.control.records import decode_control, decode_identity, mint_identity
@@ -46,7 +45,7 @@ class ControlPlane:
             if entry is None:
                 raise ValueError(f"parent key {parent_key_id} is not in the registry")
             parent = entry.identity
-        identity, key = mint_identity(tenant_id, actor, parent, now or datetime.now(timezone.utc))
+        identity, key = mint_identity(tenant_id, actor, parent, now or datetime.now(UTC))
         publish(self.bootstrap, self.identities_topic, identity.key_id, wire.dumps(identity))
         return identity, key
 
@@ -58,7 +57,7 @@ class ControlPlane:
             raise ValueError(f"key {key_id} is not in the registry")
         if entry.revoked:
             return entry.identity
-        revoked = entry.identity.model_copy(update={"revoked_at": now or datetime.now(timezone.utc)})
+        revoked = entry.identity.model_copy(update={"revoked_at": now or datetime.now(UTC)})
         revoked = Identity.model_validate(revoked.model_dump())  # re-run the timestamp normalization
         publish(self.bootstrap, self.identities_topic, key_id, wire.dumps(revoked))
         return revoked

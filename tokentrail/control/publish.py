@@ -15,13 +15,15 @@ class PublishError(Exception):
 
 def publish(bootstrap: str, topic: str, key: str, value: bytes | None, timeout: float = 10.0) -> None:
     """Produce one record and wait for its acknowledgement (acks=all, idempotent)."""
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "message.timeout.ms": int(timeout * 1000),
-        "logger": log,
-        "log_level": 3,  # errors only: a fresh broker's transient "coordinator load" retries are noise
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "message.timeout.ms": int(timeout * 1000),
+            "logger": log,
+            "log_level": 3,  # errors only: a fresh broker's transient "coordinator load" retries are noise
+        }
+    )
     errors: list[KafkaError] = []
     producer.produce(topic, value, key.encode(), on_delivery=lambda err, _msg: errors.append(err) if err else None)
     if producer.flush(timeout + 1.0) > 0:

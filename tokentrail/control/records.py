@@ -8,7 +8,6 @@ from pydantic import ValidationError
 
 from schemas import wire
 from schemas.models import Actor, ControlRecord, Identity, control_key
-
 from tokentrail.control import keys
 
 
@@ -48,9 +47,7 @@ def decode_control(key: bytes | None, value: bytes | None) -> tuple[str, Control
     return name, record
 
 
-def mint_identity(
-    tenant_id: str, actor: Actor, parent: Identity | None, now: datetime
-) -> tuple[Identity, str]:
+def mint_identity(tenant_id: str, actor: Actor, parent: Identity | None, now: datetime) -> tuple[Identity, str]:
     """A new key and its Identity. A delegated key inherits its parent's chain and tenant.
 
     Raises ValueError (one line) when the parent cannot delegate or the fields are invalid.
@@ -59,9 +56,7 @@ def mint_identity(
         if parent.revoked_at is not None:
             raise ValueError(f"parent key {parent.key_id} is revoked")
         if parent.tenant_id != tenant_id:
-            raise ValueError(
-                f"parent key {parent.key_id} belongs to tenant {parent.tenant_id!r}, not {tenant_id!r}"
-            )
+            raise ValueError(f"parent key {parent.key_id} belongs to tenant {parent.tenant_id!r}, not {tenant_id!r}")
     key_id, key = keys.new_key()
     try:
         identity = Identity(

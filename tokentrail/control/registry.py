@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from schemas.models import Capture, Freeze, Identity, Limits
-
 from tokentrail.control import keys
 
 AuthFailure = Literal["missing", "malformed", "unknown", "revoked", "mismatch"]
@@ -131,11 +130,7 @@ class ControlState:
 
         A tenant-scope record sets the limit of each identity of the tenant (not a shared pool).
         """
-        return (
-            self._limits.get(f"key:{key_id}")
-            or self._limits.get(f"tenant:{tenant_id}")
-            or self.default_limits
-        )
+        return self._limits.get(f"key:{key_id}") or self._limits.get(f"tenant:{tenant_id}") or self.default_limits
 
     def capture_enabled(self, tenant_id: str) -> bool:
         return f"tenant:{tenant_id}" in self._capture

@@ -11,15 +11,20 @@ READY_PREFIX = "mock-upstream listening on "
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "mock-upstream", help="run a fake OpenAI + Anthropic provider (tests, demo, benchmarks)",
+        "mock-upstream",
+        help="run a fake OpenAI + Anthropic provider (tests, demo, benchmarks)",
         description="Serve the OpenAI (/v1/chat/completions, /v1/completions, /v1/embeddings, "
         "/v1/responses, /v1/models) and Anthropic (/v1/messages) wire formats with deterministic "
         "answers and usage; x-mock-* request headers force statuses, latency and usage "
         "(see docs/mock_upstream.md).",
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1, TOKENTRAIL_MOCK_UPSTREAM_HOST)")
-    parser.add_argument("--port", type=_port, help="TCP port, 0 for any free one (default 8900, TOKENTRAIL_MOCK_UPSTREAM_PORT)")
-    parser.add_argument("--workers", type=_workers, help="processes sharing the port (default 1, TOKENTRAIL_MOCK_UPSTREAM_WORKERS)")
+    parser.add_argument(
+        "--port", type=_port, help="TCP port, 0 for any free one (default 8900, TOKENTRAIL_MOCK_UPSTREAM_PORT)"
+    )
+    parser.add_argument(
+        "--workers", type=_workers, help="processes sharing the port (default 1, TOKENTRAIL_MOCK_UPSTREAM_WORKERS)"
+    )
     parser.set_defaults(func=_run)
 
 
@@ -42,7 +47,9 @@ def _run(args) -> int:
     from tokentrail.settings import load
 
     settings = load(
-        MockUpstreamSettings, mock_upstream_host=args.host, mock_upstream_port=args.port,
+        MockUpstreamSettings,
+        mock_upstream_host=args.host,
+        mock_upstream_port=args.port,
         mock_upstream_workers=args.workers,
     )
     try:

@@ -40,8 +40,12 @@ class MockProcess:
 
 
 def spawn_mock_upstream(
-    host: str = "127.0.0.1", port: int = 0, workers: int = 1, prefix: Sequence[str] = (),
-    die_with_parent: bool = True, timeout: float = START_TIMEOUT,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    workers: int = 1,
+    prefix: Sequence[str] = (),
+    die_with_parent: bool = True,
+    timeout: float = START_TIMEOUT,
 ) -> MockProcess:
     """Start `python -m tokentrail.mock_upstream` and return once /healthz answers.
 
@@ -49,13 +53,24 @@ def spawn_mock_upstream(
     `die_with_parent` Linux stops the child if this process dies, so no mock outlives a killed
     test run. The port is read from the child's ready line, so port 0 has no race.
     """
-    command = [*prefix, sys.executable, "-m", "tokentrail.mock_upstream",
-               "--host", host, "--port", str(port), "--workers", str(workers)]
+    command = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "tokentrail.mock_upstream",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     preexec = None
     if die_with_parent:
         from tokentrail.processes import die_with_parent as preexec
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=preexec,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, preexec_fn=preexec, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     mock = MockProcess(url="", process=process)
     try:
         mock.url = _read_ready_url(process, timeout)
@@ -75,9 +90,11 @@ def _read_ready_url(process: subprocess.Popen, timeout: float) -> str:
                 break
             line = process.stdout.readline()
             if not line:
-                raise MockStartError(f"mock-upstream exited during start (exit code {process.wait()}); see its stderr above")
+                raise MockStartError(
+                    f"mock-upstream exited during start (exit code {process.wait()}); see its stderr above"
+                )
             if line.startswith(READY_PREFIX):
-                return line[len(READY_PREFIX):].split()[0]
+                return line[len(READY_PREFIX) :].split()[0]
     raise MockStartError(f"mock-upstream printed no ready line within {timeout:.0f}s")
 
 

@@ -37,10 +37,16 @@ LOREM = (
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3-mini", "text-embedding-3-small")
 ANTHROPIC_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6")
 
-CONTROL_HEADERS = frozenset({
-    "x-mock-status", "x-mock-usage", "x-mock-error-type", "x-mock-served-model",
-    "x-mock-latency-ms", "x-mock-chunk-delay-ms",
-})
+CONTROL_HEADERS = frozenset(
+    {
+        "x-mock-status",
+        "x-mock-usage",
+        "x-mock-error-type",
+        "x-mock-served-model",
+        "x-mock-latency-ms",
+        "x-mock-chunk-delay-ms",
+    }
+)
 TIMING_HEADERS = frozenset({"x-mock-latency-ms", "x-mock-chunk-delay-ms"})
 """Control headers that change when bytes are sent (see `delays`), not which (when valid)."""
 SHAPE_HEADERS = frozenset({"anthropic-version"})
@@ -272,7 +278,7 @@ def split_deltas(words: list[str]) -> list[str]:
     n = len(words)
     pieces = []
     for k in range(STREAM_DELTAS):
-        chunk = words[k * n // STREAM_DELTAS:(k + 1) * n // STREAM_DELTAS]
+        chunk = words[k * n // STREAM_DELTAS : (k + 1) * n // STREAM_DELTAS]
         if chunk:
             pieces.append((" " if pieces else "") + " ".join(chunk))
     return pieces
@@ -322,8 +328,11 @@ def _anthropic_error(status: int, message: str, param: str | None, error_type: s
     default_type = ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
     if param:
         message = f"{param}: {message}"
-    body = {"type": "error", "error": {"type": error_type or default_type, "message": message},
-            "request_id": f"req_{seed}"}
+    body = {
+        "type": "error",
+        "error": {"type": error_type or default_type, "message": message},
+        "request_id": f"req_{seed}",
+    }
     return _with_retry_after(_json_reply(body, "request-id", seed, status))
 
 
@@ -346,8 +355,10 @@ def _openai_usage(usage: Usage) -> dict:
         "total_tokens": usage.input + usage.output,
         "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {
-            "reasoning_tokens": usage.reasoning, "audio_tokens": 0,
-            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            "reasoning_tokens": usage.reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
         },
     }
 
@@ -364,8 +375,14 @@ def openai_chat(call: Call) -> Reply:
     stream = _stream_flag(call)
     usage = default_usage(call, messages, ("max_completion_tokens", "max_tokens"))
     words = answer_words(usage)
-    head = {"id": f"chatcmpl-{call.seed}", "object": "chat.completion", "created": MOCK_CREATED,
-            "model": call.model, "service_tier": "default", "system_fingerprint": "fp_mock"}
+    head = {
+        "id": f"chatcmpl-{call.seed}",
+        "object": "chat.completion",
+        "created": MOCK_CREATED,
+        "model": call.model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_mock",
+    }
     if not stream:
         message = {"role": "assistant", "content": " ".join(words), "refusal": None, "annotations": []}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
@@ -396,8 +413,13 @@ def openai_completion(call: Call) -> Reply:
     stream = _stream_flag(call)
     usage = default_usage(call, prompt, "max_tokens")
     words = answer_words(usage)
-    head = {"id": f"cmpl-{call.seed}", "object": "text_completion", "created": MOCK_CREATED,
-            "model": call.model, "system_fingerprint": "fp_mock"}
+    head = {
+        "id": f"cmpl-{call.seed}",
+        "object": "text_completion",
+        "created": MOCK_CREATED,
+        "model": call.model,
+        "system_fingerprint": "fp_mock",
+    }
     if not stream:
         choice = {"text": " ".join(words), "index": 0, "logprobs": None, "finish_reason": "stop"}
         return _json_reply({**head, "choices": [choice], "usage": _openai_usage(usage)}, "x-request-id", call.seed)
@@ -438,8 +460,12 @@ def openai_embeddings(call: Call) -> Reply:
         vector = embedding_vector(orjson.dumps(item), dimensions)
         encoded = base64.b64encode(array("f", vector).tobytes()).decode() if encoding == "base64" else vector
         data.append({"object": "embedding", "index": index, "embedding": encoded})
-    body = {"object": "list", "data": data, "model": call.model,
-            "usage": {"prompt_tokens": usage.input, "total_tokens": usage.input}}
+    body = {
+        "object": "list",
+        "data": data,
+        "model": call.model,
+        "usage": {"prompt_tokens": usage.input, "total_tokens": usage.input},
+    }
     return _json_reply(body, "x-request-id", call.seed)
 
 
@@ -460,14 +486,30 @@ def openai_responses(call: Call) -> Reply:
     part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     message = {"id": message_id, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
     response = {
-        "id": f"resp_{call.seed}", "object": "response", "created_at": MOCK_CREATED, "status": "completed",
-        "background": False, "error": None, "incomplete_details": None,
-        "instructions": call.body.get("instructions"), "max_output_tokens": call.body.get("max_output_tokens"),
-        "model": call.model, "output": [message], "parallel_tool_calls": True,
+        "id": f"resp_{call.seed}",
+        "object": "response",
+        "created_at": MOCK_CREATED,
+        "status": "completed",
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": call.body.get("instructions"),
+        "max_output_tokens": call.body.get("max_output_tokens"),
+        "model": call.model,
+        "output": [message],
+        "parallel_tool_calls": True,
         "previous_response_id": call.body.get("previous_response_id"),
-        "reasoning": {"effort": None, "summary": None}, "service_tier": "default", "store": True,
-        "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
-        "top_p": 1.0, "truncation": "disabled", "metadata": {}, "user": None,
+        "reasoning": {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "metadata": {},
+        "user": None,
         "usage": {
             "input_tokens": usage.input,
             "input_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": usage.cache_write},
@@ -502,8 +544,10 @@ def openai_responses(call: Call) -> Reply:
 def models(headers: Mapping[str, str], seed: str) -> Reply:
     """GET /v1/models, in the Anthropic shape when the caller sends anthropic-version."""
     if "anthropic-version" in headers:
-        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z",
-                 "lifecycle": "active"} for m in ANTHROPIC_MODELS]
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z", "lifecycle": "active"}
+            for m in ANTHROPIC_MODELS
+        ]
         body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
         return _json_reply(body, "request-id", seed)
     data = [{"id": m, "object": "model", "created": MOCK_CREATED, "owned_by": "openai"} for m in OPENAI_MODELS]
@@ -528,12 +572,22 @@ def anthropic_messages(call: Call) -> Reply:
     usage = default_usage(call, [call.body.get("system"), messages], "max_tokens")
     words = answer_words(usage)
     usage_block = {
-        "input_tokens": usage.input, "cache_creation_input_tokens": usage.cache_write,
-        "cache_read_input_tokens": usage.cached, "output_tokens": usage.output, "service_tier": "standard",
+        "input_tokens": usage.input,
+        "cache_creation_input_tokens": usage.cache_write,
+        "cache_read_input_tokens": usage.cached,
+        "output_tokens": usage.output,
+        "service_tier": "standard",
     }
-    message = {"id": f"msg_{call.seed}", "type": "message", "role": "assistant", "model": call.model,
-               "content": [{"type": "text", "text": " ".join(words)}], "stop_reason": "end_turn",
-               "stop_sequence": None, "usage": usage_block}
+    message = {
+        "id": f"msg_{call.seed}",
+        "type": "message",
+        "role": "assistant",
+        "model": call.model,
+        "content": [{"type": "text", "text": " ".join(words)}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage_block,
+    }
     if not stream:
         return _json_reply(message, "request-id", call.seed)
 
@@ -548,12 +602,17 @@ def anthropic_messages(call: Call) -> Reply:
         event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
         event("ping"),
     ]
-    events += [event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
-               for piece in split_deltas(words)]
+    events += [
+        event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
+        for piece in split_deltas(words)
+    ]
     events += [
         event("content_block_stop", index=0),
-        event("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None},
-              usage={"output_tokens": usage.output}),
+        event(
+            "message_delta",
+            delta={"stop_reason": "end_turn", "stop_sequence": None},
+            usage={"output_tokens": usage.output},
+        ),
         event("message_stop"),
     ]
     return _stream_reply(events, "request-id", call.seed)

@@ -108,8 +108,14 @@ def _safe_reply(method: bytes, target: bytes, headers: dict[bytes, bytes], body:
 
 def _plain_error(status: int, message: str) -> replies.Reply:
     """Errors found before the route is known (malformed HTTP, limits): OpenAI's error shape."""
-    body = {"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",
-                      "param": None, "code": None}}
+    body = {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error" if status < 500 else "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
     return replies.Reply(status, (("content-type", replies.JSON),), orjson.dumps(body))
 
 
@@ -118,8 +124,20 @@ class MockProtocol(asyncio.Protocol):
     (`busy`: held by x-mock-latency-ms or streaming with x-mock-chunk-delay-ms)."""
 
     __slots__ = (
-        "loop", "cache", "transport", "parser", "target", "headers", "body", "size", "queue",
-        "busy", "closing", "timer", "write_paused", "read_paused",
+        "loop",
+        "cache",
+        "transport",
+        "parser",
+        "target",
+        "headers",
+        "body",
+        "size",
+        "queue",
+        "busy",
+        "closing",
+        "timer",
+        "write_paused",
+        "read_paused",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cache: ReplyCache) -> None:
@@ -234,7 +252,9 @@ class MockProtocol(asyncio.Protocol):
         if transport.is_closing():
             return
         if framed.chunks is None:
-            transport.write(framed.keep_alive if keep_alive else framed.head + b"connection: close\r\n\r\n" + framed.body)
+            transport.write(
+                framed.keep_alive if keep_alive else framed.head + b"connection: close\r\n\r\n" + framed.body
+            )
             self._done(keep_alive)
         elif chunk_delay <= 0:
             head = framed.keep_alive if keep_alive else framed.head + b"connection: close\r\n\r\n"

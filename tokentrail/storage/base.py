@@ -105,5 +105,5 @@ def decode_compact(body: bytes) -> list[dict]:
     rows = []
     for line in lines[2:]:
         values = orjson.loads(line)
-        rows.append({n: d(v) for n, d, v in zip(names, decoders, values)})
+        rows.append({n: d(v) for n, d, v in zip(names, decoders, values, strict=True)})
     return rows

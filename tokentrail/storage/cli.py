@@ -8,7 +8,7 @@ import argparse
 import csv
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import get_args
 
@@ -24,39 +24,53 @@ COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "model": ("cost_by_model", ("provider", "model")),
 }
 COST_MEASURES = ("calls", "failed_calls", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls")
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2105, 12, 31, tzinfo=timezone.utc)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2105, 12, 31, tzinfo=UTC)
 """Open-ended report bounds, inside the range of ClickHouse's DateTime."""
 
 
 def register(subparsers) -> None:
     subparsers.add_parser(
-        "migrate", help="apply pending ClickHouse migrations (clickhouse/NNNN_*.sql) in order",
+        "migrate",
+        help="apply pending ClickHouse migrations (clickhouse/NNNN_*.sql) in order",
         description="Apply the pending numbered SQL files of clickhouse/ in order, record them in "
         "schema_migrations, and set the retention TTL from TOKENTRAIL_RETENTION_DAYS.",
     ).set_defaults(func=_migrate)
 
     events = subparsers.add_parser(
-        "events", help="what happened to a tenant between two moments",
+        "events",
+        help="what happened to a tenant between two moments",
         description="Events of one tenant with since <= timestamp < until, in (timestamp, event_id) "
         "order. Timestamps are ISO 8601; without a zone they mean UTC.",
     )
     events.add_argument("--tenant", required=True, help="tenant id")
     events.add_argument("--since", required=True, help="start, inclusive (ISO 8601)")
     events.add_argument("--until", required=True, help="end, exclusive (ISO 8601)")
-    events.add_argument("--type", action="append", default=[], dest="types", metavar="TYPE",
-                        help="only this event type (repeatable)")
-    events.add_argument("--source", action="append", default=[], dest="sources", metavar="SRC",
-                        help="only this event source (repeatable)")
-    events.add_argument("--format", choices=("table", "jsonl"), default="table",
-                        help="table (default) or jsonl: one UnifiedEvent per line")
+    events.add_argument(
+        "--type", action="append", default=[], dest="types", metavar="TYPE", help="only this event type (repeatable)"
+    )
+    events.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        dest="sources",
+        metavar="SRC",
+        help="only this event source (repeatable)",
+    )
+    events.add_argument(
+        "--format",
+        choices=("table", "jsonl"),
+        default="table",
+        help="table (default) or jsonl: one UnifiedEvent per line",
+    )
     events.add_argument("--limit", type=_positive, default=1000, help="at most N events (default 1000)")
     events.set_defaults(func=_events)
 
     report = subparsers.add_parser("report", help="spend reports from the ClickHouse rollups")
     reports = report.add_subparsers(dest="report", required=True, metavar="REPORT")
     cost = reports.add_parser(
-        "cost", help="calls, tokens and cost, largest spend first, with a total",
+        "cost",
+        help="calls, tokens and cost, largest spend first, with a total",
         description="Spend from the rollups, grouped by tenant, calling identity, root actor of the "
         "delegation chain, or model; largest first. Bounds round down to the minute (the hour "
         "when both are whole hours, which reads the smaller hourly rollup).",
@@ -80,7 +94,7 @@ def parse_timestamp(flag: str, text: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise CliError(f"{flag}: not an ISO 8601 timestamp: {text!r} (e.g. 2026-03-01T10:00:00Z)") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _positive(text: str) -> int:
@@ -164,8 +178,12 @@ def _events(args) -> int:
         "ORDER BY timestamp, event_id LIMIT {limit:UInt64}"
     )
     parameters = {
-        "tenant": args.tenant, "since": since, "until": until,
-        "types": args.types, "sources": args.sources, "limit": args.limit,
+        "tenant": args.tenant,
+        "since": since,
+        "until": until,
+        "types": args.types,
+        "sources": args.sources,
+        "limit": args.limit,
     }
     with _opened_store() as (store, _), _storage_errors():
         rows = store.query(sql, parameters)
@@ -181,10 +199,16 @@ def _events(args) -> int:
         print_table(
             ("timestamp", "type", "severity", "source", "actor", "request_id", "payload"),
             [
-                (e["timestamp"], e["event_type"], e["severity"], e["event_source"],
-                 f"{e['actor']['type']}:{e['actor']['id']}", e["context"]["request_id"] or "",
-                 _clip(row["payload"], 80))
-                for e, row in zip(events, rows)
+                (
+                    e["timestamp"],
+                    e["event_type"],
+                    e["severity"],
+                    e["event_source"],
+                    f"{e['actor']['type']}:{e['actor']['id']}",
+                    e["context"]["request_id"] or "",
+                    _clip(row["payload"], 80),
+                )
+                for e, row in zip(events, rows, strict=True)
             ],
         )
     if len(rows) == args.limit:
@@ -286,7 +310,7 @@ def print_table(header, rows, numeric_from: int | None = None, rule_before_last:
     def line(cells) -> str:
         return "  ".join(
             cell.rjust(w) if numeric_from is not None and i >= numeric_from else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths))
+            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)

@@ -73,8 +73,11 @@ def _status_lock_holder(status: Path) -> str | None:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pid = next(
-                    (line.split(":", 1)[1].strip() for line in status.read_text().splitlines()
-                     if line.startswith("PID:")),
+                    (
+                        line.split(":", 1)[1].strip()
+                        for line in status.read_text().splitlines()
+                        if line.startswith("PID:")
+                    ),
                     "unknown",
                 )
                 return f"pid {pid}"
@@ -87,7 +90,7 @@ def _status_lock_holder(status: Path) -> str | None:
 def _engine_message(exc: Exception) -> str:
     """The ClickHouse part of a chdb error, without chdb's wrapper prefixes."""
     text = str(exc)
-    text = text[text.find("Code: "):] if "Code: " in text else text
+    text = text[text.find("Code: ") :] if "Code: " in text else text
     return " ".join(text.split())
 
 
@@ -117,7 +120,9 @@ class EmbeddedStore:
         clause = ", ".join(f"{name} = {quote_string(value)}" for name, value in settings.items())
         # send_insert streams the body as bytes: about 1.4x the rows/s of one query string.
         try:
-            with self._live().send_insert(f"INSERT INTO {identifier(table)} SETTINGS {clause}", "JSONEachRow") as insert:
+            with self._live().send_insert(
+                f"INSERT INTO {identifier(table)} SETTINGS {clause}", "JSONEachRow"
+            ) as insert:
                 insert.append(body)
                 insert.finish()
         except RuntimeError as exc:

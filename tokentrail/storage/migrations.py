@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tokentrail.storage.base import Store
@@ -70,7 +70,8 @@ def migrate(store: Store, settings: StorageSettings | None = None) -> list[str]:
     changed = [m.name for m in migrations if m.name in applied and applied[m.name] != m.checksum]
     if changed:
         raise StorageError(
-            "checksum mismatch: migration(s) changed after being applied: " + ", ".join(changed)
+            "checksum mismatch: migration(s) changed after being applied: "
+            + ", ".join(changed)
             + " (restore the applied version and add a new numbered file instead)"
         )
     done = []
@@ -84,7 +85,7 @@ def migrate(store: Store, settings: StorageSettings | None = None) -> list[str]:
                 raise StorageError(f"migration {migration.name} failed: {exc}") from None
         store.insert_rows(
             "schema_migrations",
-            [{"name": migration.name, "checksum": migration.checksum, "applied_at": datetime.now(timezone.utc)}],
+            [{"name": migration.name, "checksum": migration.checksum, "applied_at": datetime.now(UTC)}],
         )
         done.append(migration.name)
     apply_retention(store, settings.retention_days)

@@ -100,8 +100,10 @@ def start_query_server(store: EmbeddedStore, settings: StorageSettings | None = 
             try:
                 request = orjson.loads(self.rfile.read(length))
                 sql, parameters = request["sql"], request.get("parameters") or {}
-                if not isinstance(sql, str) or not isinstance(parameters, dict) or not all(
-                    isinstance(v, str) for v in parameters.values()
+                if (
+                    not isinstance(sql, str)
+                    or not isinstance(parameters, dict)
+                    or not all(isinstance(v, str) for v in parameters.values())
                 ):
                     raise TypeError
             except (orjson.JSONDecodeError, KeyError, TypeError):

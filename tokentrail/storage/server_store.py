@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 from tokentrail.storage.base import INSERT_SETTINGS, encode_rows, existing_ids_sql
@@ -70,7 +70,7 @@ def _server_value(value: object) -> object:
     """Datetimes as UTC text with milliseconds (clickhouse-connect would drop them)."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat(sep=" ", timespec="milliseconds")
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_server_value(item) for item in value]

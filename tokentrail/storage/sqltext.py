@@ -10,7 +10,7 @@ clause, and the text form chdb expects for bound values.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from tokentrail.storage.errors import StorageError
@@ -48,7 +48,7 @@ def _parameter_text(value: object, nested: bool) -> str:
         return str(value)
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         text = value.isoformat(sep=" ", timespec="milliseconds")
         return quote_string(text) if nested else text
     if isinstance(value, date):
