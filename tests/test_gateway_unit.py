@@ -253,7 +253,8 @@ def test_guard_freeze_then_limits():
     )
     controls.apply(f"freeze:key:{child.key_id}", None)
     controls.apply("limits:tenant:acme", Limits(scope="tenant:acme", requests_per_minute=2, changed_at=NOW))
-    assert guard.admit(child_key, 0.0) is not None and guard.admit(child_key, 0.0).key_id == child.key_id
+    admitted = [guard.admit(child_key, 0.0) for _ in range(2)]  # within the limit: entries, not denials
+    assert [(type(a).__name__, getattr(a, "key_id", None)) for a in admitted] == [("KeyEntry", child.key_id)] * 2
     limited = guard.admit(child_key, 0.0)
     assert (limited.status, limited.retry_after) == (429, 30)
 
