@@ -13,6 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from flows.registry import DEFAULT_FLOW, FLOWS
+from tokentrail.errors import CliError
 
 
 def register(subparsers) -> None:
@@ -74,7 +75,6 @@ def run(args) -> int:
     from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
-    from tokentrail.cli import CliError
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
     from tokentrail.storage import LockedStore, StorageSettings, migrate, open_store, start_query_server
@@ -244,8 +244,6 @@ def serve_metrics(port: int) -> ThreadingHTTPServer:
     try:
         server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     except OSError as exc:
-        from tokentrail.cli import CliError
-
         raise CliError(
             f"cannot serve metrics on port {port}: {exc.strerror} (set TOKENTRAIL_FLOWS_METRICS_PORT or --metrics-port)"
         ) from None

@@ -15,13 +15,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from tokentrail.errors import TokentrailError
+
 Check = Callable[[Any], bool]
 
 CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 IGNORED_KEYWORDS = frozenset({"title", "description", "default"})
 
 
-class UnsupportedSchema(ValueError):
+class UnsupportedSchema(TokentrailError, ValueError):
     """The schema uses a keyword the checker does not understand (so it cannot be conservative)."""
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 import orjson
 
+from tokentrail.errors import TokentrailError
+
 SIGNATURE_FIELD = "signature"
 
 
-class InvalidSignature(ValueError):
+class InvalidSignature(TokentrailError, ValueError):
     """The record's signature is missing or does not match its content."""
 
 

@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.models import ControlRecord, RawRecord
+from tokentrail.errors import TokentrailError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -15,7 +16,7 @@ RAW_RECORD = TypeAdapter(RawRecord)
 CONTROL_RECORD = TypeAdapter(ControlRecord)
 
 
-class SchemaError(ValueError):
+class SchemaError(TokentrailError, ValueError):
     """A record that does not match its contract; the message names every offending field."""
 
 

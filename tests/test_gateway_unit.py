@@ -18,6 +18,7 @@ from gateway.redaction import luhn_valid, redact
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 from gateway.usage import StreamScanner, body_usage, token_count
+from mock_upstream import replies
 from schemas import wire
 from schemas.models import Actor, Freeze, GatewayEvent, Limits, RawCall
 from schemas.signing import verify
@@ -25,7 +26,6 @@ from tokentrail.broker.server import free_port
 from tokentrail.control.limits import RateLimiter
 from tokentrail.control.records import mint_identity
 from tokentrail.control.registry import ControlState, IdentityRegistry
-from tokentrail.mock_upstream import replies
 
 KEY = b"unit-test-signing-key"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -12,13 +12,13 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tokentrail.errors import ConfigError
+
+__all__ = ["ENV", "ConfigError", "CoreSettings", "load"]
+
 ENV = SettingsConfigDict(env_prefix="TOKENTRAIL_", extra="ignore", env_file=None, use_attribute_docstrings=True)
 """Shared by every settings class; field docstrings become descriptions (the README table)."""
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-
-class ConfigError(Exception):
-    """Configuration the process cannot start with; the message lists every problem at once."""
 
 
 def broker_state_file(home: Path) -> Path:

@@ -7,6 +7,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from tokentrail.errors import CliError
+
 
 def register(subparsers) -> None:
     kafka = subparsers.add_parser(
@@ -86,7 +88,6 @@ def _home_and_prefix() -> tuple[Path, str]:
 def _user_errors():
     """Turn a BrokerError into the CLI's one-line error, printing its log lines first."""
     from tokentrail.broker.jars import BrokerError
-    from tokentrail.cli import CliError
 
     try:
         yield

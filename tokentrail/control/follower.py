@@ -17,13 +17,15 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from tokentrail.errors import TokentrailError
+
 log = logging.getLogger("tokentrail.control.follower")
 
 Handler = Callable[[bytes | None, bytes | None], None]
 """Applies one record: (key, value); value None is a tombstone."""
 
 
-class FollowerError(Exception):
+class FollowerError(TokentrailError):
     """The topics could not be read (Kafka did not answer in time)."""
 
 

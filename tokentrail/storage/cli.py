@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import get_args
 
+from tokentrail.errors import CliError
+
 # `--by` -> (rollup table prefix, grouping columns); fixed names, never user text.
 COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tenant": ("cost_by_tenant", ("tenant_id",)),
@@ -82,7 +84,6 @@ def register(subparsers) -> None:
 def parse_timestamp(flag: str, text: str | None) -> datetime | None:
     """ISO 8601 (`2026-03-01`, `2026-03-01T10:00`, `...Z`, `...+02:00`); naive means UTC.
     Parsed here rather than by argparse, so a bad value is one line (CliError), not usage text."""
-    from tokentrail.cli import CliError
 
     if text is None:
         return None
@@ -106,7 +107,6 @@ def _positive(text: str) -> int:
 @contextmanager
 def _storage_errors():
     """StorageError is something the user can act on (a held store, a bad URL): one line, exit 2."""
-    from tokentrail.cli import CliError
     from tokentrail.storage.errors import StorageError
 
     try:
@@ -143,7 +143,6 @@ def _migrate(args) -> int:
 
 
 def _bounds(args) -> tuple[datetime | None, datetime | None]:
-    from tokentrail.cli import CliError
 
     since, until = parse_timestamp("--since", args.since), parse_timestamp("--until", args.until)
     if since is not None and until is not None and since > until:
@@ -152,7 +151,6 @@ def _bounds(args) -> tuple[datetime | None, datetime | None]:
 
 
 def _check_choices(flag: str, given: list[str], allowed: tuple[str, ...]) -> None:
-    from tokentrail.cli import CliError
 
     unknown = [value for value in given if value not in allowed]
     if unknown:
