@@ -146,7 +146,7 @@ def _object_check(schema: dict[str, Any], defs: dict[str, Any]) -> Check:
         raise UnsupportedSchema("additionalProperties must be true or false")
     if not properties:
         return lambda value: type(value) is dict and (extra or not value)
-    accept_any = lambda value: True  # noqa: E731 - properties not in the schema, when allowed
+    accept_any: Check = lambda value: True  # noqa: E731 - properties not in the schema, when allowed
 
     def check(value: Any) -> bool:
         if type(value) is not dict or not required <= value.keys():

@@ -7,6 +7,7 @@ Process-specific settings (gateway, flows, storage) live beside their code and r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import Field, SecretStr, ValidationError
@@ -50,7 +51,7 @@ class CoreSettings(BaseSettings):
         state = broker_state_file(self.home)
         if state.exists():
             try:
-                return orjson.loads(state.read_bytes())["bootstrap"]
+                return str(orjson.loads(state.read_bytes())["bootstrap"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass
         return DEFAULT_BOOTSTRAP
@@ -64,7 +65,10 @@ class CoreSettings(BaseSettings):
         return self.signing_key.get_secret_value().encode()
 
 
-def load(cls: type[BaseSettings], **overrides) -> BaseSettings:
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **overrides: Any) -> S:
     """Build a settings object, turning pydantic's errors into one ConfigError naming every field."""
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
