@@ -22,7 +22,7 @@ from tokentrail.errors import CliError
 if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wait for the command
     from bytewax.recovery import RecoveryConfig
 
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def register(subparsers: Subparsers) -> None:

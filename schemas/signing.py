@@ -1,4 +1,4 @@
-"""Tamper evidence for gateway records (invariant 7).
+"""Tamper evidence for gateway records (docs/architecture.md, invariant 7).
 
 The signature of a record is the lowercase hex HMAC-SHA256, keyed with
 `TOKENTRAIL_SIGNING_KEY` (UTF-8 bytes), of its *canonical form*: the record as a JSON

@@ -1,4 +1,4 @@
-"""Invariant 4 with a real broker of the test's own: Kafka stopped mid-load, every request
+"""Invariant 4 (docs/architecture.md) with a real broker of the test's own: Kafka stopped mid-load, every request
 still succeeds; once Kafka is back the spool drains and every call is on the topic exactly
 once. Also: what a SIGKILL of the gateway loses (docs/gateway.md states the bound)."""
 

@@ -1,4 +1,4 @@
-"""`tokentrail` command line: one sub-command per surface of DESIGN section 6.
+"""`tokentrail` command line: one sub-command per surface of docs/architecture.md.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its parser(s) and
 sets `func(args) -> int`. Modules keep heavy imports inside `func`, so `tokentrail --help`

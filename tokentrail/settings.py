@@ -1,4 +1,4 @@
-"""Settings every process reads (DESIGN section 6), one pydantic-settings class per concern.
+"""Settings every process reads (docs/architecture.md), one pydantic-settings class per concern.
 
 Process-specific settings (gateway, flows, storage) live beside their code and reuse
 `ENV` below. A CLI flag, where there is one, wins over the environment.

@@ -1,4 +1,4 @@
-"""`tokentrail kafka up|down|status`: the local broker of DESIGN section 7."""
+"""`tokentrail kafka up|down|status`: the local broker of docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`tokentrail migrate`, `tokentrail events`, `tokentrail report cost`: the storage surfaces
-of DESIGN section 6. All three work while `tokentrail flows` holds the embedded store (they
+of docs/architecture.md. All three work while `tokentrail flows` holds the embedded store (they
 read through its query server; migrate then says it cannot write)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tokentrail.errors import CliError
 if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wait for the command
     from tokentrail.storage import StorageSettings, Store
 
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 # `--by` -> (rollup table prefix, grouping columns); fixed names, never user text.
 COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
