@@ -36,6 +36,7 @@ from gateway.routes import ANTHROPIC, ANTHROPIC_MODELS, OPENAI, ROUTES, Route, p
 from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from schemas.ids import new_id
+from schemas.models import SYSTEM_TENANT
 from tokentrail.control.registry import ControlState, KeyEntry
 
 log = logging.getLogger("tokentrail.gateway")
@@ -207,12 +208,14 @@ class Gateway:
             "gateway_id": self.gateway_id,
         }
         if denial.status == 401:
-            reported = self.failed_authentication.failed(request.remote, time.monotonic())
+            # one event per client address and tenant per interval (docs/gateway.md, "Resource bounds")
+            source = f"{request.remote} {entry.tenant_id if entry else SYSTEM_TENANT}"
+            reported = self.failed_authentication.failed(source, time.monotonic())
             self.metrics.denied(denial.reason)
             self.metrics.request(route.path, denial.status, time.time() - received_at, None)
             if reported is None:  # counted; this source's next event reports it
                 return self._error(route.provider, denial.status, denial.message, request_id, None)
-            payload["client_ip"], payload["attempts"] = reported
+            payload["client_ip"], payload["attempts"] = request.remote, reported[1]
             payload["interval_s"] = self.failed_authentication.interval_s
         else:
             self.metrics.denied(denial.reason)
