@@ -38,7 +38,7 @@ from flows import metrics
 from flows.events import call_outputs, event_row
 from flows.identity import IdentityEntry, IdentityTable, attribute, decode_identity
 from flows.pricing import Pricer
-from flows.records import RecordReader, Rejected, dead_letter
+from flows.records import RecordReader, Rejected, dead_letter, dead_letter_headers
 from flows.settings import FlowSettings
 from flows.sink import BatchingSink, Retry, RowStore, Writer
 from tokentrail import topics
@@ -99,7 +99,7 @@ def bucket_of(key_id: str) -> str:
 
 def _dead_letter_message(rejected: Rejected, message: Any, dlq_topic: str) -> Message:
     metrics.REJECTED.labels(metrics.reason_label(rejected.reason)).inc()
-    headers = [*(message.headers or []), ("tokentrail-reason", rejected.reason[:512].encode())]
+    headers = dead_letter_headers(message.headers, rejected.reason)
     return dlq_topic, rejected.key, dead_letter(rejected, message.topic, message.partition, message.offset), headers
 
 

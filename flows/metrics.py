@@ -15,9 +15,17 @@ FLUSH_FAILURES = Counter("tokentrail_flows_flush_failures_total", "Failed sink f
 IDENTITIES = Gauge("tokentrail_flows_identities", "Identities held in the join state")
 
 
+REASON_KINDS = ("empty record", "invalid JSON", "schema", "signature", "identity", "control")
+"""Every label value of `tokentrail_flows_rejected_total`, plus `other`."""
+
+
 def reason_label(reason: str) -> str:
-    """The kind of a rejection (`invalid JSON`, `schema`, `signature`, ...), a bounded label."""
-    return reason.split(":", 1)[0]
+    """The kind of a rejection, from a fixed set: a reason names the record (an identity's key
+    id, a control's scope), which must never become a label (one series per bad record)."""
+    for kind in REASON_KINDS:
+        if reason.startswith(kind):
+            return kind
+    return "other"
 
 
 def record_flush(table: str, rows: int, seconds: float) -> None:

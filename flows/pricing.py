@@ -193,6 +193,10 @@ class _FastExtractor:
         return values if values or not self.mappings else None
 
 
+MODEL_CACHE_SIZE = 4096
+"""Distinct (provider, model) lookups a Pricer remembers; past it the cache starts over."""
+
+
 class Pricer:
     """Prices calls; one per flow worker (its caches are plain dicts)."""
 
@@ -264,6 +268,8 @@ class Pricer:
                 found = self._snapshot.find_provider_model(model, None, provider, None)[1]
             except LookupError:
                 found = None
+        if len(self._models) >= MODEL_CACHE_SIZE:
+            self._models.clear()  # model strings come from clients: the cache must not grow with them
         self._models[key] = found
         return found
 
