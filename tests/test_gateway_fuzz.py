@@ -32,6 +32,13 @@ FRESHNESS_S = 2.0
 
 def send(url: str, method: str, target: str, headers: list[tuple[str, bytes | str]], body: bytes | None) -> int:
     """Status of one request with exactly these headers (bytes values go as they are)."""
+    return exchange(url, method, target, headers, body)[0]
+
+
+def exchange(
+    url: str, method: str, target: str, headers: list[tuple[str, bytes | str]], body: bytes | None
+) -> tuple[int, bytes]:
+    """(status, body) of one request with exactly these headers."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=15)
     try:
@@ -42,8 +49,7 @@ def send(url: str, method: str, target: str, headers: list[tuple[str, bytes | st
             connection.putheader("Content-Length", str(len(body)))
         connection.endheaders(body)
         response = connection.getresponse()
-        response.read()
-        return response.status
+        return response.status, response.read()
     finally:
         connection.close()
 
@@ -76,7 +82,8 @@ def fuzz_cases(key: str) -> list[tuple[str, str, list[tuple[str, bytes | str]], 
         ("OpenAI-Organization 8000 chars", path, [*auth, ("OpenAI-Organization", "o" * 8000)], chat, {200}),
         ("OpenAI-Project not UTF-8", path, [*auth, ("OpenAI-Project", b"\xff" * 50)], chat, {200}),
         ("unknown header 8000 chars", path, [*auth, ("x-anything", "z" * 8000)], chat, {200}),
-        ("200 headers", path, [*auth, *((f"x-h{n}", "v" * 30) for n in range(200))], chat, {200}),
+        ("100 headers", path, [*auth, *((f"x-h{n}", "v" * 30) for n in range(100))], chat, {200}),
+        ("200 headers", path, [*auth, *((f"x-h{n}", "v" * 30) for n in range(200))], chat, {400}),  # aiohttp's limit
         ("accept-encoding odd", path, [*auth, ("Accept-Encoding", "br;q=2, zstd, \xff")], chat, {200}),
         ("absolute-form target", "http://evil.example" + path, auth, chat, {200}),
         ("encoded path", "/v1/chat%2Fcompletions", auth, chat, {404}),
@@ -146,42 +153,50 @@ def test_odd_requests_are_answered_clearly_and_another_tenants_calls_still_land(
     gateway, flows, victim_key, mallory_key = stack
     victim = [("Authorization", f"Bearer {victim_key}"), ("Content-Type", "application/json")]
     assert send(gateway.url, "POST", "/v1/chat/completions", victim, orjson.dumps(CHAT)) == 200
-    assert flows.wait_for("llm_calls", 1, timeout=120) == 1, flows.log.read_text()[-3000:]
+    assert flows.wait_for("llm_calls", 3, timeout=120) >= 3, flows.log.read_text()[-3000:]  # + 2 key probes
+    remote = find_query_server(StorageSettings(home=flows.home))
 
-    answered = {}
+    def stored(tenant: str) -> dict[str, int]:
+        """Calls of a tenant in ClickHouse, not counting wait_for_key's probes."""
+        return remote.query(
+            "SELECT count() AS n, countIf(cost_usd > 0 AND NOT unpriced) AS priced FROM llm_calls "
+            "WHERE tenant_id = {tenant:String} AND NOT startsWith(request_id, 'wait-for-key-')",
+            {"tenant": tenant},
+        )[0]
+
+    answered, unexpected, recorded = {}, [], 0
     for name, target, headers, body, expected in fuzz_cases(mallory_key):
         started = time.monotonic()
         method = "GET" if target == "/v1/models" else "POST"
-        status = send(gateway.url, method, target, headers, body)
+        status, answer = exchange(gateway.url, method, target, headers, body)
         answered[name] = status
-        assert status in expected, f"{name}: {status}"
-        assert time.monotonic() - started < 10, f"{name}: answered after {time.monotonic() - started:.1f} s"
+        # a call is recorded when it was admitted and answered by the gateway or the provider
+        # (JSON), not by aiohttp's HTTP parser (plain text) or the router (404)
+        recorded += status not in (401, 404) and answer.startswith(b"{")
+        took = time.monotonic() - started
+        if status not in expected or took > 10:
+            unexpected.append(f"{name}: {status} after {took:.1f} s")
+    assert not unexpected, unexpected
     assert gateway.process.poll() is None
 
     sent_at = []
     for _ in range(20):
         assert send(gateway.url, "POST", "/v1/chat/completions", victim, orjson.dumps(CHAT)) == 200
         sent_at.append(time.monotonic())
-    remote = find_query_server(StorageSettings(home=flows.home))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        rows = remote.query(
-            "SELECT count() AS n, countIf(cost_usd > 0) AS priced FROM llm_calls WHERE tenant_id = 'acme'"
-        )[0]
-        if rows["n"] >= 21:
-            break
+    while (rows := stored("acme"))["n"] < 21 and time.monotonic() < deadline:
         time.sleep(0.05)
     landed_after = time.monotonic() - sent_at[-1]
     assert rows == {"n": 21, "priced": 21}, flows.log.read_text()[-3000:]
     assert landed_after < FRESHNESS_S, f"the 20th call landed {landed_after:.2f} s after its answer"
 
     # Every call of the fuzzing tenant the gateway admitted is a row; nothing was dead-lettered.
-    admitted = sum(status not in (401, 404) for status in answered.values())
+    admitted = recorded
     deadline = time.monotonic() + 30
-    while flows.count() < 21 + admitted and time.monotonic() < deadline:
+    while stored("mallory")["n"] < admitted and time.monotonic() < deadline:
         time.sleep(0.1)
-    stored = remote.query("SELECT count() AS n FROM llm_calls WHERE tenant_id = 'mallory'")[0]["n"]
-    assert stored == admitted
+    time.sleep(1)  # anything more would show up by now
+    assert stored("mallory")["n"] == admitted
     assert consume_all(kafka_topics.bootstrap, kafka_topics.name(topics.DLQ), timeout=2) == []
     assert flows.process.poll() is None
     print(f"\n{len(answered)} odd requests answered; the 20th normal call landed {landed_after:.2f} s after its answer")
