@@ -5,6 +5,11 @@ from prometheus_client import Counter, Gauge, Histogram
 RECORDS_IN = Counter("tokentrail_flows_records_total", "Records read, by topic kind", ["source"])
 REJECTED = Counter("tokentrail_flows_rejected_total", "Records sent to the dead-letter topic, by reason", ["reason"])
 ROWS_WRITTEN = Counter("tokentrail_flows_rows_written_total", "Rows inserted into ClickHouse", ["table"])
+UNDELIVERABLE = Counter(
+    "tokentrail_flows_undeliverable_total",
+    "Records Kafka refused for good (too large, invalid): logged and dropped, never retried",
+    ["error"],
+)
 FLUSH_SECONDS = Histogram(
     "tokentrail_flows_flush_seconds",
     "Latency of one sink flush (dedup + INSERT)",
