@@ -86,7 +86,7 @@ def fuzz_cases(key: str) -> list[tuple[str, str, list[tuple[str, bytes | str]], 
         ("200 headers", path, [*auth, *((f"x-h{n}", "v" * 30) for n in range(200))], chat, {400}),  # aiohttp's limit
         ("accept-encoding odd", path, [*auth, ("Accept-Encoding", "br;q=2, zstd, \xff")], chat, {200}),
         ("absolute-form target", "http://evil.example" + path, auth, chat, {200}),
-        ("encoded path", "/v1/chat%2Fcompletions", auth, chat, {404}),
+        ("encoded path", "/v1/chat%2Fcompletions", auth, chat, {200, 404}),  # upstream gets the route path
         ("dot segments", "/v1/../v1/chat/completions", auth, chat, {200, 404}),
         ("query odd", path + "?a=%ff%00&b=" + "q" * 3000, auth, chat, {200}),
         ("model 1.2 MB", path, auth, body(model="m" * BIG), {400}),
