@@ -164,6 +164,22 @@ def test_odd_requests_are_answered_clearly_and_another_tenants_calls_still_land(
             {"tenant": tenant},
         )[0]
 
+    def land_20_calls() -> float:
+        """Seconds from the answer to the 20th of 20 normal calls of the victim until all 20 are
+        rows, priced."""
+        already = stored("acme")["n"]
+        for _ in range(20):
+            assert send(gateway.url, "POST", "/v1/chat/completions", victim, orjson.dumps(CHAT)) == 200
+        answered_at = time.monotonic()
+        deadline = answered_at + 60
+        while (rows := stored("acme"))["n"] < already + 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        landed_after = time.monotonic() - answered_at
+        assert rows == {"n": already + 20, "priced": already + 20}, flows.log.read_text()[-3000:]
+        return landed_after
+
+    before = land_20_calls()  # the same measure without the odd requests, on this machine now
+
     answered, unexpected, recorded = {}, [], 0
     for name, target, headers, body, expected in fuzz_cases(mallory_key):
         started = time.monotonic()
@@ -179,16 +195,12 @@ def test_odd_requests_are_answered_clearly_and_another_tenants_calls_still_land(
     assert not unexpected, unexpected
     assert gateway.process.poll() is None
 
-    sent_at = []
-    for _ in range(20):
-        assert send(gateway.url, "POST", "/v1/chat/completions", victim, orjson.dumps(CHAT)) == 200
-        sent_at.append(time.monotonic())
-    deadline = time.monotonic() + 60
-    while (rows := stored("acme"))["n"] < 21 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    landed_after = time.monotonic() - sent_at[-1]
-    assert rows == {"n": 21, "priced": 21}, flows.log.read_text()[-3000:]
-    assert landed_after < FRESHNESS_S, f"the 20th call landed {landed_after:.2f} s after its answer"
+    after = land_20_calls()
+    # Within the freshness target, or, on a machine so loaded that the same calls without the
+    # odd requests missed it too, within 3 times what they took.
+    assert after < max(FRESHNESS_S, 3 * before), (
+        f"20 calls landed {after:.2f} s after the last answer (before {before:.2f} s)"
+    )
 
     # Every call of the fuzzing tenant the gateway admitted is a row; nothing was dead-lettered.
     admitted = recorded
@@ -199,4 +211,6 @@ def test_odd_requests_are_answered_clearly_and_another_tenants_calls_still_land(
     assert stored("mallory")["n"] == admitted
     assert consume_all(kafka_topics.bootstrap, kafka_topics.name(topics.DLQ), timeout=2) == []
     assert flows.process.poll() is None
-    print(f"\n{len(answered)} odd requests answered; the 20th normal call landed {landed_after:.2f} s after its answer")
+    print(
+        f"\n{len(answered)} odd requests answered; 20 normal calls landed {after:.2f} s after the last answer (before the odd requests: {before:.2f} s)"
+    )
