@@ -187,8 +187,8 @@ def test_odd_requests_are_answered_clearly_and_another_tenants_calls_still_land(
         status, answer = exchange(gateway.url, method, target, headers, body)
         answered[name] = status
         # a call is recorded when it was admitted and answered by the gateway or the provider
-        # (JSON), not by aiohttp's HTTP parser (plain text) or the router (404)
-        recorded += status not in (401, 404) and answer.startswith(b"{")
+        # (JSON or an event stream), not by aiohttp's HTTP parser (plain text) or the router (404)
+        recorded += status not in (401, 404) and answer.startswith((b"{", b"data:", b"event:"))
         took = time.monotonic() - started
         if status not in expected or took > 10:
             unexpected.append(f"{name}: {status} after {took:.1f} s")
