@@ -209,3 +209,24 @@ def test_redaction_is_linear_on_adversarial_input(unit):
     assert once < 1.0, f"{once:.3f} s for 1 MiB"
     twice = min(cpu_seconds(2 * size) for _ in range(2))
     assert twice < 3.0 * once + 0.01, f"1 MiB {once:.3f} s, 2 MiB {twice:.3f} s"
+
+
+def test_past_the_in_flight_cap_the_gateway_answers_503_with_retry_after_in_the_providers_shape():
+    import asyncio
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from gateway.metrics import GatewayMetrics
+    from gateway.proxy import Gateway
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(max_in_flight=1)
+    gateway = Gateway(settings, b"k", None, None, None, GatewayMetrics(), {}, lambda: True)  # type: ignore[arg-type]
+    gateway.in_flight.enter(0)  # one request in flight already
+    openai_answer = asyncio.run(gateway.handle(make_mocked_request("POST", "/v1/chat/completions")))
+    assert openai_answer.status == 503 and openai_answer.headers["Retry-After"] == "1"
+    error = orjson.loads(openai_answer.body)["error"]
+    assert error["type"] == "server_error" and "limit of requests in flight" in error["message"]
+    anthropic_answer = asyncio.run(gateway.handle(make_mocked_request("POST", "/v1/messages")))
+    assert orjson.loads(anthropic_answer.body)["type"] == "error"
+    assert gateway.in_flight.requests == 1  # the refused ones never entered
