@@ -13,6 +13,11 @@ after a single failure against a 99% SLO; with the default of 5 a page needs fiv
 in the hour, which a real outage of even that tenant gives within about half an hour, and one
 unlucky call never does. At volume the rule changes nothing (a 14.4x burn at 100 calls a
 minute is 72 errors in the 5-minute window alone).
+
+History: a ticket rule (a slow burn) is only judged once the scope's history covers its long
+window; on two hours of history the 3-day window is two hours long, and a fast outage would
+open a ticket seconds before its page. Page rules judge whatever history there is, so a new
+tenant whose every call fails still pages within about a minute.
 """
 
 from __future__ import annotations
@@ -61,20 +66,24 @@ class ErrorBudget:
     """Error-budget burn of one scope (a tenant, or a tenant's model): two counters (calls,
     budget errors) in one ring per distinct window length."""
 
-    __slots__ = ("counts",)
+    __slots__ = ("counts", "first_at")
 
     def __init__(self, windows: tuple[float, ...], buckets: int) -> None:
         self.counts = MultiWindow(windows, 2, buckets)
+        self.first_at = float("inf")
 
     def add(self, at: float, bad: bool) -> None:
+        self.first_at = min(self.first_at, at)
         self.counts.add(at, (1.0, 1.0 if bad else 0.0))
 
     def reading(
-        self, rules: tuple[BurnRule, ...], target: float, min_bad: float, min_short_bad: float
+        self, rules: tuple[BurnRule, ...], target: float, min_bad: float, min_short_bad: float, at: float
     ) -> BurnReading | None:
         allowed = 1.0 - target
         best: BurnReading | None = None
         for rule in rules:
+            if not judged(rule, at - self.first_at):
+                continue
             total_l, bad_l = self.counts.sums(rule.long_seconds)
             total_s, bad_s = self.counts.sums(rule.short_seconds)
             if bad_l < min_bad or bad_s < min_short_bad or total_l <= 0 or total_s <= 0:
@@ -85,6 +94,11 @@ class ErrorBudget:
                 if best is None or (rule.severity == "page" and best.rule.severity != "page"):
                     best = BurnReading(rule, long_burn, short_burn, bad_l, total_l)
         return best
+
+
+def judged(rule: BurnRule, history: float) -> bool:
+    """Whether `rule` applies to a scope with `history` seconds of events (module docstring)."""
+    return rule.severity == "page" or history >= rule.long_seconds
 
 
 def period_bounds(period: Literal["day", "month"], at: float) -> tuple[float, float]:
@@ -127,7 +141,7 @@ class SpendBudget:
     """Spend against a budget of `amount` USD per day or month: period-to-date total plus the
     burn-rate windows, where burn = spend in a window / (amount * window / period length)."""
 
-    __slots__ = ("period", "amount", "spend", "period_start", "period_end", "spent")
+    __slots__ = ("period", "amount", "spend", "period_start", "period_end", "spent", "first_at")
 
     def __init__(
         self, period: Literal["day", "month"], amount: float, windows: tuple[float, ...], buckets: int
@@ -138,8 +152,10 @@ class SpendBudget:
         self.period_start = float("-inf")
         self.period_end = float("-inf")
         self.spent = 0.0
+        self.first_at = float("inf")
 
     def add(self, at: float, cost: float) -> None:
+        self.first_at = min(self.first_at, at)
         if at >= self.period_end:
             self.period_start, self.period_end = period_bounds(self.period, at)
             self.spent = 0.0
@@ -147,10 +163,12 @@ class SpendBudget:
             self.spent += cost
         self.spend.add(at, (cost,))
 
-    def reading(self, rules: tuple[BurnRule, ...]) -> SpendReading:
+    def reading(self, rules: tuple[BurnRule, ...], at: float) -> SpendReading:
         length = self.period_end - self.period_start
         best: tuple[BurnRule, float, float] | None = None
         for rule in rules:
+            if not judged(rule, at - self.first_at):
+                continue
             long_burn = self._burn(rule.long_seconds, length)
             short_burn = self._burn(rule.short_seconds, length)
             if long_burn >= rule.factor and short_burn >= rule.factor:
@@ -176,9 +194,9 @@ def duration_text(seconds: float) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     if days:
-        return f"{days} d {hours} h"
+        return f"{days} d {hours} h" if hours else f"{days} d"
     if hours:
-        return f"{hours} h {minutes} m"
+        return f"{hours} h {minutes} m" if minutes else f"{hours} h"
     if minutes:
         return f"{minutes} m"
     return f"{secs} s"

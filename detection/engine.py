@@ -188,7 +188,7 @@ class Detector:
     def _judge_error_budget(self, tenant_id: str, scope: str, budget: ErrorBudget, at: float, result: Result) -> None:
         config = self.config
         target = self.controls.slo_targets.get(tenant_id, config.slo_target)
-        reading = budget.reading(config.rules, target, config.min_bad, config.min_short_bad)
+        reading = budget.reading(config.rules, target, config.min_bad, config.min_short_bad, at)
         if reading is None:
             _add(result, self.book.clear(tenant_id, ERROR_BUDGET, scope, at))
             return
@@ -283,7 +283,7 @@ class Detector:
         return found
 
     def _judge_budget(self, tenant_id: str, scope: str, budget: SpendBudget, at: float, result: Result) -> None:
-        reading = budget.reading(self.config.rules)
+        reading = budget.reading(self.config.rules, at)
         whose = "the tenant" if scope == "tenant" else scope
         spent = f"${reading.spent:,.2f} of ${reading.amount:,.2f} this {budget.period}"
         sql = budget_sql(tenant_id, scope, budget.period_start)

@@ -76,15 +76,16 @@ class AlertBook:
     def __init__(self, clear_for: float = 300.0, update_every: float = 60.0) -> None:
         self.clear_for = clear_for
         self.update_every = update_every
-        self.firing: dict[str, _Firing] = {}
+        self.firing: dict[tuple[str, str, str], _Firing] = {}
+        """By (tenant, rule, scope), the labels the fingerprint is made of."""
 
     def holds(self, finding: Finding, at: float) -> Change | None:
         """The condition of `finding` holds at event time `at`."""
-        print_ = fingerprint(finding.tenant_id, finding.rule, finding.scope)
-        current = self.firing.get(print_)
+        labels = (finding.tenant_id, finding.rule, finding.scope)
+        current = self.firing.get(labels)
         if current is None:
-            alert = _alert(print_, finding, at)
-            self.firing[print_] = _Firing(alert, at)
+            alert = _alert(fingerprint(*labels), finding, at)
+            self.firing[labels] = _Firing(alert, at)
             return Change("fired", alert)
         current.clear_since = None
         old = current.alert
@@ -92,21 +93,21 @@ class AlertBook:
         if not escalated and at - current.last_update < self.update_every:
             return None
         severity = finding.severity if escalated else old.severity
-        alert = replace_alert(_alert(print_, finding, at), old, severity)
+        alert = replace_alert(_alert(old.fingerprint, finding, at), old, severity)
         current.alert, current.last_update = alert, at
         return Change("fired" if escalated else "updated", alert)
 
     def clear(self, tenant_id: str, rule: str, scope: str, at: float) -> Change | None:
         """The condition does not hold at `at`: resolve once it has not held for `clear_for`."""
-        print_ = fingerprint(tenant_id, rule, scope)
-        current = self.firing.get(print_)
+        labels = (tenant_id, rule, scope)
+        current = self.firing.get(labels)
         if current is None:
             return None
         if current.clear_since is None:
             current.clear_since = at
         if at - current.clear_since < self.clear_for:
             return None
-        del self.firing[print_]
+        del self.firing[labels]
         ended = current.alert.model_copy(
             update={
                 "status": "resolved",
@@ -118,7 +119,7 @@ class AlertBook:
         return Change("resolved", ended)
 
     def is_firing(self, tenant_id: str, rule: str, scope: str) -> bool:
-        return fingerprint(tenant_id, rule, scope) in self.firing
+        return (tenant_id, rule, scope) in self.firing
 
 
 def replace_alert(new: Alert, old: Alert, severity: str) -> Alert:

@@ -29,6 +29,7 @@ def call_event(
     """One `llm_call` / `llm_call_failed` UnifiedEvent at epoch seconds `at`; the chain is
     root then caller (root defaults to the caller itself)."""
     root = root or actor
+    event_id = event_id or str(uuid.uuid4())
     chain = [{"key_id": key_id, "actor": {"type": actor[0], "id": actor[1]}}]
     if root != actor:
         chain.insert(0, {"key_id": f"root-{root[1]}", "actor": {"type": root[0], "id": root[1]}})
@@ -48,7 +49,7 @@ def call_event(
     if context_hash is not None:
         payload["context_hash"] = context_hash
     return {
-        "event_id": event_id or str(uuid.uuid4()),
+        "event_id": event_id,
         "event_type": "llm_call_failed" if failed else "llm_call",
         "event_source": "flows",
         "tenant_id": tenant_id,

@@ -68,20 +68,54 @@ class SlidingSums:
 
 
 class MultiWindow:
-    """The same counters over several window lengths (one ring each)."""
+    """The same counters over several window lengths (one ring each).
 
-    __slots__ = ("rings",)
+    Adds go to a pending bucket of the finest ring's width, folded into every ring when time
+    moves past it (or before a read), so an event costs a few additions, not one per ring.
+    Exact because every ring's bucket width is a multiple of the finest one (otherwise adds
+    go straight to the rings)."""
+
+    __slots__ = ("rings", "fine", "pending_bucket", "pending")
 
     def __init__(self, windows: tuple[float, ...], width: int, buckets: int = 60) -> None:
         self.rings = {window: SlidingSums(window, width, buckets) for window in windows}
+        fine = min(ring.bucket_seconds for ring in self.rings.values())
+        aligned = all(float(ring.bucket_seconds / fine).is_integer() for ring in self.rings.values())
+        self.fine = fine if aligned else 0.0
+        self.pending_bucket = -(1 << 62)
+        self.pending = [0.0] * width
 
     def add(self, at: float, values: tuple[float, ...]) -> None:
+        if self.fine:
+            bucket = int(at // self.fine)
+            if bucket == self.pending_bucket:
+                pending = self.pending
+                for column, value in enumerate(values):
+                    pending[column] += value
+                return
+            if bucket > self.pending_bucket:
+                self.flush()
+                self.pending_bucket = bucket
+                self.pending = list(values)
+                return
         for ring in self.rings.values():
             ring.add(at, values)
 
+    def flush(self) -> None:
+        """Fold the pending bucket into the rings."""
+        if any(self.pending):
+            at = self.pending_bucket * self.fine
+            values = tuple(self.pending)
+            for ring in self.rings.values():
+                ring.add(at, values)
+            self.pending = [0.0] * len(self.pending)
+
     def advance(self, at: float) -> None:
+        self.flush()
         for ring in self.rings.values():
             ring.advance(at)
 
     def sums(self, window: float) -> list[float]:
+        """Sums over `window` ending at the newest event (call `advance` to move the end)."""
+        self.flush()
         return self.rings[window].sums
