@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import uuid
 
 import pytest
 
@@ -316,6 +317,8 @@ def test_identities_outside_the_window_do_not_make_a_pattern() -> None:
 def test_the_same_failure_across_three_tenants_is_a_provider_incident_naming_them() -> None:
     two = run(Detection(), _failures("a", 1, T0) + _failures("b", 2, T0 + 1))
     assert [p for p in two.patterns if p.scope == "provider"] == []
+    once_each = run(Detection(), _failures("a", 1, T0, 1) + _failures("b", 1, T0 + 1, 1) + _failures("c", 1, T0 + 2, 1))
+    assert [p for p in once_each.patterns if p.scope == "provider"] == []  # one failure each: background noise
     three = run(Detection(), _failures("a", 1, T0) + _failures("b", 1, T0 + 1) + _failures("c", 1, T0 + 2))
     incidents = [p for p in three.patterns if p.scope == "provider"]
     assert len(incidents) == 1
@@ -333,3 +336,26 @@ def test_an_unreadable_call_event_is_a_clear_error_and_other_events_are_ignored(
     with pytest.raises(EventError, match="key_id"):
         read_call(event)
     assert read_call({**call_event("acme", T0), "event_type": "freeze_changed"}) is None
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+
+
+def test_detection_outputs_are_valid_unified_events_with_stable_ids() -> None:
+    from detection.outputs import alert_event, pattern_event
+    from schemas.models import UnifiedEvent
+
+    result = run(Detection(), _failures("acme", 3, T0))
+    change = fired(result, "failure_pattern")[0]
+    event = alert_event(change)
+    assert event is not None and event == alert_event(change)
+    parsed = UnifiedEvent.model_validate(event)
+    assert parsed.event_type == "alert_fired" and parsed.tenant_id == "acme"
+    assert uuid.UUID(parsed.event_id).version == 7
+    assert parsed.payload["fingerprint"] == change.alert.fingerprint
+    pattern = UnifiedEvent.model_validate(pattern_event(result.patterns[0]))
+    assert pattern.event_type == "pattern_detected" and pattern.payload["identities"] == [
+        "acme-k0",
+        "acme-k1",
+        "acme-k2",
+    ]
