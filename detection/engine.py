@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from detection.burn import DEFAULT_RULES, BurnRule, ErrorBudget, SpendBudget, duration_text, windows_of
+from detection.burn import DEFAULT_RULES, BurnRule, ErrorBudget, Hold, SpendBudget, duration_text, windows_of
 from detection.calls import Call, read_call
 from detection.dedup import RecentIds
 from detection.evidence import budget_sql, error_budget_sql, pattern_sql, spike_sql
@@ -30,6 +30,7 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 SPEND_SPIKE = "spend_spike"
 FAILURE_PATTERN = "failure_pattern"
 PROVIDER_INCIDENT = "provider_incident"
+PERIOD_WORD = {"day": "daily", "month": "monthly"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +40,10 @@ class DetectionConfig:
     """Default SLO target of a tenant without an `Slo` record."""
     min_bad: float = 5
     """Minimum-volume rule: budget errors a burn rule needs in its long window."""
-    min_short_bad: float = 1
+    min_short_bad: float = 2
     """... and in its short window."""
+    hold: Hold = Hold()
+    """Hysteresis of the burn-rate alerts: relaxed thresholds while firing (see detection.burn)."""
     per_model: bool = True
     """Also watch each tenant x model error budget."""
     buckets: int = 60
@@ -188,10 +191,17 @@ class Detector:
     def _judge_error_budget(self, tenant_id: str, scope: str, budget: ErrorBudget, at: float, result: Result) -> None:
         config = self.config
         target = self.controls.slo_targets.get(tenant_id, config.slo_target)
+        firing = self.book.severity(tenant_id, ERROR_BUDGET, scope)
         reading = budget.reading(config.rules, target, config.min_bad, config.min_short_bad, at)
-        if reading is None:
+        severity: str | None = None if reading is None else reading.rule.severity
+        if reading is None and firing is not None:
+            reading = budget.reading(config.rules, target, config.min_bad, config.min_short_bad, at, config.hold)
+            severity = firing  # held, never raised, by the relaxed thresholds
+        if reading is None or severity is None:
             _add(result, self.book.clear(tenant_id, ERROR_BUDGET, scope, at))
             return
+        if firing is None and scope != "tenant" and self.book.is_firing(tenant_id, ERROR_BUDGET, "tenant"):
+            return  # the tenant's alert already tells this story: one notification per incident
         rule = reading.rule
         allowed = 1.0 - target
         what = "the tenant" if scope == "tenant" else scope.removeprefix("model:")
@@ -204,7 +214,7 @@ class Detector:
             tenant_id=tenant_id,
             rule=ERROR_BUDGET,
             scope=scope,
-            severity=rule.severity,
+            severity=severity,  # type: ignore[arg-type]
             summary=summary,
             value=reading.long_burn,
             threshold=rule.factor,
@@ -283,7 +293,12 @@ class Detector:
         return found
 
     def _judge_budget(self, tenant_id: str, scope: str, budget: SpendBudget, at: float, result: Result) -> None:
+        firing = self.book.severity(tenant_id, BUDGET_BURN, scope)
         reading = budget.reading(self.config.rules, at)
+        severity: str | None = None if reading.rule is None else reading.rule.severity
+        if reading.rule is None and firing is not None:
+            reading = budget.reading(self.config.rules, at, self.config.hold)
+            severity = firing  # held, never raised, by the relaxed thresholds
         whose = "the tenant" if scope == "tenant" else scope
         spent = f"${reading.spent:,.2f} of ${reading.amount:,.2f} this {budget.period}"
         sql = budget_sql(tenant_id, scope, budget.period_start)
@@ -302,9 +317,11 @@ class Detector:
             _add(result, self.book.holds(finding, at))
         else:
             _add(result, self.book.clear(tenant_id, BUDGET_EXHAUSTED, scope, at))
-        if reading.rule is None:
+        if reading.rule is None or severity is None:
             _add(result, self.book.clear(tenant_id, BUDGET_BURN, scope, at))
             return
+        if reading.exhausted and firing is None:
+            return  # gone already: the exhaustion alert says it, a burn alert would only repeat it
         left = reading.seconds_left()
         outlook = (
             "the budget is gone"
@@ -317,9 +334,9 @@ class Detector:
             tenant_id=tenant_id,
             rule=BUDGET_BURN,
             scope=scope,
-            severity=reading.rule.severity,
+            severity=severity,  # type: ignore[arg-type]
             summary=(
-                f"{tenant_id}: {whose} spends at {reading.long_burn:.1f}x its {budget.period}ly budget over "
+                f"{tenant_id}: {whose} spends at {reading.long_burn:.1f}x its {PERIOD_WORD[budget.period]} budget over "
                 f"{duration_text(reading.rule.long_seconds)} ({spent}); {outlook}"
             ),
             value=reading.long_burn,

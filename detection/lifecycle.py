@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from detection.burn import duration_text
 from schemas.models import Actor, Alert
 
 SEVERITY_RANK = {"info": 0, "ticket": 1, "page": 2}
@@ -108,18 +109,26 @@ class AlertBook:
         if at - current.clear_since < self.clear_for:
             return None
         del self.firing[labels]
-        ended = current.alert.model_copy(
+        old = current.alert
+        lasted = duration_text(at - old.starts_at.timestamp())
+        ended = old.model_copy(
             update={
                 "status": "resolved",
+                "summary": f"resolved after {lasted}; last seen: {old.summary}",
                 "ends_at": moment(at),
                 "updated_at": moment(at),
-                "revision": current.alert.revision + 1,
+                "revision": old.revision + 1,
             }
         )
         return Change("resolved", ended)
 
     def is_firing(self, tenant_id: str, rule: str, scope: str) -> bool:
         return (tenant_id, rule, scope) in self.firing
+
+    def severity(self, tenant_id: str, rule: str, scope: str) -> str | None:
+        """The severity of the firing alert, None when it is not firing."""
+        current = self.firing.get((tenant_id, rule, scope))
+        return None if current is None else current.alert.severity
 
 
 def replace_alert(new: Alert, old: Alert, severity: str) -> Alert:

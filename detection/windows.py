@@ -1,16 +1,25 @@
 """Trailing-window sums over event time in a ring of buckets: O(buckets) memory per window,
-O(1) amortized per add, exact to one bucket (a window of W seconds in B buckets sums the
-events of the last W to W + W/B seconds)."""
+O(1) per add, O(1) amortized per read, exact to one bucket (a window of W seconds in B
+buckets sums the events of the last W - W/B to W seconds).
+
+Each bucket carries the absolute number of the interval it holds (its stamp), so a bucket
+left over from an older lap of the ring is recognized and reset when it is reused, and
+ignored when summed: nothing is cleared eagerly, which keeps a sparse scope (one call every
+few minutes) as cheap as a busy one. A read sums the complete buckets once per bucket
+interval (cached) and adds the current bucket live.
+"""
 
 from __future__ import annotations
 
 from array import array
 
+_NEVER = -(1 << 62)
+
 
 class SlidingSums:
     """Sums of `width` counters over the trailing `window` seconds."""
 
-    __slots__ = ("window", "bucket_seconds", "buckets", "width", "cells", "sums", "head")
+    __slots__ = ("window", "bucket_seconds", "buckets", "width", "cells", "stamps", "head", "cached_for", "cached")
 
     def __init__(self, window: float, width: int, buckets: int = 60) -> None:
         self.window = window
@@ -18,52 +27,80 @@ class SlidingSums:
         self.buckets = buckets
         self.width = width
         self.cells = array("d", bytes(8 * buckets * width))
-        self.sums = [0.0] * width
-        self.head = -(1 << 62)
-        """Absolute number of the newest bucket."""
+        self.stamps = array("q", [_NEVER]) * buckets
+        self.head = _NEVER
+        """Absolute number of the newest bucket: the window ends there."""
+        self.cached_for = _NEVER
+        self.cached: list[float] = [0.0] * width
+        """Sums of the window's buckets before `head`, valid while `cached_for == head`."""
 
     def advance(self, at: float) -> None:
-        """Move the window's end to `at` (never backwards), dropping buckets that left it."""
+        """Move the window's end to `at` (never backwards)."""
         bucket = int(at // self.bucket_seconds)
-        if bucket <= self.head:
-            return
-        cells, sums, width, buckets = self.cells, self.sums, self.width, self.buckets
-        start = max(self.head + 1, bucket - buckets + 1)
-        for number in range(start, bucket + 1):
-            base = (number % buckets) * width
-            for column in range(width):
-                sums[column] -= cells[base + column]
-                cells[base + column] = 0.0
-        if bucket - self.head >= buckets:  # everything left: clear rounding residue too
-            self.sums = [0.0] * width
-        self.head = bucket
+        if bucket > self.head:
+            self.head = bucket
 
     def add(self, at: float, values: tuple[float, ...]) -> bool:
         """Count `values` at event time `at`; False (nothing counted) when `at` is older than
-        the ring holds."""
+        the window ending at the newest event."""
         bucket = int(at // self.bucket_seconds)
-        if bucket > self.head:
-            self.advance(at)
-        elif bucket <= self.head - self.buckets:
-            return False
-        base = (bucket % self.buckets) * self.width
-        cells, sums = self.cells, self.sums
-        for column, value in enumerate(values):
-            cells[base + column] += value
-            sums[column] += value
+        head = self.head
+        if bucket > head:
+            self.head = bucket
+        elif bucket < head:
+            if bucket <= head - self.buckets:
+                return False
+            self.cached_for = _NEVER  # a late event changes a complete bucket
+        slot = bucket % self.buckets
+        cells = self.cells
+        if self.width == 1:
+            if self.stamps[slot] != bucket:
+                self.stamps[slot] = bucket
+                cells[slot] = values[0]
+            else:
+                cells[slot] += values[0]
+            return True
+        base = slot * self.width
+        if self.stamps[slot] != bucket:
+            self.stamps[slot] = bucket
+            cells[base : base + self.width] = array("d", values)
+        else:
+            for column, value in enumerate(values):
+                cells[base + column] += value
         return True
 
-    def snapshot(self) -> tuple[float, int, int, int, bytes]:
-        return (self.window, self.width, self.buckets, self.head, self.cells.tobytes())
+    @property
+    def sums(self) -> list[float]:
+        """The counters summed over the window ending at `head`."""
+        head, width, cells, stamps = self.head, self.width, self.cells, self.stamps
+        if self.cached_for != head:
+            cached = [0.0] * width
+            oldest = head - self.buckets
+            for slot in range(self.buckets):
+                stamp = stamps[slot]
+                if oldest < stamp < head:
+                    base = slot * width
+                    for column in range(width):
+                        cached[column] += cells[base + column]
+            self.cached, self.cached_for = cached, head
+        slot = head % self.buckets
+        if stamps[slot] != head:
+            return list(self.cached)
+        base = slot * width
+        return [self.cached[column] + cells[base + column] for column in range(width)]
+
+    def snapshot(self) -> tuple[float, int, int, int, bytes, bytes]:
+        return (self.window, self.width, self.buckets, self.head, self.cells.tobytes(), self.stamps.tobytes())
 
     @classmethod
-    def restore(cls, state: tuple[float, int, int, int, bytes]) -> SlidingSums:
-        window, width, buckets, head, cells = state
+    def restore(cls, state: tuple[float, int, int, int, bytes, bytes]) -> SlidingSums:
+        window, width, buckets, head, cells, stamps = state
         ring = cls(window, width, buckets)
         ring.head = head
         ring.cells = array("d")
         ring.cells.frombytes(cells)
-        ring.sums = [sum(ring.cells[column::width]) for column in range(width)]
+        ring.stamps = array("q")
+        ring.stamps.frombytes(stamps)
         return ring
 
 

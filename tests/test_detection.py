@@ -111,7 +111,7 @@ def test_low_traffic_does_not_page_on_one_failure_but_does_on_an_outage() -> Non
 def test_minimum_volume_is_configurable() -> None:
     quiet = steady("tiny", T0, 7200, 360.0)
     quiet[10] = call_event("tiny", T0 + 10 * 360.0, status=500)
-    assert fired(run(Detection(DetectionConfig(min_bad=1)), quiet), "error_budget_burn")
+    assert fired(run(Detection(DetectionConfig(min_bad=1, min_short_bad=1)), quiet), "error_budget_burn")
 
 
 # ---- at-least-once input --------------------------------------------------------------------
@@ -359,3 +359,12 @@ def test_detection_outputs_are_valid_unified_events_with_stable_ids() -> None:
         "acme-k1",
         "acme-k2",
     ]
+
+
+def test_event_time_parsing_agrees_with_the_full_parser() -> None:
+    from datetime import datetime
+
+    from detection.calls import epoch_seconds
+
+    for text in ("2026-05-28T12:00:00.123Z", "2026-05-28T12:00:00.999Z", "2026-05-28T12:00:01.000Z", "2026-05-28T12:00:01+02:00"):
+        assert epoch_seconds(text) == pytest.approx(datetime.fromisoformat(text).timestamp(), abs=1e-6)
