@@ -141,6 +141,12 @@ class Controls:
 
 
 class Detector:
+    """The detectors of the tenants routed to one state; see the module docstring.
+
+    A failure pattern is published (`Result.patterns`) when it fires and again whenever
+    another identity joins it (or, for a provider incident, another tenant), so the
+    `failure_patterns` row and the latest `pattern_detected` event name everyone affected."""
+
     def __init__(self, config: DetectionConfig | None = None, controls: Controls | None = None) -> None:
         self.config = config or DetectionConfig()
         self.controls = controls or Controls()
@@ -150,6 +156,16 @@ class Detector:
         self.book = AlertBook(self.config.clear_for, self.config.update_every)
         self.newest = float("-inf")
         self._last_sweep = float("-inf")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Recovery snapshots leave the controls out: they are followed live, not restored."""
+        state = dict(self.__dict__)
+        state["controls"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.controls = Controls()
 
     def observe(self, event: dict[str, Any]) -> Result:
         """One UnifiedEvent (JSON form); EventError when a call event is unreadable."""
@@ -396,8 +412,10 @@ class Detector:
             annotations={"identities": ",".join(identities[:50]), "failures": str(members.count)},
             evidence_sql=pattern_sql(tenant_id, signature, members.first_seen),
         )
-        change = self.book.holds(finding, at)
-        if change is not None and change.kind == "fired":
+        before = self.book.alert(tenant_id, FAILURE_PATTERN, scope)
+        grew = before is not None and (before.value or 0) < count
+        change = self.book.holds(finding, at, news=grew)
+        if change is not None and (change.kind == "fired" or grew):
             result.patterns.append(_pattern(change, "tenant", signature, identities, [tenant_id], members, at))
         _add(result, change)
 
@@ -507,8 +525,10 @@ class ProviderIncidents:
             },
             evidence_sql=pattern_sql(None, signature, identities.first_seen),
         )
-        change = self.book.holds(finding, at)
-        if change is not None and change.kind == "fired":
+        before = self.book.alert(SYSTEM_TENANT, PROVIDER_INCIDENT, scope)
+        grew = before is not None and (before.value or 0) < tenant_count
+        change = self.book.holds(finding, at, news=grew)
+        if change is not None and (change.kind == "fired" or grew):
             members = sorted(identities.last_seen)
             result.patterns.append(_pattern(change, "provider", signature, members, affected, identities, at))
         _add(result, change)

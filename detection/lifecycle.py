@@ -80,8 +80,9 @@ class AlertBook:
         self.firing: dict[tuple[str, str, str], _Firing] = {}
         """By (tenant, rule, scope), the labels the fingerprint is made of."""
 
-    def holds(self, finding: Finding, at: float) -> Change | None:
-        """The condition of `finding` holds at event time `at`."""
+    def holds(self, finding: Finding, at: float, news: bool = False) -> Change | None:
+        """The condition of `finding` holds at event time `at`; `news`: its content changed in
+        a way worth publishing now (an update without waiting for `update_every`)."""
         labels = (finding.tenant_id, finding.rule, finding.scope)
         current = self.firing.get(labels)
         if current is None:
@@ -91,7 +92,7 @@ class AlertBook:
         current.clear_since = None
         old = current.alert
         escalated = SEVERITY_RANK[finding.severity] > SEVERITY_RANK[old.severity]
-        if not escalated and at - current.last_update < self.update_every:
+        if not escalated and not news and at - current.last_update < self.update_every:
             return None
         severity = finding.severity if escalated else old.severity
         alert = replace_alert(_alert(old.fingerprint, finding, at), old, severity)
@@ -124,6 +125,11 @@ class AlertBook:
 
     def is_firing(self, tenant_id: str, rule: str, scope: str) -> bool:
         return (tenant_id, rule, scope) in self.firing
+
+    def alert(self, tenant_id: str, rule: str, scope: str) -> Alert | None:
+        """The firing alert's latest state, None when it is not firing."""
+        current = self.firing.get((tenant_id, rule, scope))
+        return None if current is None else current.alert
 
     def severity(self, tenant_id: str, rule: str, scope: str) -> str | None:
         """The severity of the firing alert, None when it is not firing."""
