@@ -83,8 +83,8 @@ class ErrorBudget:
 
     __slots__ = ("counts", "first_at")
 
-    def __init__(self, windows: tuple[float, ...], buckets: int) -> None:
-        self.counts = MultiWindow(windows, 2, buckets)
+    def __init__(self, windows: tuple[float, ...]) -> None:
+        self.counts = MultiWindow(windows, 2)
         self.first_at = float("inf")
 
     def add(self, at: float, bad: bool) -> None:
@@ -167,12 +167,10 @@ class SpendBudget:
 
     __slots__ = ("period", "amount", "spend", "period_start", "period_end", "spent", "first_at")
 
-    def __init__(
-        self, period: Literal["day", "month"], amount: float, windows: tuple[float, ...], buckets: int
-    ) -> None:
+    def __init__(self, period: Literal["day", "month"], amount: float, windows: tuple[float, ...]) -> None:
         self.period = period
         self.amount = amount
-        self.spend = MultiWindow(windows, 1, buckets)
+        self.spend = MultiWindow(windows, 1)
         self.period_start = float("-inf")
         self.period_end = float("-inf")
         self.spent = 0.0
@@ -200,7 +198,7 @@ class SpendBudget:
                 if best is None or (rule.severity == "page" and best[0].severity != "page"):
                     best = (rule, long_burn, short_burn)
         if best is None:
-            shortest = min(self.spend.rings)
+            shortest = min(self.spend.spans)
             rate = self.spend.sums(shortest)[0] / shortest
             return SpendReading(None, 0.0, 0.0, self.spent, self.amount, rate)
         rule, long_burn, short_burn = best

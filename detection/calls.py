@@ -13,8 +13,11 @@ class EventError(ValueError):
     """A call event the detectors cannot read; the message says which field is wrong."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
+    """One call as detection sees it (not frozen: frozen dataclasses are slower to build, and
+    this is built once per event)."""
+
     event_id: str
     tenant_id: str
     at: float

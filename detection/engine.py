@@ -46,8 +46,6 @@ class DetectionConfig:
     """Hysteresis of the burn-rate alerts: relaxed thresholds while firing (see detection.burn)."""
     per_model: bool = True
     """Also watch each tenant x model error budget."""
-    buckets: int = 60
-    """Buckets per window: windows are exact to 1/buckets of their length."""
     spike: SpikeConfig = SpikeConfig()
     patterns: PatternConfig = PatternConfig()
     clear_for: float = 300.0
@@ -100,6 +98,7 @@ class Tenant:
     rates: dict[str, SpendRate] = field(default_factory=dict)
     who: dict[str, Who] = field(default_factory=dict)
     signatures: SignatureWindow | None = None
+    model_scopes: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +183,10 @@ class Detector:
             self.newest = call.at
         self._error_budget(tenant, call, "tenant", result)
         if self.config.per_model and call.model:
-            self._error_budget(tenant, call, f"model:{call.provider}/{call.model}", result)
+            scope = tenant.model_scopes.get((call.provider, call.model))
+            if scope is None:
+                scope = tenant.model_scopes[(call.provider, call.model)] = f"model:{call.provider}/{call.model}"
+            self._error_budget(tenant, call, scope, result)
         if call.cost_usd:
             self._spend(tenant, call, result)
         if call.failed:
@@ -199,7 +201,7 @@ class Detector:
     def _error_budget(self, tenant: Tenant, call: Call, scope: str, result: Result) -> None:
         budget = tenant.slo.get(scope)
         if budget is None:
-            budget = tenant.slo[scope] = ErrorBudget(self.windows, self.config.buckets)
+            budget = tenant.slo[scope] = ErrorBudget(self.windows)
         budget.add(call.at, call.budget_error)
         if call.budget_error or self.book.is_firing(call.tenant_id, ERROR_BUDGET, scope):
             self._judge_error_budget(call.tenant_id, scope, budget, call.at, result)
@@ -290,9 +292,7 @@ class Detector:
         for budget_scope, limit in self._budgets_of(call):
             budget = tenant.spend.get(budget_scope)
             if budget is None or (budget.period, budget.amount) != (limit.period, limit.amount_usd):
-                budget = tenant.spend[budget_scope] = SpendBudget(
-                    limit.period, limit.amount_usd, self.windows, config.buckets
-                )
+                budget = tenant.spend[budget_scope] = SpendBudget(limit.period, limit.amount_usd, self.windows)
             budget.add(call.at, call.cost_usd)
             self._judge_budget(call.tenant_id, budget_scope, budget, call.at, result)
 
