@@ -1,5 +1,5 @@
 """`tokentrail migrate`, `tokentrail events`, `tokentrail report cost`: the storage surfaces
-of DESIGN section 6. All three work while `tokentrail flows` holds the embedded store (they
+of docs/architecture.md. All three work while `tokentrail flows` holds the embedded store (they
 read through its query server; migrate then says it cannot write)."""
 
 from __future__ import annotations
@@ -7,10 +7,18 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import get_args
+from typing import TYPE_CHECKING, Any, get_args
+
+from tokentrail.errors import CliError
+
+if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wait for the command
+    from tokentrail.storage import StorageSettings, Store
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 # `--by` -> (rollup table prefix, grouping columns); fixed names, never user text.
 COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -25,7 +33,7 @@ LATEST = datetime(2105, 12, 31, tzinfo=UTC)
 """Open-ended report bounds, inside the range of ClickHouse's DateTime."""
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     subparsers.add_parser(
         "migrate",
         help="apply pending ClickHouse migrations (clickhouse/NNNN_*.sql) in order",
@@ -82,7 +90,6 @@ def register(subparsers) -> None:
 def parse_timestamp(flag: str, text: str | None) -> datetime | None:
     """ISO 8601 (`2026-03-01`, `2026-03-01T10:00`, `...Z`, `...+02:00`); naive means UTC.
     Parsed here rather than by argparse, so a bad value is one line (CliError), not usage text."""
-    from tokentrail.cli import CliError
 
     if text is None:
         return None
@@ -104,9 +111,8 @@ def _positive(text: str) -> int:
 
 
 @contextmanager
-def _storage_errors():
+def _storage_errors() -> Iterator[None]:
     """StorageError is something the user can act on (a held store, a bad URL): one line, exit 2."""
-    from tokentrail.cli import CliError
     from tokentrail.storage.errors import StorageError
 
     try:
@@ -116,7 +122,7 @@ def _storage_errors():
 
 
 @contextmanager
-def _opened_store():
+def _opened_store() -> Iterator[tuple[Store, StorageSettings]]:
     from tokentrail.settings import load
     from tokentrail.storage import StorageSettings, open_store
 
@@ -129,7 +135,7 @@ def _opened_store():
             store.close()
 
 
-def _migrate(args) -> int:
+def _migrate(args: argparse.Namespace) -> int:
     from tokentrail.storage import migrate
 
     with _opened_store() as (store, settings), _storage_errors():
@@ -142,8 +148,7 @@ def _migrate(args) -> int:
     return 0
 
 
-def _bounds(args) -> tuple[datetime | None, datetime | None]:
-    from tokentrail.cli import CliError
+def _bounds(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
 
     since, until = parse_timestamp("--since", args.since), parse_timestamp("--until", args.until)
     if since is not None and until is not None and since > until:
@@ -152,14 +157,13 @@ def _bounds(args) -> tuple[datetime | None, datetime | None]:
 
 
 def _check_choices(flag: str, given: list[str], allowed: tuple[str, ...]) -> None:
-    from tokentrail.cli import CliError
 
     unknown = [value for value in given if value not in allowed]
     if unknown:
         raise CliError(f"unknown {flag} {', '.join(map(repr, unknown))}; one of: {', '.join(allowed)}")
 
 
-def _events(args) -> int:
+def _events(args: argparse.Namespace) -> int:
     from schemas.models import EventSource, EventType
     from tokentrail.storage.event_rows import EVENT_COLUMNS, unified_event
 
@@ -232,7 +236,7 @@ def _whole_hour(moment: datetime | None) -> bool:
     return moment is None or (moment.minute, moment.second, moment.microsecond) == (0, 0, 0)
 
 
-def _report_cost(args) -> int:
+def _report_cost(args: argparse.Namespace) -> int:
     since, until = _bounds(args)
     hourly = _whole_hour(since) and _whole_hour(until)
     parameters = {
@@ -262,12 +266,12 @@ def _report_cost(args) -> int:
     return 0
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """JSON/CSV value: money as a decimal string with cents precision kept (no float)."""
     return f"{value:f}" if isinstance(value, Decimal) else value
 
 
-def _cell(value) -> str:
+def _cell(value: Any) -> str:
     if isinstance(value, Decimal):
         return f"{value.quantize(Decimal('0.000001')):f}"
     if isinstance(value, int):
@@ -279,12 +283,17 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_table(header, rows, numeric_from: int | None = None, rule_before_last: bool = False) -> None:
+def print_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    numeric_from: int | None = None,
+    rule_before_last: bool = False,
+) -> None:
     """A fixed-width table; columns from `numeric_from` on are right-aligned."""
     rows = [[str(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
-    def line(cells) -> str:
+    def line(cells: Sequence[str]) -> str:
         return "  ".join(
             cell.rjust(w) if numeric_from is not None and i >= numeric_from else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
