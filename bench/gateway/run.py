@@ -130,6 +130,8 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int | None
     ).stdout
     cpu = cpu_seconds(pid) - before if pid else None
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    if "99" not in percentiles:
+        raise SystemExit(f"wrk against {url} gave no latency distribution:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
