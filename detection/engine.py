@@ -166,16 +166,17 @@ class Detector:
         self.__dict__.update(state)
         self.controls = Controls()
 
-    def observe(self, event: dict[str, Any]) -> Result:
-        """One UnifiedEvent (JSON form); EventError when a call event is unreadable."""
+    def observe(self, event: dict[str, Any], into: Result | None = None) -> Result:
+        """One UnifiedEvent (JSON form); EventError when a call event is unreadable. What
+        changed is added to `into` (a batch's result) or to a new Result."""
+        result = Result() if into is None else into
         call = read_call(event)
-        if call is None or not self.dedup.first_time(call.event_id, call.at):
-            return Result()
-        return self.observe_call(call)
+        if call is not None and self.dedup.first_time(call.event_id, call.at):
+            self.observe_call(call, result)
+        return result
 
-    def observe_call(self, call: Call) -> Result:
+    def observe_call(self, call: Call, result: Result) -> None:
         """One call already known to be new."""
-        result = Result()
         tenant = self.tenants.get(call.tenant_id)
         if tenant is None:
             tenant = self.tenants[call.tenant_id] = Tenant()
@@ -194,7 +195,6 @@ class Detector:
         if self.newest - self._last_sweep >= self.config.sweep_seconds:
             self._last_sweep = self.newest
             self.sweep(self.newest, result)
-        return result
 
     # ---- error budget ---------------------------------------------------------------------
 
@@ -556,6 +556,7 @@ class Detection:
         result = self.detector.observe(event)
         for failure in result.provider_failures:
             result.extend(self.incidents.observe(failure))
+        result.provider_failures.clear()  # consumed here
         return result
 
 

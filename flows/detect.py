@@ -142,7 +142,7 @@ class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch,
         for batch in values:
             for event in batch.events:
                 try:
-                    result.extend(observe(event))
+                    observe(event, result)
                 except EventError as exc:
                     rejected.append(self._dead_letter(event, str(exc)))
         out: list[DetectOutputs | FailureBatch] = []
