@@ -414,8 +414,8 @@ def test_burn_rules_from_the_environment_and_a_clear_error_for_bad_ones(monkeypa
 
 def test_when_every_model_fails_alike_only_the_tenant_alert_is_sent() -> None:
     events = steady("acme", T0, 3600, 2.0, model="gpt-4o") + steady("acme", T0 + 1, 3600, 2.0, model="o3")
-    events += steady("acme", T0 + 3600, 600, 2.0, bad_every=5, model="o3")
-    events += steady("acme", T0 + 3601, 600, 2.0, bad_every=5, model="gpt-4o")
+    events += steady("acme", T0 + 3600, 1800, 2.0, bad_every=2, model="o3")  # both at 50%
+    events += steady("acme", T0 + 3601, 1800, 2.0, bad_every=2, model="gpt-4o")
     events.sort(key=lambda event: event["timestamp"])
     pages = fired(run(Detection(), events), "error_budget_burn")
     assert [c.alert.scope for c in pages] == ["tenant"]
