@@ -39,8 +39,9 @@ from flows.events import call_outputs, event_row
 from flows.identity import IdentityEntry, IdentityTable, attribute, decode_identity
 from flows.pricing import Pricer
 from flows.records import RecordReader, Rejected, dead_letter
+from flows.seen import SeenIds
 from flows.settings import FlowSettings
-from flows.sink import BatchingSink, Retry, RowStore, Writer
+from flows.sink import ID_COLUMNS, BatchingSink, Retry, RowStore, Writer
 from tokentrail import topics
 from tokentrail.control.records import RecordError
 from tokentrail.settings import CoreSettings, load
@@ -268,6 +269,7 @@ class ClickHouseSink(_NumberedParts, FixedPartitionedSink):
         self._settings = settings
         self._journal = journal
         self._writer: Writer | None = None
+        self._seen: SeenIds | None = None
         self._lock = threading.Lock()
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict[str, Any] | None) -> _ClickHousePartition:
@@ -276,6 +278,10 @@ class ClickHouseSink(_NumberedParts, FixedPartitionedSink):
         with self._lock:
             if self._writer is None:
                 self._writer = Writer(store, retry, on_flush=metrics.record_flush)
+            if self._seen is None:
+                self._seen = SeenIds.load(
+                    store, ID_COLUMNS, self._settings.flows_dedup_capacity, self._settings.flows_dedup_window_hours
+                )
         sink = BatchingSink(
             store,
             self._settings.flows_batch_rows,
@@ -283,6 +289,7 @@ class ClickHouseSink(_NumberedParts, FixedPartitionedSink):
             writer=self._writer,
             retry=retry,
             journal=self._journal / for_part if self._journal else None,
+            seen=self._seen,
         )
         sink.resume(resume_state)
         return _ClickHousePartition(sink)
