@@ -39,7 +39,9 @@ from gateway.spool import FINISHED, MAYBE_SENT, RECORD, STARTED, Segment, Spool,
 log = logging.getLogger("tokentrail.gateway.delivery")
 
 DRAIN_BATCH = 5000
-"""Records produced between flushes (and drained marks) while draining the spool."""
+DRAIN_BATCH_BYTES = 16 << 20
+"""Records / bytes produced between flushes (and drained marks) while draining the spool: what
+librdkafka holds during a drain, whatever the spool's size."""
 RETRY_DRAIN_AFTER_S = 1.0
 REDELIVERY_HEADER = "tokentrail-redelivery"
 REDELIVERY = [(REDELIVERY_HEADER, b"1")]
@@ -312,7 +314,7 @@ class Delivery:
 
     def _drain_segment(self, segment: Segment) -> bool:
         self._drain_failed = False
-        batch = 0
+        batch = batch_bytes = 0
         offset = None
         for frame in self.spool.frames(segment):
             offset = frame.end
@@ -322,9 +324,10 @@ class Delivery:
             self.spool.owe(segment)
             self._produce_waiting(segment, frame.key, frame.value, bool(redelivery))
             batch += 1
-            if batch == DRAIN_BATCH:
+            batch_bytes += len(frame.value)
+            if batch == DRAIN_BATCH or batch_bytes >= DRAIN_BATCH_BYTES:
                 self._finish_batch(segment, offset, batch)
-                batch = 0
+                batch = batch_bytes = 0
                 if self._drain_failed:
                     return False
         if offset is not None:

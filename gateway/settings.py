@@ -54,7 +54,7 @@ class GatewaySettings(BaseSettings):
     spool_segment_bytes: Annotated[int, Field(gt=0)] = 64 << 20
     """TOKENTRAIL_SPOOL_SEGMENT_BYTES: a spool segment file is closed at this size."""
     spool_segment_age_s: Annotated[float, Field(gt=0)] = 2.0
-    """TOKENTRAIL_SPOOL_SEGMENT_AGE_S: and at this age, so acknowledged segments are deleted and
+    """TOKENTRAIL_SPOOL_SEGMENT_AGE_S: a segment is also closed at this age, so acknowledged ones are deleted and
     a restart re-sends at most about this much."""
     kafka_message_timeout_ms: Annotated[int, Field(ge=1000)] = 5000
     """TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS: a record Kafka has not acknowledged by then goes to the spool."""

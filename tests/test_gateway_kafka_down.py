@@ -1,22 +1,27 @@
-"""Invariant 4 with a real broker of the test's own: Kafka stopped mid-load, every request
+"""Invariant 4 with a real broker of the test's own (and the write-ahead log in a running gateway): Kafka stopped mid-load, every request
 still succeeds; once Kafka is back the spool drains and every call is on the topic exactly
-once. Also: a SIGKILL of the gateway under load loses no answered call (the write-ahead log)."""
+once. Also: a SIGKILL of the gateway under load loses no answered call (the write-ahead log)
+and the flows make each exactly one row; a full disk never reaches a client; a 2 GB log left by
+a crash drains in bounded memory."""
 
 from __future__ import annotations
 
 import http.client
 import os
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
 
 from gateway.delivery import REDELIVERY_HEADER
+from gateway.spool import RECORD, encode
 from schemas.models import Actor
 from tests.fixtures.gateway import gateway_env, spawn_gateway, wait_for_key
 from tests.fixtures.kafka import KafkaTopics, consume_all, require_java_and_maven
@@ -164,10 +169,11 @@ def test_kafka_stopped_mid_load_every_request_succeeds_and_every_call_lands_once
 
 @pytest.mark.parametrize("broker", ["steady", "paused"])
 def test_sigkill_under_load_loses_no_answered_call(own_broker, mock_upstream, tmp_path, broker):
-    """Every request that got an answer is on the topic after the gateway is restarted on
-    its spool, also when the broker stops acknowledging (SIGSTOP for 2 s) around the kill.
-    A record may arrive twice (Kafka took it but the kill came before its acknowledgement):
-    every second copy carries the redelivery header, which the flows look up."""
+    """Every request that got an answer is one row in ClickHouse after the gateway is killed
+    under load and restarted on its spool, also when the broker stops acknowledging (SIGSTOP
+    for 2 s) around the kill. A record may reach the topic twice (Kafka took it but the kill
+    came before its acknowledgement): every second copy carries the redelivery header, and the
+    flows write it once."""
     home, port, topics = own_broker
     key = mint(topics)
     env = gateway_env(topics, mock_upstream.url)
@@ -203,3 +209,105 @@ def test_sigkill_under_load_loses_no_answered_call(own_broker, mock_upstream, tm
         if record["call_id"] in first_seen:
             assert redelivery, "a second copy without the redelivery header"
         first_seen.add(record["call_id"])
+
+    rows = rows_by_request(topics, tmp_path / "flows-home", expected=len(first_seen))
+    doubled = {request_id for request_id in answered if rows.get(request_id, 0) > 1}
+    missing = {request_id for request_id in answered if request_id not in rows}
+    print(f"ClickHouse: {len(answered)} answered, {len(missing)} missing, {len(doubled)} doubled")
+    assert not missing and not doubled
+
+
+def rows_by_request(topics: KafkaTopics, home, expected: int) -> dict[str, int]:
+    """Run `tokentrail flows` over the raw topic until `expected` calls are rows; rows per request id."""
+    from tests.fixtures.gateway import SIGNING_KEY
+    from tests.test_flows_e2e import FlowsProcess, query_embedded
+
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        **topics.env,
+        "TOKENTRAIL_HOME": str(home),
+        "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+        "TOKENTRAIL_FLOWS_METRICS_PORT": str(free_port()),
+        "TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS": "1",
+    }
+    env.pop("TOKENTRAIL_CLICKHOUSE_URL", None)
+    flows = FlowsProcess(home, env)
+    flows.start()
+    try:
+        written = flows.wait_for("llm_calls", expected, timeout=180)
+        assert written >= expected, flows.log.read_text()[-3000:]
+        time.sleep(2)  # anything doubled would show by now
+    finally:
+        flows.kill(signal.SIGTERM)
+    rows = query_embedded(home, "SELECT request_id, count() AS n FROM llm_calls GROUP BY request_id")
+    return {row["request_id"]: row["n"] for row in rows}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: the spool's disk fills within a second of load."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {done.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_gives_clients_normal_answers_and_a_metric(own_broker, mock_upstream, tmp_path, small_disk):
+    _, _, topics = own_broker
+    key = mint(topics)
+    env = {**gateway_env(topics, mock_upstream.url), "TOKENTRAIL_SPOOL_DIR": str(small_disk)}
+    gateway = spawn_gateway(env, tmp_path / "gateway-home")
+    try:
+        wait_for_key(gateway, key)
+        with Load(gateway.url, key, workers=4, pause=0.0) as load:
+            time.sleep(4)
+        failures = gateway.metrics()["tokentrail_gateway_spool_write_failures_total"]
+        wait_drained(gateway)
+    finally:
+        gateway.stop()
+    assert set(load.statuses) == {200}, load.statuses
+    assert failures > 0, "the disk never filled: the test measured nothing"
+    on_topic = {record["request_id"] for record, _ in raw_calls(topics, expected=len(load.answered))}
+    assert set(load.answered) <= on_topic  # Kafka was there: records went from memory
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_2_gb_log_left_by_a_crash_drains_with_rss_under_300_mb(own_broker, mock_upstream, tmp_path):
+    """Frames written straight into one 2 GiB segment (what a long outage used to leave); the
+    gateway started on it scans and drains it with its RSS sampled throughout."""
+    _, _, topics = own_broker
+    spool = tmp_path / "gateway-home" / "spool"
+    spool.mkdir(parents=True)
+    value = (b'{"kind":"filler","n":"%s"}' % uuid.uuid4().hex.encode()).ljust(256 * 1024, b" ")
+    frame = encode(RECORD, 0, b"acme", value)
+    frames = (2 << 30) // len(frame)
+    with open(spool / f"{1:020d}.wal", "wb") as file:
+        block = frame * 64
+        for _ in range(frames // 64):
+            file.write(block)
+    env = {**gateway_env(topics, mock_upstream.url), "TOKENTRAIL_SPOOL_WRITE_AHEAD": "true"}
+    gateway = spawn_gateway(env, tmp_path / "gateway-home")
+    peak = 0.0
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            peak = max(peak, rss_mib(gateway.pid))
+            if not list(spool.glob("*.wal")):
+                break
+            time.sleep(0.2)
+        drained = gateway.metrics()["tokentrail_gateway_records_drained_total"]
+    finally:
+        gateway.stop()
+    print(f"2 GiB log: {frames} records drained, peak RSS {peak:.0f} MiB")
+    assert drained == frames
+    assert peak < 300
