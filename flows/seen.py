@@ -18,8 +18,10 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
+
+from tokentrail.storage.sqltext import identifier
 
 log = logging.getLogger("tokentrail.flows.seen")
 
@@ -86,14 +88,15 @@ class SeenIds:
 
     @classmethod
     def load(
-        cls, store: IdStore, id_columns: dict[str, str], capacity: int, window_hours: float, error_rate: float = 0.01
+        cls, store: IdStore, tables: Mapping[str, str], capacity: int, window_hours: float, error_rate: float = 0.01
     ) -> SeenIds:
         """A filter holding every id storage has with a timestamp within `window_hours` of its
         newest row (the raw topic's retention: an older record cannot come back from it; one
-        re-produced by hand is older than `since` and looked up)."""
+        re-produced by hand is older than `since` and looked up). `tables` is {table: id
+        column}; each needs a `timestamp` column."""
         newest = ""
-        for table in id_columns:
-            rows = store.query(f"SELECT toString(max(timestamp)) AS t, count() AS n FROM {table}")
+        for table in tables:
+            rows = store.query(f"SELECT toString(max(timestamp)) AS t, count() AS n FROM {identifier(table)}")
             if rows and rows[0]["n"]:
                 newest = max(newest, rows[0]["t"])
         if not newest:
@@ -104,16 +107,17 @@ class SeenIds:
             {"newest": newest, "window": int(window_hours * 3600)},
         )
         seen = cls(capacity, since_rows[0]["since"], error_rate)
-        for table, column in id_columns.items():
+        for table, column in tables.items():
+            name, id_column = identifier(table), identifier(column)
             total = store.query(
-                f"SELECT count() AS n FROM {table} WHERE timestamp >= {{since:DateTime64(3, 'UTC')}}",
+                f"SELECT count() AS n FROM {name} WHERE timestamp >= {{since:DateTime64(3, 'UTC')}}",
                 {"since": seen.since},
             )[0]["n"]
             pages = max(1, -(-total // PAGE_ROWS))
             for page in range(pages):
                 rows = store.query(
-                    f"SELECT {column} AS id FROM {table} WHERE timestamp >= {{since:DateTime64(3, 'UTC')}}"
-                    f" AND cityHash64({column}) % {pages} = {page}",
+                    f"SELECT {id_column} AS id FROM {name} WHERE timestamp >= {{since:DateTime64(3, 'UTC')}}"
+                    f" AND cityHash64({id_column}) % {pages} = {page}",
                     {"since": seen.since},
                 )
                 seen.add(table, (row["id"] for row in rows))

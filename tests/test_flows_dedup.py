@@ -3,8 +3,9 @@ whatever route it comes back, and ids the filter has never seen are not looked u
 
 from __future__ import annotations
 
+from flows.enrich import TABLES
 from flows.seen import BloomFilter, SeenIds
-from flows.sink import ID_COLUMNS, BatchingSink, Retry, Writer
+from flows.sink import BatchingSink, Retry, Writer
 from tests.fixtures.clickhouse import call_row
 from tests.fixtures.flows import FakeStore
 
@@ -25,7 +26,7 @@ def rows(*ids: str, timestamp: str = "2026-11-28 12:00:00.000") -> list[dict]:
 
 def sink(store: FakeStore, seen: SeenIds) -> BatchingSink:
     retry = Retry(sleep=lambda s: None)
-    sink = BatchingSink(store, retry=retry, writer=Writer(store, retry), seen=seen)
+    sink = BatchingSink(store, TABLES, retry=retry, writer=Writer(store, TABLES, retry), seen=seen)
     sink.resume(None)
     return sink
 
@@ -72,7 +73,7 @@ def test_the_filter_is_loaded_from_storage_within_the_window(store):
     old = call_row(call_id="old", timestamp="2026-11-20 12:00:00.000")
     recent = [call_row(call_id=f"r{i}", timestamp="2026-11-28 12:00:00.000") for i in range(5)]
     store.insert_rows("llm_calls", [old, *recent])
-    seen = SeenIds.load(store, ID_COLUMNS, capacity=1000, window_hours=24)
+    seen = SeenIds.load(store, TABLES, capacity=1000, window_hours=24)
     assert seen.since.startswith("2026-11-27 12:00:00")
     assert all(seen.suspect("llm_calls", f"r{i}", "2026-11-28 12:00:00.000") for i in range(5))
     assert seen.suspect("llm_calls", "old", "2026-11-20 12:00:00.000")  # before `since`: looked up
