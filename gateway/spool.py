@@ -201,6 +201,7 @@ class Spool:
         self.spooling = False
         """New segments are drain segments: records wait for the drain instead of going to Kafka."""
         self.segments: list[Segment] = []
+        _convert_legacy(self.directory)
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             segment = Segment(path, drain=True, replayed=True, size=path.stat().st_size)
             segment.owed = 1  # sealed already: only the drain hold
@@ -395,6 +396,48 @@ class Spool:
         if self._on_corrupt_frame is not None:
             self._on_corrupt_frame()
         log.error("skipped a damaged frame in the spool (%d so far)", self.corrupt_frames)
+
+
+LEGACY_SUFFIX = ".spool"
+LEGACY_HEADER = struct.Struct(">III")
+LEGACY_NO_KEY = 0xFFFFFFFF
+
+
+def _convert_legacy(directory: Path) -> None:
+    """Spool files of the gateway before the write-ahead log (`<n>.spool`: crc32 | key length |
+    value length | key | value, drained up to `<n>.drained`): their records past the mark are
+    rewritten as a log segment (marked as possible redeliveries), one frame at a time."""
+    legacy = sorted(directory.glob(f"*{LEGACY_SUFFIX}"))
+    if not legacy:
+        return
+    existing = sorted(directory.glob(f"*{SUFFIX}"))
+    sequence = int(existing[-1].stem) + 1 if existing else 1
+    for path in legacy:
+        target = directory / f"{sequence:020d}{SUFFIX}"
+        sequence += 1
+        temporary = target.with_suffix(".converting")
+        records = 0
+        with open(path, "rb") as source, open(temporary, "wb") as out:
+            source.seek(drained_mark(path))
+            while True:
+                head = source.read(LEGACY_HEADER.size)
+                if len(head) < LEGACY_HEADER.size:
+                    break
+                crc, key_length, value_length = LEGACY_HEADER.unpack(head)
+                key_size = 0 if key_length == LEGACY_NO_KEY else key_length
+                body = source.read(key_size + value_length)
+                key = None if key_length == LEGACY_NO_KEY else body[:key_size]
+                value = body[key_size:]
+                if len(body) < key_size + value_length or zlib.crc32(value, zlib.crc32(key or b"")) != crc:
+                    break  # the old format's torn tail
+                out.write(encode(RECORD, MAYBE_SENT, key, value))
+                records += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+        path.with_suffix(".drained").unlink(missing_ok=True)
+        path.unlink()
+        log.warning("converted %s (%d records) from the old spool format to %s", path.name, records, target.name)
 
 
 def drained_mark(path: Path) -> int:

@@ -187,3 +187,24 @@ def test_a_restart_replays_the_log_and_records_cut_streams(tmp_path):
     (frame,) = read_frames(newest)
     assert frame.value == b"fallback-cut" and frame.flags & MAYBE_SENT
     delivery.stop(timeout=0.1)
+
+
+def test_a_spool_of_the_old_format_is_converted_from_its_drained_mark(tmp_path):
+    """Spool files written before the write-ahead log are not lost on upgrade."""
+    import struct
+    import zlib
+
+    def old_frame(key: bytes | None, value: bytes) -> bytes:
+        crc = zlib.crc32(value, zlib.crc32(key or b""))
+        return struct.pack(">III", crc, 0xFFFFFFFF if key is None else len(key), len(value)) + (key or b"") + value
+
+    frames = [old_frame(b"acme", b"old-%d" % i) for i in range(4)] + [old_frame(None, b"old-no-key")]
+    (tmp_path / f"{7:020d}.spool").write_bytes(b"".join(frames) + b"\x00\x01")  # and a torn tail
+    (tmp_path / f"{7:020d}.drained").write_text(str(len(frames[0])))
+    spool = Spool(tmp_path)
+    assert not list(tmp_path.glob("*.spool")) and not list(tmp_path.glob("*.drained"))
+    (segment,) = spool.segments
+    converted = list(read_frames(segment.path))
+    assert [f.value for f in converted] == [b"old-1", b"old-2", b"old-3", b"old-no-key"]
+    assert converted[0].key == b"acme" and converted[-1].key is None and segment.replayed
+    assert all(f.flags & MAYBE_SENT for f in converted)
