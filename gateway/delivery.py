@@ -137,8 +137,6 @@ class Delivery:
     def stream_started(self, key: bytes, call_id: str, fallback: bytes) -> Segment | None:
         """A stream's answer has begun: log the record to send should the gateway die before
         it ends. Returns the segment to pass to `stream_finished` (None: not logged)."""
-        if not self.write_ahead:
-            return None
         return self.spool.append(key, stream_started_value(call_id, fallback), STARTED)
 
     def stream_finished(self, started: Segment | None, call_id: str) -> None:

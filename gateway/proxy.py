@@ -343,8 +343,13 @@ class _Call:
         scanner = usage_reader.StreamScanner(self.provider, self.strip_injected_usage)
         captured: list[bytes] | None = [] if self.capture else None
         # Before the first byte: should the gateway die mid-stream, the restart records this.
-        started = self.gateway.delivery.stream_started(
-            self.entry.tenant_id.encode(), self.call_id, self._signed(upstream.status, "gateway_ended", None, None)
+        delivery = self.gateway.delivery
+        started = (
+            delivery.stream_started(
+                self.entry.tenant_id.encode(), self.call_id, self._signed(upstream.status, "gateway_ended", None, None)
+            )
+            if delivery.write_ahead
+            else None
         )
         disconnected = recorded = False
         error_type = error_code = None
@@ -379,7 +384,7 @@ class _Call:
         finally:
             if not recorded:
                 self._record_stream(upstream, scanner, error_type, error_code, disconnected, captured)
-            self.gateway.delivery.stream_finished(started, self.call_id)
+            delivery.stream_finished(started, self.call_id)
         return response
 
     def _record_stream(

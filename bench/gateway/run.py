@@ -128,7 +128,9 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int | None
         timeout=duration + 60,
     ).stdout
     cpu = cpu_seconds(pid) - before if pid else None
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if "99" not in percentiles:
+        raise RuntimeError(f"wrk against {url} gave no latency distribution:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
