@@ -47,7 +47,9 @@ log = logging.getLogger("tokentrail.gateway.spool")
 MAGIC = 0x5454
 MAGIC_BYTES = MAGIC.to_bytes(2, "big")
 HEADER = struct.Struct(">HBBHII")
-_CRC_SPAN = HEADER.size - 4
+_HEAD = struct.Struct(">HBBHI")
+"""The header before its CRC (what the CRC covers, with the key and value)."""
+_CRC_SPAN = _HEAD.size
 SUFFIX = ".wal"
 RECORD, STARTED, FINISHED = 1, 2, 3
 HAS_KEY, MAYBE_SENT = 1, 2
@@ -63,9 +65,9 @@ def encode(kind: int, flags: int, key: bytes | None, value: bytes) -> bytes:
         flags |= HAS_KEY
     else:
         key = b""
-    head = HEADER.pack(MAGIC, kind, flags, len(key), len(value), 0)[:_CRC_SPAN]
+    head = _HEAD.pack(MAGIC, kind, flags, len(key), len(value))
     crc = zlib.crc32(value, zlib.crc32(key, zlib.crc32(head)))
-    return head + crc.to_bytes(4, "big") + key + value
+    return b"".join((head, crc.to_bytes(4, "big"), key, value))
 
 
 class Frame:
