@@ -291,10 +291,11 @@ def test_a_2_gb_log_left_by_a_crash_drains_with_rss_under_300_mb(own_broker, moc
     spool.mkdir(parents=True)
     value = (b'{"kind":"filler","n":"%s"}' % uuid.uuid4().hex.encode()).ljust(256 * 1024, b" ")
     frame = encode(RECORD, 0, b"acme", value)
-    frames = (2 << 30) // len(frame)
+    blocks = (2 << 30) // (len(frame) * 64)
+    frames = blocks * 64
     with open(spool / f"{1:020d}.wal", "wb") as file:
         block = frame * 64
-        for _ in range(frames // 64):
+        for _ in range(blocks):
             file.write(block)
     env = {**gateway_env(topics, mock_upstream.url), "TOKENTRAIL_SPOOL_WRITE_AHEAD": "true"}
     gateway = spawn_gateway(env, tmp_path / "gateway-home")
