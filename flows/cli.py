@@ -10,12 +10,22 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from flows.registry import DEFAULT_FLOW, FLOWS
+from tokentrail.errors import CliError
+
+if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wait for the command
+    from bytewax.recovery import RecoveryConfig
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     listing = "\n".join(f"  {flow.name:<10} {flow.summary}" for flow in FLOWS.values())
     parser = subparsers.add_parser(
         "flows",
@@ -64,9 +74,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def run(args) -> int:
-    from datetime import timedelta
-
+def run(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
@@ -74,10 +82,10 @@ def run(args) -> int:
     from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
-    from tokentrail.cli import CliError
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
     from tokentrail.storage import LockedStore, StorageSettings, migrate, open_store, start_query_server
+    from tokentrail.storage.embedded import EmbeddedStore
     from tokentrail.storage.query_server import RemoteStore
 
     names = list(dict.fromkeys(args.flows or [DEFAULT_FLOW]))
@@ -101,10 +109,10 @@ def run(args) -> int:
             "process (its query server answers); stop it first"
         )
     query_server = metrics_server = releaser = None
-    children: list[subprocess.Popen] = []
+    children: list[subprocess.Popen[bytes]] = []
     try:
         migrate(store, storage)
-        if storage.clickhouse_url is None:
+        if isinstance(store, EmbeddedStore):  # others read it through this process
             query_server = start_query_server(store, storage)
         context = FlowContext(LockedStore(store), settings, core)
         if settings.flows_metrics_port:
@@ -175,13 +183,13 @@ def tune_gc() -> None:
 _stop_requested = threading.Event()
 
 
-def _interrupt(signum, frame) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     """SIGTERM stops the flow like Ctrl-C: Bytewax sees the interrupt at its next poll."""
     _stop_requested.set()
     raise KeyboardInterrupt
 
 
-def prepare_recovery(directory, partitions: int) -> None:
+def prepare_recovery(directory: Path, partitions: int) -> None:
     """Create the recovery partitions once; later runs reuse them (and resume)."""
     from bytewax.recovery import init_db_dir
 
@@ -191,8 +199,13 @@ def prepare_recovery(directory, partitions: int) -> None:
 
 
 def spawn_process(
-    names: list[str], index: int, addresses: list[str], workers: int, recovery, epoch
-) -> subprocess.Popen:
+    names: list[str],
+    index: int,
+    addresses: list[str],
+    workers: int,
+    recovery: RecoveryConfig | None,
+    epoch: timedelta,
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -217,7 +230,7 @@ def _free_port() -> int:
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def serve_metrics(port: int) -> ThreadingHTTPServer:
@@ -238,14 +251,12 @@ def serve_metrics(port: int) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
     try:
         server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     except OSError as exc:
-        from tokentrail.cli import CliError
-
         raise CliError(
             f"cannot serve metrics on port {port}: {exc.strerror} (set TOKENTRAIL_FLOWS_METRICS_PORT or --metrics-port)"
         ) from None

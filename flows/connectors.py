@@ -78,7 +78,9 @@ class _KafkaPartition(StatefulSinkPartition[list[Message], None]):
             for topic, key, payload, headers in messages:
                 while True:
                     try:
-                        produce(topic, payload, key, headers=headers or None)
+                        produce(
+                            topic, payload, key, headers=cast("list[tuple[str, str | bytes | None]]", headers) or None
+                        )
                         break
                     except BufferError:  # local queue full: let the producer drain, then retry
                         self.producer.poll(0.05)

@@ -34,7 +34,7 @@ from flows import metrics
 from flows.clickhouse import Rows
 from flows.connectors import KafkaMessage, Message, Tick
 from flows.context import FlowContext
-from flows.events import call_outputs, event_row
+from flows.events import call_outputs
 from flows.identity import Attribution, IdentityEntry, IdentityTable, attribute, decode_identity
 from flows.pricing import PricedUsage, Pricer
 from flows.records import RecordReader, Rejected, dead_letter
@@ -42,6 +42,7 @@ from flows.settings import FlowSettings
 from tokentrail import topics
 from tokentrail.control.records import RecordError
 from tokentrail.settings import CoreSettings
+from tokentrail.storage.event_rows import event_row
 
 JOIN_BUCKETS = 64
 """Join state partitions. Fixed: recovery state is keyed by bucket, so changing it needs a

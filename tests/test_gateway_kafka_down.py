@@ -1,6 +1,6 @@
-"""Invariant 4 with a real broker of the test's own (and the write-ahead log in a running gateway): Kafka stopped mid-load, every request
-still succeeds; once Kafka is back the spool drains and every call is on the topic exactly
-once. Also: a SIGKILL of the gateway under load loses no answered call (the write-ahead log)
+"""Invariant 4 (docs/architecture.md) with a real broker of the test's own: Kafka stopped
+mid-load, every request still succeeds; once Kafka is back the spool drains and every call is
+on the topic exactly once. Also: a SIGKILL of the gateway under load loses no answered call (the write-ahead log)
 and the flows make each exactly one row; a full disk never reaches a client; a 2 GB log left by
 a crash drains in bounded memory."""
 
