@@ -168,6 +168,7 @@ def test_kafka_stopped_mid_load_every_request_succeeds_and_every_call_lands_once
         gateway.stop()
 
 
+@pytest.mark.timeout(900)  # a broker, two gateways and the flows, on a loaded 2-core machine
 @pytest.mark.parametrize("broker", ["steady", "paused"])
 def test_sigkill_under_load_loses_no_answered_call(own_broker, mock_upstream, tmp_path, broker):
     """Every request that got an answer is one row in ClickHouse after the gateway is killed
@@ -283,6 +284,7 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+@pytest.mark.timeout(900)
 def test_a_2_gb_log_left_by_a_crash_drains_with_rss_under_300_mb(own_broker, mock_upstream, tmp_path):
     """Frames written straight into one 2 GiB segment (what a long outage used to leave); the
     gateway started on it scans and drains it with its RSS sampled throughout."""
