@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -315,3 +316,39 @@ def test_a_2_gb_log_left_by_a_crash_drains_with_rss_under_300_mb(own_broker, moc
     print(f"2 GiB log: {frames} records drained, peak RSS {peak:.0f} MiB")
     assert drained == frames
     assert peak < 300
+
+
+def test_a_stream_cut_by_a_gateway_kill_is_recorded_once_after_the_restart(own_broker, mock_upstream, tmp_path):
+    """The gateway dies in the middle of relaying a stream: the restart records the call from
+    its STARTED frame (the status answered, `error_type: gateway_ended`, no usage), once."""
+    _, _, topics = own_broker
+    key = mint(topics)
+    env = gateway_env(topics, mock_upstream.url)
+    gateway_home = tmp_path / "gateway-home"
+    gateway = spawn_gateway(env, gateway_home)
+    wait_delivering(gateway, key, topics)
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    host, port = gateway.url.removeprefix("http://").split(":")
+    request_id = uuid.uuid4().hex
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"x-mock-chunk-delay-ms: 200\r\nx-request-id: "
+            + request_id.encode()
+            + b"\r\nAuthorization: Bearer "
+            + key.encode()
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200")  # the stream has begun
+        gateway.kill()
+    restarted = spawn_gateway(env, gateway_home)
+    try:
+        wait_drained(restarted)
+        calls = [record for record, _ in raw_calls(topics) if record["request_id"] == request_id]
+    finally:
+        restarted.stop()
+    assert len(calls) == 1, calls
+    (call,) = calls
+    assert call["status"] == 200 and call["stream"] is True
+    assert call["error_type"] == "gateway_ended" and call["usage"] is None
