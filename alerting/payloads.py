@@ -62,8 +62,8 @@ def alertmanager_labels(alert: Alert) -> dict[str, str]:
 def alertmanager_annotations(alert: Alert) -> dict[str, str]:
     """The numbers and text of the alert, which may change while it fires without changing its identity.
 
-    Fields the `Alert` model gains later (and an `annotations` dict, if it has one) are carried too,
-    so a richer alert reaches Alertmanager without a change here.
+    Fields the `Alert` model gains later (and an `annotations` dict, if it has one) are carried too
+    (`extra_annotations`), so a richer alert reaches Alertmanager without a change here.
     """
     annotations: dict[str, str] = {"summary": alert.summary}
     if alert.value is not None:
@@ -72,6 +72,14 @@ def alertmanager_annotations(alert: Alert) -> dict[str, str]:
         annotations["threshold"] = _text(alert.threshold)
     if alert.evidence_url:
         annotations["evidence"] = alert.evidence_url
+    annotations.update(extra_annotations(alert))
+    return annotations
+
+
+def extra_annotations(alert: Alert) -> dict[str, str]:
+    """Fields of the alert beyond the ones every receiver maps by name, as text: the entries
+    of a dict field (such as `annotations`) each under its own key, any other field under its name."""
+    extra: dict[str, str] = {}
     for name in type(alert).model_fields:
         if name in _IDENTITY_FIELDS or name in _NUMBER_FIELDS:
             continue
@@ -79,10 +87,10 @@ def alertmanager_annotations(alert: Alert) -> dict[str, str]:
         if value is None or value == "" or value == {} or value == []:
             continue
         if isinstance(value, dict):
-            annotations.update({label_name(str(k)): _text(v) for k, v in value.items() if v is not None})
+            extra.update({label_name(str(k)): _text(v) for k, v in value.items() if v is not None})
         else:
-            annotations[label_name(name)] = _text(value)
-    return annotations
+            extra[label_name(name)] = _text(value)
+    return extra
 
 
 def alertmanager_alert(alert: Alert, now: datetime, resend_interval: float) -> dict[str, Any]:
