@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.broker.cli",
     "tokentrail.mock_upstream.cli",
     "tokentrail.control.cli",
+    "tokentrail.control.objectives",
     "gateway.cli",
     "flows.cli",
     "tokentrail.storage.cli",
