@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.models import Alert, format_timestamp
+from schemas.models import Actor, Alert, format_timestamp
 
 WEBHOOK_VERSION = 1
 RESEND_ENDS_AT_FACTOR = 4
@@ -29,7 +29,11 @@ SIGNATURE_HEADER = "X-Tokentrail-Signature"
 TIMESTAMP_HEADER = "X-Tokentrail-Timestamp"
 
 _IDENTITY_FIELDS = ("fingerprint", "status", "rule", "severity", "tenant_id", "labels", "starts_at", "ends_at")
+_WHO_FIELDS = ("scope", "key_id", "actor", "root_actor")
+"""Who and what inside the tenant: labels too, when the alert has them."""
 _NUMBER_FIELDS = ("summary", "value", "threshold", "evidence_url")
+_RECEIVER_BLIND = ("updated_at", "revision")
+"""Bookkeeping of the alert's life that receivers already see (endsAt, re-posts) or do not need."""
 _LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -42,6 +46,8 @@ def label_name(name: str) -> str:
 def _text(value: Any) -> str:
     if isinstance(value, datetime):
         return format_timestamp(value)
+    if isinstance(value, Actor):
+        return f"{value.type}:{value.id}"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -50,6 +56,10 @@ def _text(value: Any) -> str:
 def alertmanager_labels(alert: Alert) -> dict[str, str]:
     """The identity of the alert: what Alertmanager groups, routes, silences and dedups on."""
     labels = {label_name(k): v for k, v in alert.labels.items() if v != ""}
+    for name in _WHO_FIELDS:
+        value = getattr(alert, name, None)
+        if value is not None and value != "":
+            labels[name] = _text(value)
     labels.update(
         alertname=alert.rule,
         tenant=alert.tenant_id,
@@ -81,7 +91,7 @@ def extra_annotations(alert: Alert) -> dict[str, str]:
     of a dict field (such as `annotations`) each under its own key, any other field under its name."""
     extra: dict[str, str] = {}
     for name in type(alert).model_fields:
-        if name in _IDENTITY_FIELDS or name in _NUMBER_FIELDS:
+        if name in _IDENTITY_FIELDS or name in _WHO_FIELDS or name in _NUMBER_FIELDS or name in _RECEIVER_BLIND:
             continue
         value = getattr(alert, name)
         if value is None or value == "" or value == {} or value == []:

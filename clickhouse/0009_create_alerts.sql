@@ -2,9 +2,10 @@
 -- new numbers while it fires, and resolves. One row per (fingerprint, status, starts_at): the
 -- firing state of an episode and its resolution, each at its latest update.
 --
--- Engine: ReplacingMergeTree(updated_at). The alerts topic is at-least-once and a firing alert
--- is re-published while its numbers change; every copy of one state has the same key, so it
--- replaces the row instead of adding one (the newest updated_at wins). Merging is eventual:
+-- Engine: ReplacingMergeTree(revision). The alerts topic is at-least-once and a firing alert
+-- is re-published while its numbers change (revision 0, 1, 2, ...); every copy of one state
+-- has the same key, so it replaces the row instead of adding one, and the highest revision
+-- wins even when an older copy is replayed after a newer one. Merging is eventual:
 -- read with FINAL (`tokentrail report alerts` does). No rollup reads this table, so a
 -- duplicate that waits for its merge is never counted twice anywhere.
 -- ORDER BY (tenant_id, starts_at, fingerprint, status): "alerts of tenant T since X" is one
@@ -22,6 +23,9 @@ CREATE TABLE IF NOT EXISTS alerts
     severity LowCardinality(String),
     tenant_id LowCardinality(String),
     scope String,
+    key_id String,
+    actor String,
+    root_actor String,
     summary String,
     labels Map(String, String),
     annotations Map(String, String),
@@ -30,9 +34,11 @@ CREATE TABLE IF NOT EXISTS alerts
     starts_at DateTime64(3, 'UTC'),
     ends_at Nullable(DateTime64(3, 'UTC')),
     updated_at DateTime64(3, 'UTC'),
+    revision UInt32,
+    evidence_sql String,
     evidence_url String
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = ReplacingMergeTree(revision)
 PARTITION BY toYYYYMM(starts_at)
 ORDER BY (tenant_id, starts_at, fingerprint, status)
 SETTINGS non_replicated_deduplication_window = 1000;

@@ -3,9 +3,9 @@
 -- tenant, or from several tenants: then the row belongs to the system tenant (`_system`) and
 -- `tenants` names every tenant affected (a provider or model incident).
 --
--- Engine: ReplacingMergeTree(last_seen). A pattern is re-published as identities join it
--- (and the events topic is at-least-once): every copy has the same key, the one seen last
--- wins. Read with FINAL (`tokentrail report patterns` does).
+-- Engine: ReplacingMergeTree(detected_at). A pattern is re-published as identities join it
+-- (and the events topic is at-least-once): every copy has the same key, the latest detection
+-- wins, also over an older copy replayed later. Read with FINAL (`tokentrail report patterns` does).
 -- ORDER BY (tenant_id, first_seen, signature): "patterns of tenant T since X" is one range;
 -- (signature, first_seen) identifies one episode of a pattern within a tenant.
 -- PARTITION BY toYYYYMM(first_seen): retention drops whole months; every copy of an episode
@@ -14,6 +14,8 @@
 CREATE TABLE IF NOT EXISTS failure_patterns
 (
     tenant_id LowCardinality(String),
+    pattern_id String,
+    scope LowCardinality(String),
     signature String,
     provider LowCardinality(String),
     model LowCardinality(String),
@@ -28,9 +30,9 @@ CREATE TABLE IF NOT EXISTS failure_patterns
     calls UInt64,
     first_seen DateTime64(3, 'UTC'),
     last_seen DateTime64(3, 'UTC'),
-    fingerprint String
+    detected_at DateTime64(3, 'UTC')
 )
-ENGINE = ReplacingMergeTree(last_seen)
+ENGINE = ReplacingMergeTree(detected_at)
 PARTITION BY toYYYYMM(first_seen)
 ORDER BY (tenant_id, first_seen, signature)
 SETTINGS non_replicated_deduplication_window = 1000;

@@ -27,7 +27,7 @@ from alerting.payloads import (
 )
 from alerting.receivers import AlertmanagerReceiver, WebhookReceiver
 from alerting.settings import AlertingSettings
-from schemas.models import Alert
+from schemas.models import Actor, Alert
 from tokentrail.broker.server import free_port
 from tokentrail.settings import ConfigError, load
 
@@ -41,8 +41,12 @@ def alert(fingerprint: str = "fp-1", status: str = "firing", **changes: Any) -> 
         "rule": "spend_spike",
         "severity": "page",
         "tenant_id": "acme",
+        "scope": "key:k1",
         "summary": "agent:loop-7 spends 31x its baseline",
-        "labels": {"scope": "key:k1", "identity": "agent:loop-7", "root_human": "human:ana"},
+        "labels": {"model": "gpt-4o"},
+        "key_id": "k1",
+        "actor": Actor(type="agent", id="loop-7"),
+        "root_actor": Actor(type="human", id="ana"),
         "value": 31.0,
         "threshold": 6.0,
         "starts_at": NOW - timedelta(minutes=3),
@@ -55,25 +59,28 @@ def alert(fingerprint: str = "fp-1", status: str = "firing", **changes: Any) -> 
 
 
 def test_alertmanager_payload_puts_identity_in_labels_and_numbers_in_annotations():
-    posted = alertmanager_alert(alert(evidence_url="SELECT 1"), NOW, resend_interval=60)
+    posted = alertmanager_alert(alert(evidence_url="http://grafana.example/d/1"), NOW, resend_interval=60)
     assert posted["labels"] == {
         "alertname": "spend_spike",
         "tenant": "acme",
         "severity": "page",
         "fingerprint": "fp-1",
         "scope": "key:k1",
-        "identity": "agent:loop-7",
-        "root_human": "human:ana",
+        "key_id": "k1",
+        "actor": "agent:loop-7",
+        "root_actor": "human:ana",
+        "model": "gpt-4o",
     }
     assert posted["annotations"] == {
         "summary": "agent:loop-7 spends 31x its baseline",
         "value": "31",
         "threshold": "6",
-        "evidence": "SELECT 1",
+        "evidence": "http://grafana.example/d/1",
     }
     assert posted["startsAt"] == "2026-03-01T11:57:00.000Z"
     assert posted["endsAt"] == "2026-03-01T12:04:00.000Z", "firing: 4 resend intervals ahead"
-    assert "generatorURL" not in posted, "only an http(s) evidence link is a generator URL"
+    assert posted["generatorURL"] == "http://grafana.example/d/1"
+    assert "generatorURL" not in alertmanager_alert(alert(evidence_url="see the SQL"), NOW, 60)
 
 
 def test_alertmanager_payload_of_a_resolved_alert_ends_at_its_resolution():
@@ -90,15 +97,21 @@ def test_alert_label_names_are_made_valid_for_alertmanager():
     assert "empty" not in posted["labels"]
 
 
-def test_fields_the_alert_model_gains_are_carried_as_annotations():
+def test_annotations_evidence_sql_and_fields_the_model_gains_later_become_annotations():
     class RicherAlert(Alert):
-        root_human: str | None = None
-        annotations: dict[str, str] = {}
+        exhausts_at: datetime | None = None
 
-    richer = RicherAlert(**alert().model_dump(), root_human="human:ana", annotations={"exhausts_in": "3h10m"})
+    richer = RicherAlert(
+        **alert(
+            annotations={"baseline_usd_per_hour": "0.8"}, evidence_sql="SELECT 1", revision=3, updated_at=NOW
+        ).model_dump(),
+        exhausts_at=NOW + timedelta(hours=3),
+    )
     annotations = alertmanager_alert(richer, NOW, 60)["annotations"]
-    assert annotations["root_human"] == "human:ana"
-    assert annotations["exhausts_in"] == "3h10m"
+    assert annotations["baseline_usd_per_hour"] == "0.8"
+    assert annotations["evidence_sql"] == "SELECT 1"
+    assert annotations["exhausts_at"] == "2026-03-01T15:00:00.000Z"
+    assert "revision" not in annotations and "updated_at" not in annotations
 
 
 def test_signature_verifies_and_any_change_breaks_it():
@@ -280,9 +293,10 @@ def test_a_hanging_receiver_never_slows_submit(receiver):
     try:
         delivery.submit(alert("first"))
         wait_for(lambda: receiver.requests)  # the receiver now holds the only request open
+        alerts = [alert(f"fp-{n}") for n in range(5000)]
         started = time.perf_counter()
-        for n in range(5000):
-            delivery.submit(alert(f"fp-{n}"))
+        for each in alerts:
+            delivery.submit(each)
         elapsed = time.perf_counter() - started
         assert elapsed < 1.0, f"5000 submits took {elapsed:.2f}s against a hanging receiver"
         assert len(receiver.requests) == 1

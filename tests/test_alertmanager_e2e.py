@@ -46,7 +46,8 @@ def burn_alert(status: str = "firing", ends_at: datetime | None = None) -> Alert
         severity="page",
         tenant_id="acme",
         summary="acme burns its error budget at 14.8x over 1 h and 5 m",
-        labels={"scope": "tenant:acme", "window": "1h/5m"},
+        scope="tenant",
+        labels={"window": "1h/5m"},
         value=14.8,
         threshold=14.4,
         starts_at=datetime.now(UTC) - timedelta(minutes=2),
@@ -66,7 +67,7 @@ def test_a_firing_alert_appears_with_its_labels_and_is_gone_once_resolved(alertm
             "tenant": "acme",
             "severity": "page",
             "fingerprint": firing.fingerprint,
-            "scope": "tenant:acme",
+            "scope": "tenant",
             "window": "1h/5m",
         }
         assert shown["annotations"]["value"] == "14.8"

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from alerting.rows import alert_row, pattern_row
-from schemas.models import SYSTEM_TENANT, Alert
+from schemas.models import SYSTEM_TENANT, Actor, Alert, FailurePattern
 from tests.fixtures.clickhouse import event_row
 from tests.test_storage_cli import cli  # noqa: F401 - the fixture running `tokentrail` in-process
 
@@ -26,7 +26,9 @@ def episode(
         severity="page",
         tenant_id=tenant,
         summary=f"{tenant} burns its error budget",
-        labels={"scope": f"tenant:{tenant}"},
+        key_id="k1",
+        actor=Actor(type="agent", id="bot"),
+        root_actor=Actor(type="human", id="ana"),
         value=14.8 if status == "firing" else 0.2,
         threshold=14.4,
         starts_at=starts,
@@ -44,17 +46,33 @@ def seeded_alerts(store):
         episode("fp-other", "other", NOW - timedelta(minutes=5)),
     ]
     store.insert_rows("alerts", [alert_row(a) for a in rows])
-    signature = {"provider": "openai", "model": "gpt-4o", "status": 503, "error_type": "server_error"}
     patterns = [
-        {"tenant_id": "acme", "identities": ["a", "b", "c", "d"], "count": 30},
-        {"tenant_id": SYSTEM_TENANT, "tenants": ["acme", "t2", "t3"], "identities": ["x"] * 3, "count": 90},
-        {"tenant_id": "other", "identities": ["p", "q", "r"], "count": 9},
+        ("acme", "tenant", ["a", "b", "c", "d"], ["acme"], 30),
+        (SYSTEM_TENANT, "provider", ["x", "y", "z"], ["acme", "t2", "t3"], 90),
+        ("other", "tenant", ["p", "q", "r"], ["other"], 9),
     ]
     store.insert_rows(
         "failure_patterns",
         [
-            pattern_row({**p, "signature": signature, "first_seen": NOW - timedelta(minutes=9), "last_seen": NOW})
-            for p in patterns
+            pattern_row(
+                FailurePattern(
+                    pattern_id=f"fp-{tenant}",
+                    tenant_id=tenant,
+                    scope=scope,  # type: ignore[arg-type]
+                    signature="9c1e4f",
+                    provider="openai",
+                    model="gpt-4o",
+                    status=503,
+                    error_type="server_error",
+                    identities=identities,
+                    tenants=tenants,
+                    count=count,
+                    first_seen=NOW - timedelta(minutes=9),
+                    last_seen=NOW,
+                    detected_at=NOW,
+                )
+            )
+            for tenant, scope, identities, tenants, count in patterns
         ],
     )
 
@@ -68,7 +86,7 @@ def test_report_alerts_shows_one_line_per_episode_at_its_latest_state(cli, seede
     assert code == 0, err
     rows = json_lines(out)
     assert [(r["fingerprint"], r["status"]) for r in rows] == [("fp-old", "resolved"), ("fp-now", "firing")]
-    assert rows[1]["value"] == 14.8 and rows[1]["ends_at"] is None and rows[1]["scope"] == "tenant:acme"
+    assert rows[1]["value"] == 14.8 and rows[1]["ends_at"] is None and rows[1]["scope"] == "tenant"
     assert rows[0]["ends_at"].endswith("Z")
 
 
@@ -80,13 +98,14 @@ def test_report_alerts_since_a_duration_keeps_episodes_still_open_then(cli, seed
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["starts_at", "ends_at", "tenant", "status"]
     assert len(lines) == 3 and "firing" in lines[2]  # fp-now, still open: fp-old ended days ago
+    assert "agent:bot (for human:ana)" in lines[2]
 
 
 def test_report_patterns_for_a_tenant_includes_provider_incidents_naming_it(cli, seeded_alerts):  # noqa: F811
     code, out, err = cli("report", "patterns", "--tenant", "acme", "--json")
     assert code == 0, err
     rows = json_lines(out)
-    assert sorted((r["tenant_id"], r["identity_count"]) for r in rows) == [(SYSTEM_TENANT, 1), ("acme", 4)]
+    assert sorted((r["tenant_id"], r["identity_count"]) for r in rows) == [(SYSTEM_TENANT, 3), ("acme", 4)]
     system = next(r for r in rows if r["tenant_id"] == SYSTEM_TENANT)
     assert system["tenants"] == ["acme", "t2", "t3"] and system["calls"] == 90
     code, out, _ = cli("report", "patterns")

@@ -6,6 +6,9 @@ CREATE TABLE default.alerts
     `severity` LowCardinality(String),
     `tenant_id` LowCardinality(String),
     `scope` String,
+    `key_id` String,
+    `actor` String,
+    `root_actor` String,
     `summary` String,
     `labels` Map(String, String),
     `annotations` Map(String, String),
@@ -14,9 +17,11 @@ CREATE TABLE default.alerts
     `starts_at` DateTime64(3, 'UTC'),
     `ends_at` Nullable(DateTime64(3, 'UTC')),
     `updated_at` DateTime64(3, 'UTC'),
+    `revision` UInt32,
+    `evidence_sql` String,
     `evidence_url` String
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = ReplacingMergeTree(revision)
 PARTITION BY toYYYYMM(starts_at)
 ORDER BY (tenant_id, starts_at, fingerprint, status)
 TTL toDateTime(starts_at) + toIntervalDay(400)

@@ -1,6 +1,8 @@
 CREATE TABLE default.failure_patterns
 (
     `tenant_id` LowCardinality(String),
+    `pattern_id` String,
+    `scope` LowCardinality(String),
     `signature` String,
     `provider` LowCardinality(String),
     `model` LowCardinality(String),
@@ -15,9 +17,9 @@ CREATE TABLE default.failure_patterns
     `calls` UInt64,
     `first_seen` DateTime64(3, 'UTC'),
     `last_seen` DateTime64(3, 'UTC'),
-    `fingerprint` String
+    `detected_at` DateTime64(3, 'UTC')
 )
-ENGINE = ReplacingMergeTree(last_seen)
+ENGINE = ReplacingMergeTree(detected_at)
 PARTITION BY toYYYYMM(first_seen)
 ORDER BY (tenant_id, first_seen, signature)
 TTL toDateTime(first_seen) + toIntervalDay(400)

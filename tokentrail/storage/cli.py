@@ -302,7 +302,23 @@ def _report_cost(args) -> int:
     return 0
 
 
-ALERT_COLUMNS = ("status", "severity", "rule", "scope", "summary", "value", "threshold", "labels", "evidence_url")
+ALERT_COLUMNS = (
+    "status",
+    "severity",
+    "rule",
+    "scope",
+    "key_id",
+    "actor",
+    "root_actor",
+    "summary",
+    "value",
+    "threshold",
+    "revision",
+    "labels",
+    "annotations",
+    "evidence_sql",
+    "evidence_url",
+)
 ALERTS_QUERY = (
     "SELECT tenant_id, fingerprint, starts_at, episode_end AS ends_at, "
     + ", ".join(f"latest.{n} AS {c}" for n, c in enumerate(ALERT_COLUMNS, 1))
@@ -317,8 +333,8 @@ ALERTS_QUERY = (
 """One line per alert episode (fingerprint, starts_at) at its latest state; a resolution wins a tie."""
 
 PATTERNS_QUERY = (
-    "SELECT tenant_id, signature, provider, model, status, error_type, error_code, context_hash, "
-    "identities, identity_count, tenants, tenant_count, calls, first_seen, last_seen "
+    "SELECT tenant_id, pattern_id, scope, signature, provider, model, status, error_type, error_code, "
+    "context_hash, identities, identity_count, tenants, tenant_count, calls, first_seen, last_seen, detected_at "
     "FROM failure_patterns FINAL "
     "WHERE ({tenant:String} = '' OR tenant_id = {tenant:String} OR has(tenants, {tenant:String})) "
     "AND last_seen >= {since:DateTime64(3, 'UTC')} AND first_seen < {until:DateTime64(3, 'UTC')} "
@@ -365,6 +381,13 @@ def _when(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _who(actor: str, root_actor: str) -> str:
+    """`agent:bot (for human:ana)`: the identity, and the human at the root of its chain."""
+    if actor and root_actor and root_actor != actor:
+        return f"{actor} (for {root_actor})"
+    return actor or root_actor
+
+
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
@@ -377,7 +400,19 @@ def _report_alerts(args) -> int:
         _print_json_lines(rows)
         return 0
     print_table(
-        ("starts_at", "ends_at", "tenant", "status", "severity", "rule", "scope", "value", "threshold", "summary"),
+        (
+            "starts_at",
+            "ends_at",
+            "tenant",
+            "status",
+            "severity",
+            "rule",
+            "scope",
+            "who",
+            "value",
+            "threshold",
+            "summary",
+        ),
         [
             (
                 _when(r["starts_at"]),
@@ -387,6 +422,7 @@ def _report_alerts(args) -> int:
                 r["severity"],
                 r["rule"],
                 r["scope"],
+                _who(r["actor"], r["root_actor"]),
                 _number(r["value"]),
                 _number(r["threshold"]),
                 _clip(r["summary"], 80),
