@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli",
     "flows.cli",
     "tokentrail.storage.cli",
+    "alerting.cli",
 )
 
 
