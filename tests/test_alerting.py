@@ -357,3 +357,17 @@ def test_alertmanager_receiver_reposts_firing_alerts_until_resolved(receiver):
 
 def path_alerts(body: bytes) -> list[str]:
     return [a["labels"]["fingerprint"] for a in orjson.loads(body)]
+
+
+def test_alerts_deliver_without_a_receiver_or_with_a_bad_url_is_one_line(monkeypatch, capsys):
+    from tokentrail.cli import main
+
+    for name in ("TOKENTRAIL_ALERTMANAGER_URL", "TOKENTRAIL_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["alerts", "deliver"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TOKENTRAIL_ALERTMANAGER_URL" in err
+    monkeypatch.setenv("TOKENTRAIL_ALERTMANAGER_URL", "localhost:9093")
+    assert main(["alerts", "deliver"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TOKENTRAIL_ALERTMANAGER_URL" in err and "http(s) URL" in err
