@@ -371,3 +371,20 @@ def test_alerts_deliver_without_a_receiver_or_with_a_bad_url_is_one_line(monkeyp
     assert main(["alerts", "deliver"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "TOKENTRAIL_ALERTMANAGER_URL" in err and "http(s) URL" in err
+
+
+def test_an_alert_whose_resolution_alertmanager_refused_is_not_reposted(receiver):
+    delivery = AlertDelivery([AlertmanagerReceiver(receiver.url, resend_interval=0.2)]).start()
+    try:
+        delivery.submit(alert("fp-1"))
+        wait_for(lambda: len(receiver.requests) >= 2)  # delivered, then re-posted while firing
+        receiver.status = 400
+        delivery.submit(alert("fp-1", status="resolved", ends_at=NOW))
+        wait_for(
+            lambda: any(orjson.loads(body)[0]["endsAt"] == "2026-03-01T12:00:00.000Z" for _, body in receiver.requests)
+        )
+        settled = len(receiver.requests)
+        time.sleep(0.8)  # four resend intervals
+    finally:
+        delivery.close()
+    assert len(receiver.requests) == settled, "the refused resolution must not leave the alert re-posted as firing"
