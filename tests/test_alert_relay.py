@@ -14,7 +14,8 @@ from alerting.delivery import AlertDelivery
 from alerting.receivers import AlertmanagerReceiver
 from alerting.relay import relay
 from schemas.models import Actor, Alert
-from tests.test_alertmanager_e2e import ours, wait_for
+from tests.fixtures.alertmanager import wait_for
+from tests.test_alertmanager_e2e import ours
 from tokentrail.control.publish import publish
 from tokentrail.topics import ALERTS
 

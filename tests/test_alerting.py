@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from alerting.payloads import (
 from alerting.receivers import AlertmanagerReceiver, WebhookReceiver
 from alerting.settings import AlertingSettings
 from schemas.models import Actor, Alert
+from tests.fixtures.alertmanager import wait_for
 from tokentrail.broker.server import free_port
 from tokentrail.settings import ConfigError, load
 
@@ -212,16 +213,6 @@ def receiver() -> Iterator[FakeReceiver]:
 
 def counter(name: str, receiver_name: str) -> float:
     return REGISTRY.get_sample_value(name, {"receiver": receiver_name}) or 0.0
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_webhook_posts_the_alert_contract_signed(receiver):

@@ -392,12 +392,19 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def _report_alerts(args) -> int:
-    parameters = _window(args)
+def _detail_rows(args, sql: str) -> list[dict] | None:
+    """The rows of a `report alerts|patterns` query; printed as JSON lines (None returned) with --json."""
     with _opened_store() as (store, _), _storage_errors():
-        rows = store.query(ALERTS_QUERY, parameters)
-    if args.json:
-        _print_json_lines(rows)
+        rows = store.query(sql, _window(args))
+    if not args.json:
+        return rows
+    _print_json_lines(rows)
+    return None
+
+
+def _report_alerts(args) -> int:
+    rows = _detail_rows(args, ALERTS_QUERY)
+    if rows is None:
         return 0
     print_table(
         (
@@ -434,11 +441,8 @@ def _report_alerts(args) -> int:
 
 
 def _report_patterns(args) -> int:
-    parameters = _window(args)
-    with _opened_store() as (store, _), _storage_errors():
-        rows = store.query(PATTERNS_QUERY, parameters)
-    if args.json:
-        _print_json_lines(rows)
+    rows = _detail_rows(args, PATTERNS_QUERY)
+    if rows is None:
         return 0
     print_table(
         ("first_seen", "last_seen", "tenant", "provider", "model", "status", "error", "identities", "tenants", "calls"),
