@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from typing import Protocol, cast
+from typing import Protocol
 
 import aiohttp
 
@@ -270,4 +270,4 @@ def delivery_from_environment() -> AlertDelivery | None:
     """`AlertDelivery.from_settings` of the TOKENTRAIL_* environment (ConfigError on bad values)."""
     from tokentrail.settings import load
 
-    return AlertDelivery.from_settings(cast(AlertingSettings, load(AlertingSettings)))
+    return AlertDelivery.from_settings(load(AlertingSettings))

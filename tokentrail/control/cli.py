@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC
 
-from tokentrail.cli import CliError
+from tokentrail.errors import CliError
 
 
 def register(subparsers) -> None:

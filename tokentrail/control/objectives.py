@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tokentrail.cli import CliError
 from tokentrail.control.cli import _now, _plane, _run
+from tokentrail.errors import CliError
+
+if TYPE_CHECKING:  # the CLI hub imports every command module: pydantic waits for the command
+    from schemas.models import Budget
+    from tokentrail.control.registry import KeyEntry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -119,11 +123,11 @@ def _budget_list(args: argparse.Namespace) -> int:
     plane = _plane()
     _run(plane.follower.catch_up)
 
-    def tenant_of(budget: Any) -> str | None:
+    def tenant_of(budget: Budget) -> str | None:
         kind, _, name = budget.scope.partition(":")
         if kind == "tenant":
             return name
-        entry = plane.identities.get(name)
+        entry: KeyEntry | None = plane.identities.get(name)
         return entry.tenant_id if entry is not None else None
 
     budgets = [b for b in plane.controls.budgets() if args.tenant is None or tenant_of(b) == args.tenant]
