@@ -269,7 +269,7 @@ def build(flow: Dataflow, context: FlowContext) -> None:
     from detection.settings import DetectSettings
     from tokentrail.settings import load
 
-    settings = cast(DetectSettings, load(DetectSettings))
+    settings = load(DetectSettings)
     names = DetectTopics(context.topic(topics.EVENTS), context.topic(topics.ALERTS), context.topic(topics.DLQ))
     add_steps(
         flow,

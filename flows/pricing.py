@@ -54,6 +54,10 @@ class PricedUsage(NamedTuple):
     """Why the call is unpriced, for the event payload."""
 
 
+MODEL_CACHE_SIZE = 4096
+"""Distinct (provider, model) lookups a Pricer remembers; past it the cache starts over."""
+
+
 class Pricer:
     """Prices calls; one per flow worker (its caches are plain dicts)."""
 
@@ -125,6 +129,8 @@ class Pricer:
                 found = self._snapshot.find_provider_model(model, None, provider, None)[1]
             except LookupError:
                 found = None
+        if len(self._models) >= MODEL_CACHE_SIZE:
+            self._models.clear()  # model strings come from clients: the cache must not grow with them
         self._models[key] = found
         return found
 

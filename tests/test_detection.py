@@ -387,3 +387,26 @@ def test_event_time_parsing_agrees_with_the_full_parser() -> None:
         "2026-05-28T12:00:01+02:00",
     ):
         assert epoch_seconds(text) == pytest.approx(datetime.fromisoformat(text).timestamp(), abs=1e-6)
+
+
+# ---- settings ----------------------------------------------------------------------------------
+
+
+def test_burn_rules_from_the_environment_and_a_clear_error_for_bad_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detection.settings import DetectSettings, parse_rules
+    from tokentrail.settings import ConfigError, load
+
+    assert parse_rules("page:14.4:1h:5m,ticket:1:3d:6h") == (
+        BurnRule("page", 14.4, 3600, 300),
+        BurnRule("ticket", 1.0, 3 * 86400, 6 * 3600),
+    )
+    monkeypatch.setenv("TOKENTRAIL_DETECT_BURN_RULES", "page:14.4:1h")
+    monkeypatch.setenv("TOKENTRAIL_DETECT_PATTERN_IDENTITIES", "1")
+    with pytest.raises(ConfigError) as problem:
+        load(DetectSettings)
+    assert "TOKENTRAIL_DETECT_BURN_RULES" in str(problem.value) and "severity:factor:long:short" in str(problem.value)
+    assert "TOKENTRAIL_DETECT_PATTERN_IDENTITIES" in str(problem.value)
+    monkeypatch.setenv("TOKENTRAIL_DETECT_BURN_RULES", "page:20:2h:10m")
+    monkeypatch.setenv("TOKENTRAIL_DETECT_PATTERN_IDENTITIES", "4")
+    config = DetectSettings().config()
+    assert config.rules == (BurnRule("page", 20.0, 7200, 600),) and config.patterns.min_identities == 4
