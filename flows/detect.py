@@ -40,7 +40,7 @@ from detection.outputs import alert_event, alert_record, pattern_event
 from flows.clickhouse import Rows
 from flows.connectors import KafkaMessage, Message, Tick
 from flows.context import FlowContext
-from flows.records import Rejected, dead_letter
+from flows.records import Rejected, dead_letter, dead_letter_headers
 from tokentrail import topics
 from tokentrail.storage.alert_rows import alert_row, pattern_row
 from tokentrail.storage.event_rows import event_row
@@ -108,7 +108,7 @@ def route_events(names: DetectTopics) -> Callable[[list[KafkaMessage]], list[tup
 
 def _dead_letter(reason: str, message: KafkaMessage, dlq: str) -> Message:
     rejected = Rejected(reason, message.value, message.key)
-    headers = [*(message.headers or []), ("tokentrail-reason", reason[:512].encode())]
+    headers = dead_letter_headers(message.headers, reason)
     return dlq, message.key, dead_letter(rejected, message.topic or "", message.partition, message.offset), headers
 
 
@@ -147,7 +147,7 @@ class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch,
         for batch in values:
             for event in batch.events:
                 try:
-                    result.extend(observe(event))
+                    observe(event, result)
                 except EventError as exc:
                     rejected.append(self._dead_letter(event, str(exc)))
         out: list[DetectOutputs | FailureBatch] = []
@@ -165,7 +165,7 @@ class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch,
         """A call event detection cannot read (re-serialized: the record was parsed upstream)."""
         key = str(event.get("tenant_id", "")).encode()
         value = dead_letter(Rejected(reason, orjson.dumps(event), key), self.names.events, None, None)
-        return self.names.dlq, key, value, [("tokentrail-reason", reason[:512].encode())]
+        return self.names.dlq, key, value, dead_letter_headers(None, reason)
 
 
 class DetectProviders(StatefulBatchLogic[FailureBatch, DetectOutputs, ProviderIncidents]):
