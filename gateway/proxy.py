@@ -26,6 +26,7 @@ from multidict import CIMultiDict
 from gateway import bounds
 from gateway import usage as usage_reader
 from gateway.capture import StreamCapture, captured_text
+from gateway.context_hash import context_hash
 from gateway.delivery import Delivery
 from gateway.errors import error_body, provider_error
 from gateway.headers import AllowList, forwarded_path, upstream_headers
@@ -176,6 +177,7 @@ class Gateway:
             call.end_user, bad_user = bounds.body_string("user", parsed.get("user"))
             if bad_model or bad_user:
                 return call.refuse(400, bad_model or bad_user or "")
+            call.context_hash = context_hash(route.path, parsed)
             call.stream = parsed.get("stream") is True
             if call.stream and route.streams_usage_on_request:
                 options = parsed.get("stream_options")
@@ -265,6 +267,7 @@ class _Call:
         "session_id",
         "requested_model",
         "served_model",
+        "context_hash",
         "stream",
         "end_user",
         "strip_injected_usage",
@@ -298,6 +301,7 @@ class _Call:
         self.session_id = session_id
         self.requested_model: str | None = None
         self.served_model: str | None = None
+        self.context_hash: str | None = None
         self.stream = False
         self.end_user: str | None = None
         self.strip_injected_usage = False
@@ -516,6 +520,7 @@ class _Call:
             endpoint=self.route.path,
             requested_model=self.requested_model,
             served_model=bounds.from_provider(self.served_model),
+            context_hash=self.context_hash,
             stream=self.stream,
             status=status,
             error_type=bounds.from_provider(error_type),
