@@ -8,7 +8,8 @@ Call events are routed by tenant into `DETECT_BUCKETS` state buckets; each bucke
 `ProviderIncidents`, which sees every tenant. Both emit alert state changes and patterns, which
 become: Alert records on `tokentrail.alerts` (key = fingerprint) for delivery
 (`tokentrail alerts deliver`); `alert_fired` / `alert_resolved` / `pattern_detected` events on
-`tokentrail.events`; and their rows in the `events` table. Unreadable records go to the DLQ.
+`tokentrail.events`; and rows in the `events`, `alerts` and `failure_patterns` tables
+(`tokentrail.storage.alert_rows`). Unreadable records go to the DLQ.
 
 Rows reach ClickHouse through this flow's own sink, in the process that runs it: with the
 embedded engine that is the process holding the store, so detect runs beside enrich
@@ -41,6 +42,7 @@ from flows.connectors import KafkaMessage, Message, Tick
 from flows.context import FlowContext
 from flows.records import Rejected, dead_letter, dead_letter_headers
 from tokentrail import topics
+from tokentrail.storage.alert_rows import alert_row, pattern_row
 from tokentrail.storage.event_rows import event_row
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 DETECT_BUCKETS = 16
 """Tenant state buckets. Fixed: recovery state is keyed by bucket."""
 SYSTEM_KEY = "system"
-TABLES = {"events": "event_id"}
+TABLES = {"events": "event_id", "alerts": "alert_id", "failure_patterns": "detection_id"}
 
 
 class DetectTopics(NamedTuple):
@@ -111,9 +113,11 @@ def _dead_letter(reason: str, message: KafkaMessage, dlq: str) -> Message:
 
 
 def outputs_of(result: Result, names: DetectTopics) -> DetectOutputs:
-    """Alert records, detection events and their `events` rows of one result."""
+    """Alert records, detection events, their `events` rows, and the `alerts` / `failure_patterns` rows of one result."""
     messages: list[Message] = []
     rows: list[dict[str, Any]] = []
+    alert_rows = [alert_row(change.alert) for change in result.changes]
+    pattern_rows = [pattern_row(pattern) for pattern in result.patterns]
     for change in result.changes:
         alert = change.alert
         messages.append((names.alerts, alert.fingerprint.encode(), alert_record(alert), []))
@@ -125,7 +129,8 @@ def outputs_of(result: Result, names: DetectTopics) -> DetectOutputs:
         event = pattern_event(pattern)
         messages.append((names.events, pattern.tenant_id.encode(), orjson.dumps(event), []))
         rows.append(event_row(event))
-    return DetectOutputs(messages, {"events": rows} if rows else {})
+    tables = {"events": rows, "alerts": alert_rows, "failure_patterns": pattern_rows}
+    return DetectOutputs(messages, {table: batch for table, batch in tables.items() if batch})
 
 
 class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch, Detector]):
