@@ -8,6 +8,7 @@ spool), the upstream connection pools. `/healthz` (alive), `/readyz` (registry l
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
@@ -32,6 +33,8 @@ PLANE = web.AppKey("plane", ControlPlane)
 DELIVERY = web.AppKey("delivery", Delivery)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 SERVICE_PATHS = ("/healthz", "/readyz", "/metrics")
+STREAM_CHECK_INTERVAL_S = 0.2
+"""How often running streams are checked against revocations and freezes (cut within a second)."""
 
 
 def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application:
@@ -83,23 +86,48 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
             delivery,
             metrics,
             upstreams,
-            plane.follower.ready.is_set,
+            unready_reason,
         )
         yield
         for pool in upstreams.values():
             pool.close()
 
-    app.cleanup_ctx.extend([follow_control_plane, run_delivery, open_upstreams])
+    async def cut_withdrawn_streams(app: web.Application):
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(STREAM_CHECK_INTERVAL_S)
+                app[GATEWAY].cut_withdrawn_streams()
+
+        task = asyncio.create_task(watch())
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.extend([follow_control_plane, run_delivery, open_upstreams, cut_withdrawn_streams])
+
+    stale_after = settings.control_stale_after_s
+
+    def unready_reason() -> str | None:
+        """Fail closed: deny by default until the registry is loaded, and again whenever the
+        control topics have been silent for TOKENTRAIL_CONTROL_STALE_AFTER_S (docs/gateway.md)."""
+        follower = plane.follower
+        if not follower.ready.is_set():
+            return "the gateway is still loading its identity registry"
+        if stale_after and follower.silent_for() > stale_after:
+            return (
+                f"the gateway has not heard from the control topics for over {stale_after:g}s "
+                "and cannot tell revoked keys; refusing new requests until Kafka answers"
+            )
+        return None
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = plane.follower.ready.is_set()
-        return web.json_response(
-            {"ready": ready, "registry_keys": len(plane.identities), "spooling": delivery.spooling},
-            status=200 if ready else 503,
-        )
+        reason = unready_reason()
+        body = {"ready": reason is None, "registry_keys": len(plane.identities), "spooling": delivery.spooling}
+        if reason is not None:
+            body["reason"] = reason
+        return web.json_response(body, status=200 if reason is None else 503)
 
     async def prometheus(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -95,7 +96,7 @@ class Gateway:
         delivery: Delivery,
         metrics: GatewayMetrics,
         upstreams: dict[str, UpstreamPool],
-        is_ready,
+        unready_reason: Callable[[], str | None],
     ) -> None:
         self.settings = settings
         self.signing_key = signing_key
@@ -104,7 +105,11 @@ class Gateway:
         self.delivery = delivery
         self.metrics = metrics
         self.upstreams = upstreams
-        self.is_ready = is_ready
+        self.unready_reason = unready_reason
+        """None while the gateway may admit requests, else the 503 message (registry not loaded,
+        control topics silent too long)."""
+        self.streams: dict[_Call, UpstreamResponse] = {}
+        """Streams being relayed, so `cut_withdrawn_streams` can end those of a revoked or frozen key."""
         self.gateway_id = settings.gateway_id
         self.max_body = settings.max_body_bytes
         self.capture_max = settings.capture_max_bytes
@@ -132,10 +137,9 @@ class Gateway:
         request_id = headers.get("x-request-id") or new_id()
         trace_id, new_traceparent = _trace_id(headers.get("traceparent"))
 
-        if not self.is_ready():
-            return self._error(
-                route.provider, 503, "the gateway is still loading its identity registry", request_id, None
-            )
+        unready = self.unready_reason()
+        if unready is not None:
+            return self._error(route.provider, 503, unready, request_id, None)
         authorization = headers.get("Authorization")
         if authorization is not None and authorization[:7].lower() == "bearer ":
             presented = authorization[7:].strip()
@@ -230,6 +234,16 @@ class Gateway:
         )
         return self._error(route.provider, denial.status, denial.message, request_id, denial.retry_after)
 
+    def cut_withdrawn_streams(self) -> None:
+        """End every running stream whose key (or an ancestor) was revoked or frozen since it was
+        admitted; called several times a second, so a revoke or freeze reaches streams too."""
+        for call, upstream in list(self.streams.items()):
+            reason = self.guard.withdrawn(call.entry)
+            if reason is not None and call.cut is None:
+                call.cut = reason
+                log.warning("cut a running stream: key %s", reason, extra={"request_id": call.request_id})
+                upstream.close()
+
     def submit(self, tenant_id: str, record: dict[str, Any]) -> None:
         self.delivery.submit(tenant_id.encode(), signed_bytes(record, self.signing_key))
 
@@ -255,6 +269,7 @@ class _Call:
         "request_body",
         "first_byte",
         "provider",
+        "cut",
     )
 
     def __init__(
@@ -278,6 +293,8 @@ class _Call:
         self.started = started
         self.session_id = session_id
         self.requested_model: str | None = None
+        self.cut: str | None = None
+        """Set (`revoked` / `frozen`) when the gateway cuts this call's stream."""
         self.served_model: str | None = None
         self.stream = False
         self.end_user: str | None = None
@@ -338,32 +355,39 @@ class _Call:
         captured: list[bytes] | None = [] if self.capture else None
         disconnected = False
         error_type = error_code = None
+        streams = self.gateway.streams
+        streams[self] = upstream
         try:
             await response.prepare(request)
-            while (chunk := await upstream.next_chunk()) is not None:
+            while (chunk := await upstream.next_chunk()) is not None and self.cut is None:
                 out = scanner.feed(chunk)
                 if captured is not None:
                     captured.append(chunk)
                 if out:
                     await response.write(out)
-            rest = scanner.finish()
-            if rest:
-                await response.write(rest)
-            await response.write_eof()
+            if self.cut is None:
+                rest = scanner.finish()
+                if rest:
+                    await response.write(rest)
+                await response.write_eof()
         except ConnectionError:
             disconnected = True
             upstream.close()
         except UpstreamError as exc:
             # The answer started (status already sent): the client sees the stream end early.
-            self.gateway.metrics.upstream_error(self.provider, exc.kind)
-            error_type, error_code = f"upstream_{exc.kind}", None
-            log.warning(
-                "upstream %s %s mid-stream: %s", self.provider, exc.kind, exc, extra={"request_id": self.request_id}
-            )
+            if self.cut is None:
+                self.gateway.metrics.upstream_error(self.provider, exc.kind)
+                error_type, error_code = f"upstream_{exc.kind}", None
+                log.warning(
+                    "upstream %s %s mid-stream: %s", self.provider, exc.kind, exc, extra={"request_id": self.request_id}
+                )
             upstream.close()
-            if request.transport is not None:
-                request.transport.close()
         finally:
+            streams.pop(self, None)
+            if self.cut is not None:
+                error_type, error_code = f"key_{self.cut}", None
+            if error_type is not None and request.transport is not None:
+                request.transport.close()
             self.served_model = scanner.served_model
             self.record(
                 upstream.status,

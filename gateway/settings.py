@@ -56,6 +56,11 @@ class GatewaySettings(BaseSettings):
     default_tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
     """TOKENTRAIL_DEFAULT_TOKENS_PER_MINUTE: per-identity LLM-token limit when no Limits record applies."""
 
+    control_stale_after_s: Annotated[float, Field(ge=0)] = 30.0
+    """TOKENTRAIL_CONTROL_STALE_AFTER_S: a replica that has not heard from Kafka's control topics
+    (identities, controls) for this long refuses new requests with 503 and reports not ready on
+    /readyz, since it could be admitting keys revoked elsewhere; 0 turns the check off."""
+
     capture_max_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
     """TOKENTRAIL_CAPTURE_MAX_BYTES: captured bodies (capture on) are cut to this size before redaction."""
     log_level: str = "INFO"

@@ -169,3 +169,43 @@ def test_a_changed_limit_applies_at_once_and_removing_it_admits_all():
     assert limiter.admit("k1", RateLimits(requests_per_minute=2), 0.0) == 0
     assert limiter.admit("k1", RateLimits(requests_per_minute=2), 0.0) > 0
     assert limiter.admit("k1", RateLimits(), 0.0) == 0
+
+
+def test_revoking_or_deleting_a_key_cuts_every_key_delegated_from_it():
+    human, human_key = mint_identity("acme", HUMAN, None, NOW)
+    agent, agent_key = mint_identity("acme", AGENT, human, NOW)
+    sub, sub_key = mint_identity("acme", Actor(type="agent", id="searcher"), agent, NOW)
+    registry = _registry_with(human, agent, sub)
+    entries = [registry.authenticate(key) for key in (human_key, agent_key, sub_key)]
+    assert all(not isinstance(entry, str) for entry in entries)
+    registry.apply(agent.key_id, agent.model_copy(update={"revoked_at": NOW}))
+    assert [registry.authenticate(key) for key in (agent_key, sub_key)] == ["revoked", "revoked"]
+    assert registry.authenticate(human_key) == entries[0]
+    assert not registry.still_admitted(entries[2]) and registry.still_admitted(entries[0])
+    registry.apply(agent.key_id, agent)
+    assert registry.still_admitted(entries[2])
+    registry.apply(human.key_id, None)  # a deleted ancestor cuts its descendants too
+    assert [registry.authenticate(key) for key in (agent_key, sub_key)] == ["revoked", "revoked"]
+
+
+def test_freezing_a_key_freezes_every_key_delegated_from_it():
+    human, _ = mint_identity("acme", HUMAN, None, NOW)
+    agent, _ = mint_identity("acme", AGENT, human, NOW)
+    sub, _ = mint_identity("acme", Actor(type="agent", id="searcher"), agent, NOW)
+    lineage = tuple(link.key_id for link in sub.ancestors)
+    state = ControlState()
+    state.apply(f"freeze:key:{human.key_id}", Freeze(scope=f"key:{human.key_id}", frozen=True, changed_at=NOW))
+    assert state.freeze_of("acme", sub.key_id, lineage).scope == f"key:{human.key_id}"
+    assert state.freeze_of("acme", agent.key_id, (human.key_id,)).scope == f"key:{human.key_id}"
+    assert state.freeze_of("acme", "k_other") is None
+    state.apply(f"freeze:key:{agent.key_id}", Freeze(scope=f"key:{agent.key_id}", frozen=True, changed_at=NOW))
+    assert state.freeze_of("acme", sub.key_id, lineage).scope == f"key:{agent.key_id}"  # the nearest first
+
+
+def test_limits_off_on_a_key_falls_back_to_its_tenants_limit():
+    state = ControlState(default_limits=RateLimits(requests_per_minute=1000))
+    state.apply("limits:tenant:acme", Limits(scope="tenant:acme", requests_per_minute=10, changed_at=NOW))
+    state.apply("limits:key:k1", Limits(scope="key:k1", requests_per_minute=5, changed_at=NOW))
+    assert state.limits_of("acme", "k1") == RateLimits(5, None)
+    state.apply("limits:key:k1", Limits(scope="key:k1", changed_at=NOW))  # what `limits --key k1 --off` publishes
+    assert state.limits_of("acme", "k1") == RateLimits(10, None)
