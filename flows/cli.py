@@ -70,7 +70,8 @@ def run(args) -> int:
     from tokentrail.storage.query_server import RemoteStore
 
     core = load(CoreSettings)
-    core.require_signing_key()
+    core.signing_keys()
+    core.operator_keys()
     settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
     if settings.price_overrides:
         load_overrides(settings.price_overrides)  # a bad file is a one-line error before anything starts

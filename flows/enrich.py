@@ -41,6 +41,7 @@ from flows.pricing import Pricer
 from flows.records import RecordReader, Rejected, dead_letter
 from flows.settings import FlowSettings
 from flows.sink import BatchingSink, Retry, RowStore, Writer
+from schemas.signing import KeySet
 from tokentrail import topics
 from tokentrail.control.records import RecordError
 from tokentrail.settings import CoreSettings, load
@@ -135,8 +136,9 @@ def verify_records(reader: RecordReader, names: TopicNames) -> Callable[[list[An
     return verify
 
 
-def decode_identities(names: TopicNames) -> Callable[[list[Any]], list[tuple[str, Any]]]:
-    """Identities-topic messages -> one IdentityBatch per join bucket (bad ones: dead letters)."""
+def decode_identities(names: TopicNames, operator_keys: KeySet) -> Callable[[list[Any]], list[tuple[str, Any]]]:
+    """Identities-topic messages -> one IdentityBatch per join bucket (bad ones, unsigned or
+    forged ones included: dead letters)."""
 
     def decode(messages: list[Any]) -> list[tuple[str, Any]]:
         metrics.RECORDS_IN.labels("identities").inc(len(messages))
@@ -144,7 +146,7 @@ def decode_identities(names: TopicNames) -> Callable[[list[Any]], list[tuple[str
         rejected = Outputs([], [], [])
         for message in messages:
             try:
-                key_id, entry = decode_identity(message.key, message.value)
+                key_id, entry = decode_identity(message.key, message.value, operator_keys)
             except RecordError as exc:
                 bad = Rejected(str(exc), message.value, message.key)
                 rejected.messages.append(_dead_letter_message(bad, message, names.dlq))
@@ -386,14 +388,16 @@ def build_flow(
     identities: Source,
     kafka_out: Sink,
     clickhouse_out: Sink,
-    signing_key: bytes,
+    signing_key: KeySet | bytes,
+    operator_keys: KeySet,
     names: TopicNames,
     settings: FlowSettings,
     ticks: Source | None,
     flow_id: str = "tokentrail_enrich",
 ) -> Dataflow:
     """The dataflow over any sources and sinks (tests pass TestingSource/TestingSink).
-    `ticks` yields (sink partition number, None) items that wake idle sink partitions."""
+    `ticks` yields (sink partition number, None) items that wake idle sink partitions.
+    `signing_key` verifies RawCalls (a key set: rotation), `operator_keys` identity records."""
     flow = Dataflow(flow_id)
     raw_messages = op.input("read_raw", flow, raw)  # KafkaSourceMessage
     verified = op.flat_map_batch("verify_records", raw_messages, verify_records(RecordReader(signing_key), names))
@@ -401,7 +405,7 @@ def build_flow(
     split = op.branch("split_calls", verified, lambda item: type(item[1]) is CallBatch)
     # trues: (bucket, CallBatch); falses: (bucket, Outputs) of gateway events and dead letters
     identity_messages = op.input("read_identities", flow, identities)  # KafkaSourceMessage
-    decoded = op.flat_map_batch("decode_identities", identity_messages, decode_identities(names))
+    decoded = op.flat_map_batch("decode_identities", identity_messages, decode_identities(names, operator_keys))
     # (bucket, IdentityBatch | Outputs)
     identity_split = op.branch("split_identities", decoded, lambda item: type(item[1]) is IdentityBatch)
     # trues: (bucket, IdentityBatch); falses: (bucket, Outputs) of dead letters
@@ -475,7 +479,8 @@ def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = N
 
     settings = settings or load(FlowSettings)
     core = core or load(CoreSettings)
-    signing_key = core.require_signing_key()
+    signing_keys = core.signing_keys()
+    operator_keys = core.operator_keys()
     bootstrap = core.bootstrap()
     names = TopicNames.of(core)
     start = OFFSET_BEGINNING if settings.flows_start_at == "beginning" else OFFSET_END
@@ -496,7 +501,8 @@ def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = N
         ),
         kafka_out=KafkaOutSink(bootstrap),
         clickhouse_out=ClickHouseSink(process_store, settings, settings.journal_dir(core)),
-        signing_key=signing_key,
+        signing_key=signing_keys,
+        operator_keys=operator_keys,
         names=names,
         settings=settings,
         ticks=SinkTicks(timedelta(milliseconds=settings.flows_flush_ms / 2)),

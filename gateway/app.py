@@ -38,10 +38,15 @@ STREAM_CHECK_INTERVAL_S = 0.2
 
 
 def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application:
-    """Build the app; raises ConfigError (one line) without TOKENTRAIL_SIGNING_KEY."""
-    signing_key = core.require_signing_key()
+    """Build the app; raises ConfigError (one line) without usable TOKENTRAIL_SIGNING_KEY and
+    TOKENTRAIL_OPERATOR_KEY."""
+    signing_keys = core.signing_keys()
     metrics = GatewayMetrics()
-    plane = ControlPlane(core, RateLimits(settings.default_requests_per_minute, settings.default_tokens_per_minute))
+    plane = ControlPlane(
+        core,
+        RateLimits(settings.default_requests_per_minute, settings.default_tokens_per_minute),
+        on_refused=metrics.control_record_refused,
+    )
     spool = Spool(settings.spool_path(Path(core.home)))
     delivery = Delivery(
         producer_config(core.bootstrap(), settings.kafka_message_timeout_ms, settings.kafka_linger_ms),
@@ -80,7 +85,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         }
         app[GATEWAY] = Gateway(
             settings,
-            signing_key,
+            signing_keys,
             Guard(plane.identities, plane.controls, RateLimiter()),
             plane.controls,
             delivery,

@@ -34,6 +34,7 @@ from gateway.routes import ANTHROPIC, ANTHROPIC_MODELS, OPENAI, ROUTES, Route, p
 from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from schemas.ids import new_id
+from schemas.signing import KeySet
 from tokentrail.control.registry import ControlState, KeyEntry
 
 log = logging.getLogger("tokentrail.gateway")
@@ -90,7 +91,7 @@ class Gateway:
     def __init__(
         self,
         settings: GatewaySettings,
-        signing_key: bytes,
+        signing_keys: KeySet,
         guard: Guard,
         controls: ControlState,
         delivery: Delivery,
@@ -99,7 +100,7 @@ class Gateway:
         unready_reason: Callable[[], str | None],
     ) -> None:
         self.settings = settings
-        self.signing_key = signing_key
+        self.signing_keys = signing_keys
         self.guard = guard
         self.controls = controls
         self.delivery = delivery
@@ -245,7 +246,7 @@ class Gateway:
                 upstream.close()
 
     def submit(self, tenant_id: str, record: dict[str, Any]) -> None:
-        self.delivery.submit(tenant_id.encode(), signed_bytes(record, self.signing_key))
+        self.delivery.submit(tenant_id.encode(), signed_bytes(record, self.signing_keys))
 
 
 class _Call:

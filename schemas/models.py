@@ -185,6 +185,8 @@ class Identity(Contract):
     changes, so storing it here lets every consumer resolve a full chain from one record."""
     created_at: UtcTimestamp
     revoked_at: UtcTimestamp | None = None
+    signature: str = ""
+    """`<key id>:<hex HMAC>` with the operator key (`schemas.signing`); unsigned records are refused."""
 
     def chain(self) -> list[ChainLink]:
         """Root first, this key last (invariant 2)."""
@@ -200,6 +202,8 @@ class Freeze(Contract):
     reason: str | None = None
     changed_at: UtcTimestamp
     changed_by: str | None = None
+    signature: str = ""
+    """Operator signature, as on `Identity`."""
 
 
 class Budget(Contract):
@@ -208,6 +212,8 @@ class Budget(Contract):
     period: Literal["day", "month"]
     amount_usd: Annotated[Decimal, Field(gt=0)]
     changed_at: UtcTimestamp
+    signature: str = ""
+    """Operator signature, as on `Identity`."""
 
 
 class Slo(Contract):
@@ -217,6 +223,8 @@ class Slo(Contract):
     scope: Annotated[str, Field(pattern=r"^tenant:.+$")]
     target: Annotated[float, Field(gt=0, lt=1)] = 0.99
     changed_at: UtcTimestamp
+    signature: str = ""
+    """Operator signature, as on `Identity`."""
 
 
 class Limits(Contract):
@@ -227,6 +235,8 @@ class Limits(Contract):
     requests_per_minute: Annotated[int, Field(gt=0)] | None = None
     tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
     changed_at: UtcTimestamp
+    signature: str = ""
+    """Operator signature, as on `Identity`."""
 
 
 class Capture(Contract):
@@ -236,6 +246,8 @@ class Capture(Contract):
     scope: Annotated[str, Field(pattern=r"^tenant:.+$")]
     enabled: bool
     changed_at: UtcTimestamp
+    signature: str = ""
+    """Operator signature, as on `Identity`."""
 
 
 ControlRecord = Annotated[Freeze | Budget | Slo | Limits | Capture, Field(discriminator="kind")]

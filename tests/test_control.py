@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from schemas import wire
 from schemas.models import Actor, Capture, Freeze, Limits
+from schemas.signing import KeySet
 from tokentrail.control import keys
 from tokentrail.control.limits import RateLimiter
-from tokentrail.control.records import RecordError, decode_control, decode_identity, mint_identity
+from tokentrail.control.records import RecordError, decode_control, decode_identity, encode, mint_identity
 from tokentrail.control.registry import ControlState, IdentityRegistry, RateLimits
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 HUMAN = Actor(type="human", id="alice")
 AGENT = Actor(type="agent", id="planner")
+OPERATOR = KeySet(b"control-test-operator-key-0123456789")
+
+
+def encode_dict(record: dict) -> bytes:
+    return orjson.dumps({**record, "signature": OPERATOR.sign(record)})
 
 
 def test_key_carries_its_id_and_only_the_hash_matches():
@@ -84,23 +91,57 @@ def test_mint_refuses_a_revoked_parent_or_another_tenant():
 def test_identity_record_decoding():
     identity, _ = mint_identity("acme", HUMAN, None, NOW)
     key = identity.key_id.encode()
-    assert decode_identity(key, wire.dumps(identity)) == (identity.key_id, identity)
-    assert decode_identity(key, None) == (identity.key_id, None)
+    decoded = decode_identity(key, encode(identity, OPERATOR), OPERATOR)[1]
+    assert decoded.model_copy(update={"signature": ""}) == identity and decoded.signature.startswith(
+        OPERATOR.current_id
+    )
+    assert decode_identity(key, None, OPERATOR) == (identity.key_id, None)
     with pytest.raises(RecordError, match="not valid JSON"):
-        decode_identity(key, b"{nope")
+        decode_identity(key, b"{nope", OPERATOR)
     with pytest.raises(RecordError, match="does not match its key_id"):
-        decode_identity(b"other", wire.dumps(identity))
+        decode_identity(b"other", encode(identity, OPERATOR), OPERATOR)
     with pytest.raises(RecordError, match="without a key"):
-        decode_identity(None, wire.dumps(identity))
+        decode_identity(None, encode(identity, OPERATOR), OPERATOR)
+
+
+def test_identity_and_control_records_need_the_operator_signature():
+    identity, _ = mint_identity("acme", HUMAN, None, NOW)
+    key = identity.key_id.encode()
+    for forged in (wire.dumps(identity), encode(identity, KeySet(b"someone-elses-key-0123456789abcdef"))):
+        with pytest.raises(RecordError, match="operator signature") as refused:
+            decode_identity(key, forged, OPERATOR)
+        assert refused.value.kind == "signature"
+    tampered = encode(identity, OPERATOR).replace(b'"acme"', b'"globex"')
+    with pytest.raises(RecordError, match="forged or altered"):
+        decode_identity(key, tampered, OPERATOR)
+    thaw = Freeze(scope="tenant:acme", frozen=False, changed_at=NOW)
+    with pytest.raises(RecordError, match="operator signature"):
+        decode_control(b"freeze:tenant:acme", wire.dumps(thaw), OPERATOR)
+    with pytest.raises(RecordError, match="tombstone cannot be signed") as refused:
+        decode_control(b"freeze:tenant:acme", None, OPERATOR)
+    assert refused.value.kind == "tombstone"
+
+
+def test_records_signed_with_a_previous_operator_key_still_verify():
+    old, new = b"old-operator-key-0123456789abcdef0", b"new-operator-key-0123456789abcdef0"
+    identity, _ = mint_identity("acme", HUMAN, None, NOW)
+    before = encode(identity, KeySet(old))
+    rotated = KeySet(new, [old])
+    assert decode_identity(identity.key_id.encode(), before, rotated)[1].key_id == identity.key_id
+    after = encode(identity, rotated)
+    assert orjson.loads(after)["signature"].startswith(rotated.current_id + ":")
+    with pytest.raises(RecordError, match="not among the keys"):
+        decode_identity(identity.key_id.encode(), after, KeySet(old))
 
 
 def test_control_record_decoding():
     freeze = Freeze(scope="tenant:acme", frozen=True, changed_at=NOW)
-    assert decode_control(b"freeze:tenant:acme", wire.dumps(freeze)) == ("freeze:tenant:acme", freeze)
+    name, decoded = decode_control(b"freeze:tenant:acme", encode(freeze, OPERATOR), OPERATOR)
+    assert name == "freeze:tenant:acme" and decoded.model_copy(update={"signature": ""}) == freeze
     with pytest.raises(RecordError, match="does not match its kind and scope"):
-        decode_control(b"freeze:tenant:other", wire.dumps(freeze))
+        decode_control(b"freeze:tenant:other", encode(freeze, OPERATOR), OPERATOR)
     with pytest.raises(RecordError, match="ControlRecord"):
-        decode_control(b"freeze:tenant:acme", b'{"kind": "freeze"}')
+        decode_control(b"freeze:tenant:acme", encode_dict({"kind": "freeze"}), OPERATOR)
 
 
 def test_freeze_by_key_or_tenant_and_lifting_it():

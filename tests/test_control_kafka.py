@@ -7,6 +7,7 @@ import time
 import orjson
 import pytest
 
+from tests.fixtures.gateway import OPERATOR_KEY
 from tokentrail.cli import main
 from tokentrail.control.plane import ControlPlane
 from tokentrail.settings import CoreSettings
@@ -19,6 +20,7 @@ def env(kafka_topics, monkeypatch, tmp_path):
     monkeypatch.setenv("TOKENTRAIL_HOME", str(tmp_path))
     for name, value in kafka_topics.env.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TOKENTRAIL_OPERATOR_KEY", OPERATOR_KEY)
     return kafka_topics
 
 
@@ -144,3 +146,32 @@ def test_a_bad_record_on_a_control_topic_is_skipped_and_the_rest_applied(env, ca
         assert plane.follower.bad_records == 2 and plane.controls.freeze_of("acme", "k") is None
     finally:
         plane.follower.stop()
+
+
+def test_rotate_signing_re_signs_every_record_so_the_previous_operator_key_can_go(env, capsys, monkeypatch):
+    from tokentrail.settings import ConfigError
+
+    code, out, _ = run(
+        capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human", "--actor-id", "alice", "--json"
+    )
+    key = orjson.loads(out)["key"]
+    assert run(capsys, "freeze", "--tenant", "acme", "--reason", "audit")[0] == 0
+
+    new_key = "rotated-operator-key-0123456789abcdef"
+    monkeypatch.setenv("TOKENTRAIL_OPERATOR_KEY", new_key)
+    monkeypatch.setenv("TOKENTRAIL_OPERATOR_KEYS_PREVIOUS", OPERATOR_KEY)
+    code, out, _ = run(capsys, "keys", "rotate-signing")
+    assert code == 0 and "re-signed 1 identity and 1 control records" in out
+
+    monkeypatch.delenv("TOKENTRAIL_OPERATOR_KEYS_PREVIOUS")
+    plane = following_plane()  # the new key only
+    try:
+        assert not isinstance(plane.identities.authenticate(key), str)
+        assert plane.controls.freeze_of("acme", "k").reason == "audit"
+        # The records signed with the old key are still on the topic (until compaction) and refused:
+        assert plane.refused[("identities", "signature")] == 1 and plane.refused[("controls", "signature")] == 1
+    finally:
+        plane.follower.stop()
+    monkeypatch.setenv("TOKENTRAIL_OPERATOR_KEY", "short")
+    with pytest.raises(ConfigError, match="TOKENTRAIL_OPERATOR_KEY is too short"):
+        ControlPlane(CoreSettings())

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from schemas.models import Actor, Freeze
+from schemas.signing import KeySet
 from tests.fixtures.gateway import gateway_env, raw_records, spawn_gateway, wait_for_key
 
 pytestmark = pytest.mark.kafka
@@ -173,3 +174,32 @@ def test_a_replica_cut_off_from_the_control_topics_fails_closed(
         seconds_until(lambda: status_of(gateway.url, key) == 200, timeout=30)  # Kafka answers: admitted again
     finally:
         gateway.stop()
+
+
+def test_identity_and_control_records_without_the_operator_key_are_refused(gateway, control, kafka_topics):
+    """Whoever can write to Kafka but lacks TOKENTRAIL_OPERATOR_KEY can neither mint a key nor lift a freeze."""
+    from schemas import wire
+    from tokentrail.control.publish import publish
+    from tokentrail.control.records import encode, mint_identity
+
+    forged, forged_key = mint_identity("acme", Actor(type="human", id="mallory"), None, datetime.now(UTC))
+    publish(kafka_topics.bootstrap, kafka_topics.name("tokentrail.identities"), forged.key_id, wire.dumps(forged))
+    wrong = KeySet(b"a-key-that-is-not-the-operators-0123456789")
+    other, other_key = mint_identity("acme", Actor(type="human", id="eve"), None, datetime.now(UTC))
+    publish(kafka_topics.bootstrap, kafka_topics.name("tokentrail.identities"), other.key_id, encode(other, wrong))
+
+    _, key = control.create_key("acme", Actor(type="human", id="alice"))
+    control.put_control(Freeze(scope="tenant:acme", frozen=True, changed_at=datetime.now(UTC)))
+    seconds_until(lambda: status_of(gateway.url, key) == 403, timeout=5)
+    thaw = Freeze(scope="tenant:acme", frozen=False, changed_at=datetime.now(UTC))
+    publish(kafka_topics.bootstrap, kafka_topics.name("tokentrail.controls"), "freeze:tenant:acme", wire.dumps(thaw))
+    publish(kafka_topics.bootstrap, kafka_topics.name("tokentrail.controls"), "freeze:tenant:acme", None)
+
+    refused = 'tokentrail_gateway_control_records_refused_total{reason="%s",topic="%s"}'
+    seconds_until(lambda: gateway.metrics().get(refused % ("tombstone", "controls")) == 1.0, timeout=5)
+    samples = gateway.metrics()
+    assert samples[refused % ("signature", "identities")] == 2.0
+    assert samples[refused % ("signature", "controls")] == 1.0
+    assert status_of(gateway.url, key) == 403  # still frozen
+    assert status_of(gateway.url, forged_key) == 401 and status_of(gateway.url, other_key) == 401
+    assert gateway.logs().count("refused a record on") == 3  # the first of each kind, then only counted

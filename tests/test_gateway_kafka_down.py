@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from schemas.models import Actor
-from tests.fixtures.gateway import gateway_env, spawn_gateway, wait_for_key
+from tests.fixtures.gateway import OPERATOR_KEY, gateway_env, spawn_gateway, wait_for_key
 from tests.fixtures.kafka import KafkaTopics, consume_all, require_java_and_maven
 from tokentrail.broker.server import free_port, stop_broker, up
 from tokentrail.control.plane import ControlPlane
@@ -79,7 +79,9 @@ class Load:
 
 
 def mint(topics: KafkaTopics) -> str:
-    plane = ControlPlane(CoreSettings(kafka_bootstrap=topics.bootstrap, topic_prefix=topics.prefix))
+    plane = ControlPlane(
+        CoreSettings(kafka_bootstrap=topics.bootstrap, topic_prefix=topics.prefix, operator_key=OPERATOR_KEY)
+    )
     return plane.create_key("acme", Actor(type="system", id="load"))[1]
 
 

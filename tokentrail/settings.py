@@ -12,6 +12,8 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.signing import MIN_KEY_LENGTH, KeySet
+
 ENV = SettingsConfigDict(env_prefix="TOKENTRAIL_", extra="ignore", env_file=None, use_attribute_docstrings=True)
 """Shared by every settings class; field docstrings become descriptions (the README table)."""
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -37,8 +39,22 @@ class CoreSettings(BaseSettings):
     `tokentrail kafka up` started in TOKENTRAIL_HOME, else 127.0.0.1:9092."""
 
     signing_key: SecretStr | None = None
-    """TOKENTRAIL_SIGNING_KEY: HMAC-SHA256 key for RawCall signatures. Required by the
-    gateway and the flows; never printed."""
+    """TOKENTRAIL_SIGNING_KEY: HMAC-SHA256 key for RawCall signatures, at least 32 characters.
+    Required by the gateway and the flows; never printed."""
+
+    signing_keys_previous: SecretStr | None = None
+    """TOKENTRAIL_SIGNING_KEYS_PREVIOUS: comma-separated signing keys still accepted when
+    verifying (a rotation: records signed before the switch stay valid); never used to sign."""
+
+    operator_key: SecretStr | None = None
+    """TOKENTRAIL_OPERATOR_KEY: HMAC-SHA256 key that signs identity and control records (keys,
+    freezes, limits, capture), at least 32 characters and distinct from TOKENTRAIL_SIGNING_KEY.
+    Required by the gateway, the flows and the control commands; records without a good
+    operator signature are refused."""
+
+    operator_keys_previous: SecretStr | None = None
+    """TOKENTRAIL_OPERATOR_KEYS_PREVIOUS: comma-separated operator keys still accepted when
+    verifying identity and control records (rotation); never used to sign."""
 
     topic_prefix: str = ""
     """TOKENTRAIL_TOPIC_PREFIX: prepended to every topic name (tests, shared clusters)."""
@@ -59,9 +75,32 @@ class CoreSettings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     def require_signing_key(self) -> bytes:
-        if self.signing_key is None or not self.signing_key.get_secret_value():
-            raise ConfigError("TOKENTRAIL_SIGNING_KEY is not set: set it to a shared secret (the demo sets its own)")
-        return self.signing_key.get_secret_value().encode()
+        """The current RawCall signing key; ConfigError if missing or too short."""
+        return self.signing_keys().current
+
+    def signing_keys(self) -> KeySet:
+        """RawCall keys: the current one signs, it and the previous ones verify."""
+        return _key_set("TOKENTRAIL_SIGNING_KEY", self.signing_key, self.signing_keys_previous)
+
+    def operator_keys(self) -> KeySet:
+        """Identity and control record keys; ConfigError if missing, too short, or the RawCall key."""
+        keys = _key_set("TOKENTRAIL_OPERATOR_KEY", self.operator_key, self.operator_keys_previous)
+        if self.signing_key is not None and self.signing_key.get_secret_value().encode() == keys.current:
+            raise ConfigError("TOKENTRAIL_OPERATOR_KEY must differ from TOKENTRAIL_SIGNING_KEY")
+        return keys
+
+
+def _key_set(variable: str, current: SecretStr | None, previous: SecretStr | None) -> KeySet:
+    if current is None or not current.get_secret_value():
+        raise ConfigError(f"{variable} is not set: set it to a shared secret (the demo sets its own)")
+    keys = [current.get_secret_value()]
+    if previous is not None:
+        keys += [key.strip() for key in previous.get_secret_value().split(",") if key.strip()]
+    for position, key in enumerate(keys):
+        if len(key) < MIN_KEY_LENGTH:
+            name = variable if position == 0 else f"{variable.replace('_KEY', '_KEYS')}_PREVIOUS (key {position})"
+            raise ConfigError(f"{name} is too short: {len(key)} characters, at least {MIN_KEY_LENGTH} are needed")
+    return KeySet(keys[0].encode(), [key.encode() for key in keys[1:]])
 
 
 def load(cls: type[BaseSettings], **overrides) -> BaseSettings:

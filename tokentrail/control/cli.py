@@ -33,6 +33,13 @@ def register(subparsers) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=_list)
 
+    rotate = keys_sub.add_parser(
+        "rotate-signing",
+        help="re-sign every identity and control record with the current TOKENTRAIL_OPERATOR_KEY "
+        "(after a rotation, so TOKENTRAIL_OPERATOR_KEYS_PREVIOUS can be dropped); see docs/gateway.md",
+    )
+    rotate.set_defaults(func=_rotate_signing)
+
     freeze = subparsers.add_parser("freeze", help="kill switch: refuse a tenant's or a key's calls (403)")
     _add_scope(freeze)
     freeze.add_argument("--off", action="store_true", help="lift the freeze")
@@ -143,11 +150,22 @@ def _list(args) -> int:
         if args.json:
             record = wire.to_dict(identity)
             record.pop("key_hash")
+            record.pop("signature")
             print(orjson.dumps(record).decode())
         else:
             state = "revoked" if identity.revoked_at else "active"
             chain = " -> ".join(f"{link.actor.type}:{link.actor.id}" for link in identity.chain())
             print(f"{identity.key_id}  {identity.tenant_id}  {state:7}  {chain}")
+    return 0
+
+
+def _rotate_signing(args) -> int:
+    plane = _plane()
+    identities, records = _run(plane.resign_all)
+    print(
+        f"re-signed {identities} identity and {records} control records with operator key {plane.operator_keys.current_id}; "
+        "TOKENTRAIL_OPERATOR_KEYS_PREVIOUS can now be dropped"
+    )
     return 0
 
 
