@@ -72,6 +72,7 @@ def run(args) -> int:
     core = load(CoreSettings)
     core.signing_keys()
     core.operator_keys()
+    core.require_kafka_credentials()
     settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
     if settings.price_overrides:
         load_overrides(settings.price_overrides)  # a bad file is a one-line error before anything starts

@@ -325,8 +325,9 @@ class KafkaOutSink(_NumberedParts, FixedPartitionedSink):
     """Events and dead letters to Kafka: produced asynchronously, flushed before each epoch
     commits (at-least-once). One producer per process, shared by its partitions."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: dict[str, str]) -> None:
+        self._kafka = kafka
+        """Bootstrap and security (`CoreSettings.kafka_client_config()`)."""
         self._lock = threading.Lock()
         self._producer = None
         self._failures: list[str] = []
@@ -338,7 +339,7 @@ class KafkaOutSink(_NumberedParts, FixedPartitionedSink):
             if self._producer is None:
                 self._producer = Producer(
                     {
-                        "bootstrap.servers": self._bootstrap,
+                        **self._kafka,
                         "linger.ms": 5,
                         "compression.type": "lz4",
                         "enable.idempotence": True,
@@ -481,12 +482,18 @@ def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = N
     core = core or load(CoreSettings)
     signing_keys = core.signing_keys()
     operator_keys = core.operator_keys()
-    bootstrap = core.bootstrap()
+    kafka = core.kafka_client_config()
+    bootstrap = kafka["bootstrap.servers"]
     names = TopicNames.of(core)
     start = OFFSET_BEGINNING if settings.flows_start_at == "beginning" else OFFSET_END
     # librdkafka prefetches up to 64 MB per partition by default; 8 MB keeps a 2,000-record
     # poll fed at ~100k records/s while bounding memory (RSS target: 600 MB with the engine).
-    consumer = {"fetch.wait.max.ms": "50", "queued.min.messages": "20000", "queued.max.messages.kbytes": "8192"}
+    consumer = {
+        **kafka,
+        "fetch.wait.max.ms": "50",
+        "queued.min.messages": "20000",
+        "queued.max.messages.kbytes": "8192",
+    }
     return build_flow(
         raw=KafkaSource(
             [bootstrap], [names.raw], starting_offset=start, batch_size=settings.flows_kafka_batch, add_config=consumer
@@ -499,7 +506,7 @@ def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = N
             batch_size=settings.flows_kafka_batch,
             add_config=consumer,
         ),
-        kafka_out=KafkaOutSink(bootstrap),
+        kafka_out=KafkaOutSink(kafka),
         clickhouse_out=ClickHouseSink(process_store, settings, settings.journal_dir(core)),
         signing_key=signing_keys,
         operator_keys=operator_keys,

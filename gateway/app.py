@@ -49,7 +49,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
     )
     spool = Spool(settings.spool_path(Path(core.home)))
     delivery = Delivery(
-        producer_config(core.bootstrap(), settings.kafka_message_timeout_ms, settings.kafka_linger_ms),
+        producer_config(plane.kafka, settings.kafka_message_timeout_ms, settings.kafka_linger_ms),
         core.topic(CALLS_RAW),
         spool,
         metrics,

@@ -37,6 +37,7 @@ def _run(args) -> int:
 
     settings = load(GatewaySettings, gateway_host=args.host, gateway_port=args.port)
     core = load(CoreSettings)
+    core.require_kafka_credentials()
     logs.configure(settings.log_level)
     app = create_app(settings, core)
     app.on_startup.append(_freeze_startup_objects)

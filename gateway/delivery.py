@@ -38,9 +38,10 @@ DRAIN_BATCH = 5000
 RETRY_DRAIN_AFTER_S = 1.0
 
 
-def producer_config(bootstrap: str, message_timeout_ms: int, linger_ms: int) -> dict[str, Any]:
+def producer_config(kafka: dict[str, Any], message_timeout_ms: int, linger_ms: int) -> dict[str, Any]:
+    """`kafka`: bootstrap and security (`CoreSettings.kafka_client_config()`)."""
     return {
-        "bootstrap.servers": bootstrap,
+        **kafka,
         "enable.idempotence": True,  # retries never duplicate; acks=all
         "compression.type": "lz4",
         "linger.ms": linger_ms,

@@ -136,8 +136,15 @@ def test_a_bad_record_on_a_control_topic_is_skipped_and_the_rest_applied(env, ca
 
     plane = following_plane()
     try:
-        publish(env.bootstrap, env.name("tokentrail.identities"), "0000000000000000", b"{not json")
-        publish(env.bootstrap, env.name("tokentrail.controls"), "freeze:tenant:acme", b'{"kind": "freeze"}')
+        publish(
+            {"bootstrap.servers": env.bootstrap}, env.name("tokentrail.identities"), "0000000000000000", b"{not json"
+        )
+        publish(
+            {"bootstrap.servers": env.bootstrap},
+            env.name("tokentrail.controls"),
+            "freeze:tenant:acme",
+            b'{"kind": "freeze"}',
+        )
         _, out, _ = run(
             capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human", "--actor-id", "alice", "--json"
         )

@@ -183,17 +183,37 @@ def test_identity_and_control_records_without_the_operator_key_are_refused(gatew
     from tokentrail.control.records import encode, mint_identity
 
     forged, forged_key = mint_identity("acme", Actor(type="human", id="mallory"), None, datetime.now(UTC))
-    publish(kafka_topics.bootstrap, kafka_topics.name("tokentrail.identities"), forged.key_id, wire.dumps(forged))
+    publish(
+        {"bootstrap.servers": kafka_topics.bootstrap},
+        kafka_topics.name("tokentrail.identities"),
+        forged.key_id,
+        wire.dumps(forged),
+    )
     wrong = KeySet(b"a-key-that-is-not-the-operators-0123456789")
     other, other_key = mint_identity("acme", Actor(type="human", id="eve"), None, datetime.now(UTC))
-    publish(kafka_topics.bootstrap, kafka_topics.name("tokentrail.identities"), other.key_id, encode(other, wrong))
+    publish(
+        {"bootstrap.servers": kafka_topics.bootstrap},
+        kafka_topics.name("tokentrail.identities"),
+        other.key_id,
+        encode(other, wrong),
+    )
 
     _, key = control.create_key("acme", Actor(type="human", id="alice"))
     control.put_control(Freeze(scope="tenant:acme", frozen=True, changed_at=datetime.now(UTC)))
     seconds_until(lambda: status_of(gateway.url, key) == 403, timeout=5)
     thaw = Freeze(scope="tenant:acme", frozen=False, changed_at=datetime.now(UTC))
-    publish(kafka_topics.bootstrap, kafka_topics.name("tokentrail.controls"), "freeze:tenant:acme", wire.dumps(thaw))
-    publish(kafka_topics.bootstrap, kafka_topics.name("tokentrail.controls"), "freeze:tenant:acme", None)
+    publish(
+        {"bootstrap.servers": kafka_topics.bootstrap},
+        kafka_topics.name("tokentrail.controls"),
+        "freeze:tenant:acme",
+        wire.dumps(thaw),
+    )
+    publish(
+        {"bootstrap.servers": kafka_topics.bootstrap},
+        kafka_topics.name("tokentrail.controls"),
+        "freeze:tenant:acme",
+        None,
+    )
 
     refused = 'tokentrail_gateway_control_records_refused_total{reason="%s",topic="%s"}'
     seconds_until(lambda: gateway.metrics().get(refused % ("tombstone", "controls")) == 1.0, timeout=5)

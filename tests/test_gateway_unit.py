@@ -332,7 +332,7 @@ def test_spool_keeps_order_across_reopen_and_stops_at_a_torn_tail(tmp_path):
 def test_delivery_spools_what_an_unreachable_kafka_does_not_take(tmp_path):
     metrics = GatewayMetrics()
     spool = Spool(tmp_path)
-    config = producer_config(f"127.0.0.1:{free_port()}", message_timeout_ms=1000, linger_ms=5)
+    config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=1000, linger_ms=5)
     delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics, fsync_interval_s=0.1)
     try:
         started = time.perf_counter()

@@ -7,6 +7,7 @@ Process-specific settings (gateway, flows, storage) live beside their code and r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import orjson
 from pydantic import Field, SecretStr, ValidationError
@@ -37,6 +38,27 @@ class CoreSettings(BaseSettings):
     kafka_bootstrap: str | None = None
     """TOKENTRAIL_KAFKA_BOOTSTRAP: Kafka bootstrap servers; unset means the broker
     `tokentrail kafka up` started in TOKENTRAIL_HOME, else 127.0.0.1:9092."""
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """TOKENTRAIL_KAFKA_SECURITY_PROTOCOL: how every Kafka client (gateway, flows, control
+    commands, `kafka up`'s admin) connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL."""
+
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-256"
+    """TOKENTRAIL_KAFKA_SASL_MECHANISM: SASL mechanism when the protocol is SASL_*."""
+
+    kafka_sasl_username: str | None = None
+    """TOKENTRAIL_KAFKA_SASL_USERNAME: SASL user (required with SASL_*)."""
+
+    kafka_sasl_password: SecretStr | None = None
+    """TOKENTRAIL_KAFKA_SASL_PASSWORD: SASL password (required with SASL_*); never printed."""
+
+    kafka_ssl_ca_location: Path | None = None
+    """TOKENTRAIL_KAFKA_SSL_CA_LOCATION: PEM file of the CA that signed the brokers' certificates
+    (SSL / SASL_SSL); unset means the system's trust store."""
+
+    kafka_properties_file: Path | None = None
+    """TOKENTRAIL_KAFKA_PROPERTIES_FILE: a librdkafka properties file (`name=value` lines, `#`
+    comments) for anything else (client certificates, OAUTHBEARER...); the settings above win."""
 
     signing_key: SecretStr | None = None
     """TOKENTRAIL_SIGNING_KEY: HMAC-SHA256 key for RawCall signatures, at least 32 characters.
@@ -71,6 +93,41 @@ class CoreSettings(BaseSettings):
                 pass
         return DEFAULT_BOOTSTRAP
 
+    def kafka_client_config(self) -> dict[str, str]:
+        """The librdkafka configuration every Kafka client of tokentrail starts from: bootstrap
+        servers and security (TLS/SASL). Raises ConfigError (one line) on an incomplete setup."""
+        config = _read_properties(self.kafka_properties_file) if self.kafka_properties_file else {}
+        config["bootstrap.servers"] = self.bootstrap()
+        protocol = self.kafka_security_protocol
+        if protocol != "PLAINTEXT" or "security.protocol" not in config:
+            config["security.protocol"] = protocol
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+                raise ConfigError(
+                    f"TOKENTRAIL_KAFKA_SECURITY_PROTOCOL={protocol} needs TOKENTRAIL_KAFKA_SASL_USERNAME "
+                    "and TOKENTRAIL_KAFKA_SASL_PASSWORD"
+                )
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location is not None:
+            if not self.kafka_ssl_ca_location.is_file():
+                raise ConfigError(f"TOKENTRAIL_KAFKA_SSL_CA_LOCATION: no such file: {self.kafka_ssl_ca_location}")
+            config["ssl.ca.location"] = str(self.kafka_ssl_ca_location)
+        return config
+
+    def require_kafka_credentials(self) -> None:
+        """ConfigError (one line) when SASL is configured and the brokers refuse our credentials;
+        an unreachable Kafka is not an error here (the gateway spools, the flows wait)."""
+        from tokentrail.broker.admin import check_credentials
+
+        refused = check_credentials(self.kafka_client_config())
+        if refused is not None:
+            raise ConfigError(
+                f"Kafka at {self.bootstrap()} refused TOKENTRAIL_KAFKA_SASL_USERNAME={self.kafka_sasl_username!r} "
+                f"({self.kafka_sasl_mechanism}): {refused}"
+            )
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
@@ -88,6 +145,23 @@ class CoreSettings(BaseSettings):
         if self.signing_key is not None and self.signing_key.get_secret_value().encode() == keys.current:
             raise ConfigError("TOKENTRAIL_OPERATOR_KEY must differ from TOKENTRAIL_SIGNING_KEY")
         return keys
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"TOKENTRAIL_KAFKA_PROPERTIES_FILE: cannot read {path}: {exc}") from None
+    properties = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, separator, value = line.partition("=")
+        if not separator or not name.strip():
+            raise ConfigError(f"TOKENTRAIL_KAFKA_PROPERTIES_FILE: {path}:{number}: expected name=value")
+        properties[name.strip()] = value.strip()
+    return properties
 
 
 def _key_set(variable: str, current: SecretStr | None, previous: SecretStr | None) -> KeySet:

@@ -28,7 +28,8 @@ class ControlPlane:
     ) -> None:
         """Raises ConfigError without a usable TOKENTRAIL_OPERATOR_KEY (records are signed and verified with it)."""
         self.operator_keys = settings.operator_keys()
-        self.bootstrap = settings.bootstrap()
+        self.kafka = settings.kafka_client_config()
+        self.bootstrap = self.kafka["bootstrap.servers"]
         self.identities_topic = settings.topic(IDENTITIES)
         self.controls_topic = settings.topic(CONTROLS)
         self.identities = IdentityRegistry()
@@ -42,7 +43,7 @@ class ControlPlane:
             self.identities_topic: self._apply_identity,
             self.controls_topic: self._apply_control,
         }
-        self.follower = TopicFollower(self.bootstrap, handlers, on_bad_record=self._refuse)
+        self.follower = TopicFollower(self.bootstrap, handlers, on_bad_record=self._refuse, kafka_config=self.kafka)
 
     def _apply_identity(self, key: bytes | None, value: bytes | None) -> None:
         self.identities.apply(*decode_identity(key, value, self.operator_keys))
@@ -75,7 +76,7 @@ class ControlPlane:
                 raise ValueError(f"parent key {parent_key_id} is not in the registry")
             parent = entry.identity
         identity, key = mint_identity(tenant_id, actor, parent, now or datetime.now(UTC))
-        publish(self.bootstrap, self.identities_topic, identity.key_id, encode(identity, self.operator_keys))
+        publish(self.kafka, self.identities_topic, identity.key_id, encode(identity, self.operator_keys))
         return identity, key
 
     def revoke_key(self, key_id: str, now: datetime | None = None) -> Identity:
@@ -88,7 +89,7 @@ class ControlPlane:
             return entry.identity
         revoked = entry.identity.model_copy(update={"revoked_at": now or datetime.now(UTC)})
         revoked = Identity.model_validate(revoked.model_dump())  # re-run the timestamp normalization
-        publish(self.bootstrap, self.identities_topic, key_id, encode(revoked, self.operator_keys))
+        publish(self.kafka, self.identities_topic, key_id, encode(revoked, self.operator_keys))
         return revoked
 
     def resign_all(self) -> tuple[int, int]:
@@ -98,7 +99,7 @@ class ControlPlane:
         self.follower.catch_up()
         identities = self.identities.identities()
         for identity in identities:
-            publish(self.bootstrap, self.identities_topic, identity.key_id, encode(identity, self.operator_keys))
+            publish(self.kafka, self.identities_topic, identity.key_id, encode(identity, self.operator_keys))
         records = list(self.records.values())
         for record in records:
             self.put_control(record)
@@ -106,4 +107,4 @@ class ControlPlane:
 
     def put_control(self, record: ControlRecord) -> None:
         """Publish a control record, signed with the operator key."""
-        publish(self.bootstrap, self.controls_topic, control_key(record), encode(record, self.operator_keys))
+        publish(self.kafka, self.controls_topic, control_key(record), encode(record, self.operator_keys))
