@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.admin import KeyAdmin
 from gateway.delivery import Delivery, producer_config
 from gateway.metrics import GatewayMetrics
 from gateway.protection import Guard
@@ -140,6 +141,8 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
     async def provider_route(request: web.Request) -> web.StreamResponse:
         return await request.app[GATEWAY].handle(request)
 
+    token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
+    KeyAdmin(plane, token).register(app.router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)

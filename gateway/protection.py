@@ -16,6 +16,7 @@ UNAUTHORIZED_MESSAGES = {
     "unknown": "unknown tokentrail key",
     "mismatch": "unknown tokentrail key",
     "revoked": "this tokentrail key (or a key it was delegated from) has been revoked",
+    "expired": "this tokentrail key has expired",
 }
 
 
@@ -47,7 +48,11 @@ class Guard:
             payload: dict[str, Any] = {"decision": "deny", "reason": entry}
             if presented:
                 payload.update(keys.fingerprint(presented))
-            known = self.identities.get(keys.key_id_of(presented) or "") if entry in ("revoked", "mismatch") else None
+            known = (
+                self.identities.get(keys.key_id_of(presented) or "")
+                if entry in ("revoked", "mismatch", "expired")
+                else None
+            )
             if known is not None:
                 payload["key_id"] = known.key_id
             return Denial(
@@ -55,7 +60,7 @@ class Guard:
                 entry,
                 UNAUTHORIZED_MESSAGES[entry],
                 "unauthorized_access_attempt",
-                entry=known if entry == "revoked" else None,
+                entry=known if entry in ("revoked", "expired") else None,
                 payload=payload,
             )
         freeze = self.controls.freeze_of(entry.tenant_id, entry.key_id, entry.ancestors)

@@ -171,6 +171,8 @@ class Gateway:
                 return call.refuse(400, "request body must be a JSON object")
             model = parsed.get("model")
             call.requested_model = model if type(model) is str else None
+            if entry.models is not None and call.requested_model not in entry.models:
+                return call.refuse(403, f"this tokentrail key may not call model {call.requested_model!r}")
             call.stream = parsed.get("stream") is True
             user = parsed.get("user")
             call.end_user = user if type(user) is str else None

@@ -185,6 +185,11 @@ class Identity(Contract):
     changes, so storing it here lets every consumer resolve a full chain from one record."""
     created_at: UtcTimestamp
     revoked_at: UtcTimestamp | None = None
+    expires_at: UtcTimestamp | None = None
+    """After this the gateway refuses the key (401). A delegated key never outlives its parent."""
+    models: list[NonEmpty] | None = None
+    """Models the key may call (exact names, as the request's `model`); None means any. A
+    delegated key's list is a subset of its parent's."""
     signature: str = ""
     """`<key id>:<hex HMAC>` with the operator key (`schemas.signing`); unsigned records are refused."""
 

@@ -250,3 +250,34 @@ def test_limits_off_on_a_key_falls_back_to_its_tenants_limit():
     assert state.limits_of("acme", "k1") == RateLimits(5, None)
     state.apply("limits:key:k1", Limits(scope="key:k1", changed_at=NOW))  # what `limits --key k1 --off` publishes
     assert state.limits_of("acme", "k1") == RateLimits(10, None)
+
+
+def test_a_delegated_key_is_never_wider_than_its_parent():
+    from datetime import timedelta
+
+    parent, _ = mint_identity("acme", HUMAN, None, NOW, expires_at=NOW + timedelta(days=1), models=["gpt-4o", "o3"])
+    child, _ = mint_identity("acme", AGENT, parent, NOW)
+    assert child.expires_at == parent.expires_at and child.models == ["gpt-4o", "o3"]  # inherited
+    narrower, _ = mint_identity("acme", AGENT, parent, NOW, expires_at=NOW + timedelta(hours=1), models=["o3"])
+    assert narrower.models == ["o3"]
+    with pytest.raises(ValueError, match="cannot outlive its parent"):
+        mint_identity("acme", AGENT, parent, NOW, expires_at=NOW + timedelta(days=2))
+    with pytest.raises(ValueError, match="may not call gpt-5"):
+        mint_identity("acme", AGENT, parent, NOW, models=["o3", "gpt-5"])
+    with pytest.raises(ValueError, match="has expired"):
+        mint_identity("acme", AGENT, parent, NOW + timedelta(days=2))
+    with pytest.raises(ValueError, match="in the future"):
+        mint_identity("acme", HUMAN, None, NOW, expires_at=NOW)
+
+
+def test_an_expired_key_is_refused():
+    from datetime import timedelta
+
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    identity, key = mint_identity("acme", HUMAN, None, datetime.now(UTC), expires_at=soon)
+    registry = _registry_with(identity)
+    assert not isinstance(registry.authenticate(key), str)
+    import time
+
+    time.sleep(0.35)
+    assert registry.authenticate(key) == "expired"

@@ -21,6 +21,18 @@ def register(subparsers) -> None:
     create.add_argument("--actor-type", required=True, choices=["human", "agent", "system"])
     create.add_argument("--actor-id", required=True)
     create.add_argument("--parent", metavar="KEY_ID", help="the key this one acts on behalf of")
+    create.add_argument(
+        "--expires-in",
+        type=_duration,
+        metavar="DURATION",
+        help="refuse the key after this long: seconds, or a number with s, m, h or d (e.g. 90m, 30d)",
+    )
+    create.add_argument(
+        "--models",
+        type=_model_list,
+        metavar="M1,M2",
+        help="the only models the key may call (exact names, comma-separated); default any",
+    )
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=_create)
 
@@ -75,6 +87,25 @@ def _positive(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    try:
+        seconds = int(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90m, 12h, 30d)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return seconds
+
+
+def _model_list(text: str) -> list[str]:
+    models = [model.strip() for model in text.split(",") if model.strip()]
+    if not models:
+        raise argparse.ArgumentTypeError("give at least one model name")
+    return models
+
+
 def _scope(args) -> str:
     return f"tenant:{args.tenant}" if args.tenant is not None else f"key:{args.key}"
 
@@ -98,30 +129,24 @@ def _run(action):
 
 
 def _create(args) -> int:
+    from datetime import timedelta
+
     import orjson
 
     from schemas.models import Actor
+    from tokentrail.control.records import created_key_json
 
     plane = _plane()
     if not args.tenant.strip() or not args.actor_id.strip():
         raise CliError("--tenant and --actor-id must not be empty")
+    expires_at = _now() + timedelta(seconds=args.expires_in) if args.expires_in else None
     identity, key = _run(
-        lambda: plane.create_key(args.tenant, Actor(type=args.actor_type, id=args.actor_id), args.parent)
-    )
-    chain = [link.model_dump() for link in identity.chain()]
-    if args.json:
-        print(
-            orjson.dumps(
-                {
-                    "key": key,
-                    "key_id": identity.key_id,
-                    "tenant_id": identity.tenant_id,
-                    "actor": identity.actor.model_dump(),
-                    "parent_key_id": identity.parent_key_id,
-                    "chain": chain,
-                }
-            ).decode()
+        lambda: plane.create_key(
+            args.tenant, Actor(type=args.actor_type, id=args.actor_id), args.parent, expires_at, args.models
         )
+    )
+    if args.json:
+        print(orjson.dumps(created_key_json(identity, key)).decode())
     else:
         print(f"key (shown once, store it now): {key}")
         links = " -> ".join(f"{link.actor.type}:{link.actor.id}" for link in identity.chain())
@@ -139,7 +164,7 @@ def _revoke(args) -> int:
 def _list(args) -> int:
     import orjson
 
-    from schemas import wire
+    from tokentrail.control.records import public_json
 
     plane = _plane()
     _run(plane.follower.catch_up)
@@ -148,10 +173,7 @@ def _list(args) -> int:
         if args.tenant is not None and identity.tenant_id != args.tenant:
             continue
         if args.json:
-            record = wire.to_dict(identity)
-            record.pop("key_hash")
-            record.pop("signature")
-            print(orjson.dumps(record).decode())
+            print(orjson.dumps(public_json(identity)).decode())
         else:
             state = "revoked" if identity.revoked_at else "active"
             chain = " -> ".join(f"{link.actor.type}:{link.actor.id}" for link in identity.chain())

@@ -65,9 +65,15 @@ class ControlPlane:
             self._on_refused(which, reason)
 
     def create_key(
-        self, tenant_id: str, actor: Actor, parent_key_id: str | None = None, now: datetime | None = None
+        self,
+        tenant_id: str,
+        actor: Actor,
+        parent_key_id: str | None = None,
+        expires_at: datetime | None = None,
+        models: list[str] | None = None,
     ) -> tuple[Identity, str]:
-        """Mint and publish a key; returns (identity, key). The key is shown once, never stored."""
+        """Mint and publish a key (reading the topics first); returns (identity, key). The key is
+        shown once, never stored."""
         parent = None
         if parent_key_id is not None:
             self.follower.catch_up()
@@ -75,21 +81,38 @@ class ControlPlane:
             if entry is None:
                 raise ValueError(f"parent key {parent_key_id} is not in the registry")
             parent = entry.identity
-        identity, key = mint_identity(tenant_id, actor, parent, now or datetime.now(UTC))
+        return self.mint(tenant_id, actor, parent, expires_at, models)
+
+    def mint(
+        self,
+        tenant_id: str,
+        actor: Actor,
+        parent: Identity | None,
+        expires_at: datetime | None = None,
+        models: list[str] | None = None,
+    ) -> tuple[Identity, str]:
+        """Mint and publish a key from what this process's registry already holds (the gateway's
+        admin API: the follower thread owns the consumer, so no catch-up here)."""
+        identity, key = mint_identity(tenant_id, actor, parent, datetime.now(UTC), expires_at, models)
         publish(self.kafka, self.identities_topic, identity.key_id, encode(identity, self.operator_keys))
         return identity, key
 
-    def revoke_key(self, key_id: str, now: datetime | None = None) -> Identity:
-        """Publish the key's record again with `revoked_at`; revoking twice keeps the first time."""
+    def revoke_key(self, key_id: str) -> Identity:
+        """Publish the key's record again with `revoked_at` (reading the topics first)."""
         self.follower.catch_up()
         entry = self.identities.get(key_id)
         if entry is None:
             raise ValueError(f"key {key_id} is not in the registry")
-        if entry.revoked:
-            return entry.identity
-        revoked = entry.identity.model_copy(update={"revoked_at": now or datetime.now(UTC)})
+        return self.revoke(entry.identity)
+
+    def revoke(self, identity: Identity) -> Identity:
+        """Publish `identity` again with `revoked_at`; revoking twice keeps the first time. Every
+        key delegated from it is refused with it (registry cascade)."""
+        if identity.revoked_at is not None:
+            return identity
+        revoked = identity.model_copy(update={"revoked_at": datetime.now(UTC)})
         revoked = Identity.model_validate(revoked.model_dump())  # re-run the timestamp normalization
-        publish(self.kafka, self.identities_topic, key_id, encode(revoked, self.operator_keys))
+        publish(self.kafka, self.identities_topic, identity.key_id, encode(revoked, self.operator_keys))
         return revoked
 
     def resign_all(self) -> tuple[int, int]:

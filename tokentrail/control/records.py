@@ -38,6 +38,28 @@ def encode(record: Identity | ControlRecord, operator_keys: KeySet) -> bytes:
     return orjson.dumps(data)
 
 
+def created_key_json(identity: Identity, key: str) -> dict[str, Any]:
+    """What `keys create --json` prints and `POST /tokentrail/v1/keys` answers: the key (shown
+    once) and its identity, never its hash."""
+    return {
+        "key": key,
+        "key_id": identity.key_id,
+        "tenant_id": identity.tenant_id,
+        "actor": identity.actor.model_dump(),
+        "parent_key_id": identity.parent_key_id,
+        "chain": [link.model_dump() for link in identity.chain()],
+        "expires_at": wire.to_dict(identity)["expires_at"],
+        "models": identity.models,
+    }
+
+
+def public_json(identity: Identity) -> dict[str, Any]:
+    """An identity as listed to users (`keys list --json`, `GET /tokentrail/v1/keys`): no hash, no signature."""
+    record = wire.to_dict(identity)
+    del record["key_hash"], record["signature"]
+    return record
+
+
 def _verified(data: Any, operator_keys: KeySet, what: str) -> Any:
     if not isinstance(data, dict):
         raise RecordError(f"{what}: record must be a JSON object", "schema")
@@ -84,16 +106,40 @@ def decode_control(key: bytes | None, value: bytes | None, operator_keys: KeySet
     return name, record
 
 
-def mint_identity(tenant_id: str, actor: Actor, parent: Identity | None, now: datetime) -> tuple[Identity, str]:
-    """A new key and its Identity. A delegated key inherits its parent's chain and tenant.
+def mint_identity(
+    tenant_id: str,
+    actor: Actor,
+    parent: Identity | None,
+    now: datetime,
+    expires_at: datetime | None = None,
+    models: list[str] | None = None,
+) -> tuple[Identity, str]:
+    """A new key and its Identity. A delegated key inherits its parent's chain and tenant, and
+    is never wider than its parent: it expires no later (its parent's expiry when none is
+    given) and may call no model its parent may not (its parent's list when none is given).
 
     Raises ValueError (one line) when the parent cannot delegate or the fields are invalid.
     """
+    if expires_at is not None and expires_at <= now:
+        raise ValueError("expires_at must be in the future")
     if parent is not None:
         if parent.revoked_at is not None:
             raise ValueError(f"parent key {parent.key_id} is revoked")
         if parent.tenant_id != tenant_id:
             raise ValueError(f"parent key {parent.key_id} belongs to tenant {parent.tenant_id!r}, not {tenant_id!r}")
+        if parent.expires_at is not None:
+            if parent.expires_at <= now:
+                raise ValueError(f"parent key {parent.key_id} has expired")
+            if expires_at is not None and expires_at > parent.expires_at:
+                raise ValueError(
+                    f"a delegated key cannot outlive its parent, which expires at {parent.expires_at.isoformat()}"
+                )
+            expires_at = expires_at or parent.expires_at
+        if parent.models is not None:
+            wider = sorted(set(models or []) - set(parent.models))
+            if wider:
+                raise ValueError(f"the parent key may not call {', '.join(wider)}, so its delegate may not either")
+            models = models if models is not None else parent.models
     key_id, key = keys.new_key()
     try:
         identity = Identity(
@@ -104,6 +150,8 @@ def mint_identity(tenant_id: str, actor: Actor, parent: Identity | None, now: da
             parent_key_id=parent.key_id if parent else None,
             ancestors=parent.chain() if parent else [],
             created_at=now,
+            expires_at=expires_at,
+            models=models,
         )
     except ValidationError as exc:
         raise ValueError(wire.describe(exc)) from None

@@ -9,13 +9,14 @@ which is atomic in CPython, so readers need no lock.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from schemas.models import Capture, Freeze, Identity, Limits
 from tokentrail.control import keys
 
-AuthFailure = Literal["missing", "malformed", "unknown", "revoked", "mismatch"]
+AuthFailure = Literal["missing", "malformed", "unknown", "revoked", "mismatch", "expired"]
 """Why a presented key is refused. `revoked` also covers a key whose ancestor is revoked or gone:
 a delegated key never outlives the key it acts for."""
 
@@ -33,6 +34,10 @@ class KeyEntry:
     ancestors: tuple[str, ...]
     """Key ids this key was delegated from, root first: revoking or freezing any of them cuts this one."""
     revoked: bool
+    expires_at: float | None
+    """Epoch seconds after which the key is refused."""
+    models: frozenset[str] | None
+    """The models the key may call; None means any."""
     identity: Identity
 
     @classmethod
@@ -45,6 +50,8 @@ class KeyEntry:
             chain=[link.model_dump() for link in identity.chain()],
             ancestors=tuple(link.key_id for link in identity.ancestors),
             revoked=identity.revoked_at is not None,
+            expires_at=identity.expires_at.timestamp() if identity.expires_at else None,
+            models=frozenset(identity.models) if identity.models is not None else None,
             identity=identity,
         )
 
@@ -77,6 +84,8 @@ class IdentityRegistry:
             return "mismatch"
         if entry.revoked or not self.lineage_live(entry):
             return "revoked"
+        if entry.expires_at is not None and time.time() >= entry.expires_at:
+            return "expired"
         return entry
 
     def lineage_live(self, entry: KeyEntry) -> bool:
