@@ -182,3 +182,55 @@ def test_rotate_signing_re_signs_every_record_so_the_previous_operator_key_can_g
     monkeypatch.setenv("TOKENTRAIL_OPERATOR_KEY", "short")
     with pytest.raises(ConfigError, match="TOKENTRAIL_OPERATOR_KEY is too short"):
         ControlPlane(CoreSettings())
+
+
+def test_controls_list_unknown_tenant_warning_revoke_by_whole_key_and_subcommand_usage(env, capsys):
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from schemas.models import Budget
+
+    code, out, _ = run(
+        capsys, "keys", "create", "--tenant", "acme", "--actor-type", "human", "--actor-id", "alice", "--json"
+    )
+    alice = orjson.loads(out)
+    code, _, err = run(capsys, "freeze", "--tenant", "acmee", "--reason", "typo")
+    assert code == 0 and err.strip() == "warning: unknown tenant 'acmee': no key of it is in the registry"
+    code, _, err = run(capsys, "freeze", "--tenant", "acme", "--reason", "incident 9")
+    assert code == 0 and err == ""
+    assert run(capsys, "limits", "--key", alice["key_id"], "--rpm", "30")[0] == 0
+    assert run(capsys, "capture", "--tenant", "acme")[0] == 0
+    assert run(capsys, "capture", "--tenant", "globex")[0] == 0
+    assert run(capsys, "capture", "--tenant", "globex", "--off")[0] == 0  # off: not in force
+    ControlPlane(CoreSettings()).put_control(
+        Budget(scope="tenant:acme", period="month", amount_usd=Decimal("250"), changed_at=datetime.now(UTC))
+    )
+
+    code, out, _ = run(capsys, "controls", "list", "--tenant", "acme", "--json")
+    listed = {(r["kind"], r["scope"]): r for r in map(orjson.loads, out.splitlines())}
+    assert set(listed) == {
+        ("budget", "tenant:acme"),
+        ("capture", "tenant:acme"),
+        ("freeze", "tenant:acme"),
+        ("limits", f"key:{alice['key_id']}"),
+    }
+    assert (
+        listed[("freeze", "tenant:acme")]["reason"] == "incident 9"
+        and "signature" not in listed[("freeze", "tenant:acme")]
+    )
+    code, out, _ = run(capsys, "controls", "list")
+    lines = out.splitlines()
+    assert lines[0].split() == ["KIND", "SCOPE", "CHANGED", "(UTC)", "SETTING"] and len(lines) == 6
+    assert any("freeze" in line and "acmee" in line for line in lines)
+
+    code, out, _ = run(capsys, "keys", "list")
+    assert out.splitlines()[0].split()[:3] == ["KEY_ID", "TENANT", "STATE"]
+    code, _, err = run(capsys, "keys", "revoke", alice["key"][:-2] + "xx")
+    assert code == 2 and "pass its key id" in err
+    code, out, _ = run(capsys, "keys", "revoke", alice["key"])
+    assert code == 0 and f"revoked {alice['key_id']}" in out and alice["key"] not in out
+
+    with pytest.raises(SystemExit) as exited:
+        main(["limits", "--tenant", "acme", "--rpn", "5"])
+    _, err = capsys.readouterr()
+    assert exited.value.code == 2 and err.startswith("usage: tokentrail limits") and "--rpn" in err
