@@ -111,7 +111,13 @@ def wait_drained(gateway, timeout: float = 60.0) -> None:
 def test_kafka_stopped_mid_load_every_request_succeeds_and_every_call_lands_once(own_broker, mock_upstream, tmp_path):
     home, port, topics = own_broker
     key = mint(topics)
-    env = {**gateway_env(topics, mock_upstream.url), "TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS": "3000"}
+    env = {
+        **gateway_env(topics, mock_upstream.url),
+        "TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS": "3000",
+        # This test is about the spool: a broker restart on a loaded machine can outlast the
+        # fail-closed limit (30 s), which test_control_trust.py covers on its own.
+        "TOKENTRAIL_CONTROL_STALE_AFTER_S": "0",
+    }
     gateway = spawn_gateway(env, tmp_path / "gateway-home")
     try:
         wait_delivering(gateway, key, topics)
