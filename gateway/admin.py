@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +38,7 @@ KEYS_PATH = "/tokentrail/v1/keys"
 APPLIED_WITHIN_S = 5.0
 """How long an answer waits for this replica's registry to hold the change it published."""
 MAX_BODY_BYTES = 64 * 1024
+T = TypeVar("T")
 
 Caller = Literal["operator"] | KeyEntry
 """The operator token, or the registry entry of the tokentrail key that called."""
@@ -158,7 +160,7 @@ class KeyAdmin:
             return True
         return identity.key_id == caller.key_id or any(link.key_id == caller.key_id for link in identity.ancestors)
 
-    async def _publish(self, action, applied) -> Any:
+    async def _publish(self, action: Callable[[], T], applied: Callable[[T], bool]) -> T | web.Response:
         """Run a blocking control-plane write off the event loop, then wait (briefly) until this
         replica's registry shows it; a one-line 400/503 when it cannot be done."""
         try:

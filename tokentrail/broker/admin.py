@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -133,7 +134,8 @@ def check_credentials(kafka: dict[str, str], timeout: float = 10.0) -> str | Non
         if error.code() == KafkaError._AUTHENTICATION:
             refused.append(error.str())
 
-    admin = AdminClient({**kafka, "error_cb": on_error, "log_level": 0})
+    config: dict[str, Any] = {**kafka, "error_cb": on_error, "log_level": 0}
+    admin = AdminClient(config)
     deadline = time.monotonic() + timeout
     while not refused and time.monotonic() < deadline:
         try:
