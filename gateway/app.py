@@ -23,6 +23,7 @@ from gateway.routes import ANTHROPIC, OPENAI
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 from gateway.upstream import UpstreamPool
+from schemas.signing import KeySet
 from tokentrail.control.limits import RateLimiter
 from tokentrail.control.plane import ControlPlane
 from tokentrail.control.registry import RateLimits
@@ -41,7 +42,7 @@ STREAM_CHECK_INTERVAL_S = 0.2
 def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application:
     """Build the app; raises ConfigError (one line) without usable TOKENTRAIL_SIGNING_KEY and
     TOKENTRAIL_OPERATOR_KEY."""
-    signing_keys = core.signing_keys()
+    signing_keys = KeySet(*core.signing_keys())
     metrics = GatewayMetrics()
     plane = ControlPlane(
         core,

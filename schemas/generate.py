@@ -6,20 +6,22 @@ A test regenerates them in memory and fails when the committed files are out of 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 from pydantic import TypeAdapter
 
-from schemas.models import Alert, ControlRecord, Identity, RawRecord, UnifiedEvent
+from schemas.models import Alert, ControlRecord, FailurePattern, Identity, RawRecord, UnifiedEvent
 
 JSON_DIR = Path(__file__).parent / "json"
 
-CONTRACTS: dict[str, object] = {
+CONTRACTS: dict[str, Any] = {
     "raw_record": RawRecord,
     "unified_event": UnifiedEvent,
     "identity": Identity,
     "control_record": ControlRecord,
     "alert": Alert,
+    "failure_pattern": FailurePattern,
 }
 
 

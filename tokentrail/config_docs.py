@@ -17,10 +17,11 @@ START, END = "<!-- config:start -->", "<!-- config:end -->"
 
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    from detection.settings import DetectSettings
     from flows.settings import FlowSettings
     from gateway.settings import GatewaySettings
+    from mock_upstream.settings import MockUpstreamSettings
     from tokentrail.broker.jars import BrokerSettings
-    from tokentrail.mock_upstream.settings import MockUpstreamSettings
     from tokentrail.settings import CoreSettings
     from tokentrail.storage.settings import StorageSettings
 
@@ -28,6 +29,7 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
         ("every process", CoreSettings),
         ("gateway", GatewaySettings),
         ("flows", FlowSettings),
+        ("detect flow", DetectSettings),
         ("storage", StorageSettings),
         ("Kafka broker", BrokerSettings),
         ("mock provider", MockUpstreamSettings),

@@ -1,4 +1,4 @@
-"""Settings every process reads (DESIGN section 6), one pydantic-settings class per concern.
+"""Settings every process reads (docs/architecture.md), one pydantic-settings class per concern.
 
 Process-specific settings (gateway, flows, storage) live beside their code and reuse
 `ENV` below. A CLI flag, where there is one, wins over the environment.
@@ -7,21 +7,24 @@ Process-specific settings (gateway, flows, storage) live beside their code and r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.signing import MIN_KEY_LENGTH, KeySet
+from tokentrail.errors import ConfigError
+
+__all__ = ["ENV", "ConfigError", "CoreSettings", "load"]
+
+MIN_KEY_LENGTH = 32
+"""Shortest signing or operator key accepted (characters): 32 random characters are past guessing."""
+KeyMaterial = tuple[bytes, list[bytes]]
+"""(current key, previous keys): what `schemas.signing.KeySet` is built from."""
 
 ENV = SettingsConfigDict(env_prefix="TOKENTRAIL_", extra="ignore", env_file=None, use_attribute_docstrings=True)
 """Shared by every settings class; field docstrings become descriptions (the README table)."""
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-
-class ConfigError(Exception):
-    """Configuration the process cannot start with; the message lists every problem at once."""
 
 
 def broker_state_file(home: Path) -> Path:
@@ -88,7 +91,7 @@ class CoreSettings(BaseSettings):
         state = broker_state_file(self.home)
         if state.exists():
             try:
-                return orjson.loads(state.read_bytes())["bootstrap"]
+                return str(orjson.loads(state.read_bytes())["bootstrap"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass
         return DEFAULT_BOOTSTRAP
@@ -116,33 +119,22 @@ class CoreSettings(BaseSettings):
             config["ssl.ca.location"] = str(self.kafka_ssl_ca_location)
         return config
 
-    def require_kafka_credentials(self) -> None:
-        """ConfigError (one line) when SASL is configured and the brokers refuse our credentials;
-        an unreachable Kafka is not an error here (the gateway spools, the flows wait)."""
-        from tokentrail.broker.admin import check_credentials
-
-        refused = check_credentials(self.kafka_client_config())
-        if refused is not None:
-            raise ConfigError(
-                f"Kafka at {self.bootstrap()} refused TOKENTRAIL_KAFKA_SASL_USERNAME={self.kafka_sasl_username!r} "
-                f"({self.kafka_sasl_mechanism}): {refused}"
-            )
-
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
     def require_signing_key(self) -> bytes:
         """The current RawCall signing key; ConfigError if missing or too short."""
-        return self.signing_keys().current
+        return self.signing_keys()[0]
 
-    def signing_keys(self) -> KeySet:
-        """RawCall keys: the current one signs, it and the previous ones verify."""
-        return _key_set("TOKENTRAIL_SIGNING_KEY", self.signing_key, self.signing_keys_previous)
+    def signing_keys(self) -> KeyMaterial:
+        """RawCall keys (`schemas.signing.KeySet(*...)`): the current one signs, it and the
+        previous ones verify."""
+        return _key_material("TOKENTRAIL_SIGNING_KEY", self.signing_key, self.signing_keys_previous)
 
-    def operator_keys(self) -> KeySet:
+    def operator_keys(self) -> KeyMaterial:
         """Identity and control record keys; ConfigError if missing, too short, or the RawCall key."""
-        keys = _key_set("TOKENTRAIL_OPERATOR_KEY", self.operator_key, self.operator_keys_previous)
-        if self.signing_key is not None and self.signing_key.get_secret_value().encode() == keys.current:
+        keys = _key_material("TOKENTRAIL_OPERATOR_KEY", self.operator_key, self.operator_keys_previous)
+        if self.signing_key is not None and self.signing_key.get_secret_value().encode() == keys[0]:
             raise ConfigError("TOKENTRAIL_OPERATOR_KEY must differ from TOKENTRAIL_SIGNING_KEY")
         return keys
 
@@ -164,7 +156,7 @@ def _read_properties(path: Path) -> dict[str, str]:
     return properties
 
 
-def _key_set(variable: str, current: SecretStr | None, previous: SecretStr | None) -> KeySet:
+def _key_material(variable: str, current: SecretStr | None, previous: SecretStr | None) -> KeyMaterial:
     if current is None or not current.get_secret_value():
         raise ConfigError(f"{variable} is not set: set it to a shared secret (the demo sets its own)")
     keys = [current.get_secret_value()]
@@ -174,10 +166,13 @@ def _key_set(variable: str, current: SecretStr | None, previous: SecretStr | Non
         if len(key) < MIN_KEY_LENGTH:
             name = variable if position == 0 else f"{variable.replace('_KEY', '_KEYS')}_PREVIOUS (key {position})"
             raise ConfigError(f"{name} is too short: {len(key)} characters, at least {MIN_KEY_LENGTH} are needed")
-    return KeySet(keys[0].encode(), [key.encode() for key in keys[1:]])
+    return keys[0].encode(), [key.encode() for key in keys[1:]]
 
 
-def load(cls: type[BaseSettings], **overrides) -> BaseSettings:
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **overrides: Any) -> S:
     """Build a settings object, turning pydantic's errors into one ConfigError naming every field."""
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # untyped re-export
 
+from tokentrail.settings import ConfigError, CoreSettings
 from tokentrail.topics import TOPICS
 
 DEFAULT_PARTITIONS = 3
@@ -52,7 +53,7 @@ def ensure_topics(
     timeout: float = 30.0,
     security: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create every topic of DESIGN section 4 (named `prefix + name`) that does not exist yet,
+    """Create every topic of docs/architecture.md, Contracts (named `prefix + name`) that does not exist yet,
     with its cleanup policy, and wait until each one has a leader. Returns the names created."""
     admin = _admin(bootstrap, security)
     wanted = [
@@ -121,6 +122,17 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
 
 def _admin(bootstrap: str, security: dict[str, str] | None = None) -> AdminClient:
     return AdminClient({**(security or {}), "bootstrap.servers": bootstrap})
+
+
+def require_credentials(core: CoreSettings) -> None:
+    """ConfigError (one line) when SASL is configured and the brokers refuse our credentials;
+    an unreachable Kafka is not an error here (the gateway spools, the flows wait)."""
+    refused = check_credentials(core.kafka_client_config())
+    if refused is not None:
+        raise ConfigError(
+            f"Kafka at {core.bootstrap()} refused TOKENTRAIL_KAFKA_SASL_USERNAME={core.kafka_sasl_username!r} "
+            f"({core.kafka_sasl_mechanism}): {refused}"
+        )
 
 
 def check_credentials(kafka: dict[str, str], timeout: float = 10.0) -> str | None:

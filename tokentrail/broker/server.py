@@ -192,7 +192,7 @@ def up(
     security: dict[str, str] | None = None,
 ) -> tuple[BrokerHandle, bool, list[str]]:
     """What `tokentrail kafka up` does: start (or reuse) the broker, then make sure every topic
-    of DESIGN section 4 exists. Returns (handle, started, topics created)."""
+    of docs/architecture.md, Contracts exists. Returns (handle, started, topics created)."""
     handle, started = start_broker(home, port, data_dir, reset, die_with_parent, security)
     return handle, started, admin.ensure_topics(handle.bootstrap, prefix=topic_prefix, security=security)
 

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
 
-from tokentrail.cli import CliError
+from tokentrail.errors import CliError
+
+if TYPE_CHECKING:
+    from schemas.models import ControlRecord
+    from tokentrail.control.plane import ControlPlane
+
+T = TypeVar("T")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     keys = subparsers.add_parser("keys", help="mint, revoke and list tokentrail keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
@@ -117,18 +125,18 @@ def _model_list(text: str) -> list[str]:
     return models
 
 
-def _scope(args) -> str:
+def _scope(args: argparse.Namespace) -> str:
     return f"tenant:{args.tenant}" if args.tenant is not None else f"key:{args.key}"
 
 
-def _plane():
+def _plane() -> ControlPlane:
     from tokentrail.control.plane import ControlPlane
     from tokentrail.settings import CoreSettings, load
 
     return ControlPlane(load(CoreSettings))
 
 
-def _run(action):
+def _run(action: Callable[[], T]) -> T:
     """Turn the control plane's one-line errors into CliError."""
     from tokentrail.control.follower import FollowerError
     from tokentrail.control.publish import PublishError
@@ -139,7 +147,7 @@ def _run(action):
         raise CliError(str(exc)) from None
 
 
-def _create(args) -> int:
+def _create(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     import orjson
@@ -165,7 +173,7 @@ def _create(args) -> int:
     return 0
 
 
-def _revoke(args) -> int:
+def _revoke(args: argparse.Namespace) -> int:
     from tokentrail.control import keys
 
     plane = _plane()
@@ -178,11 +186,12 @@ def _revoke(args) -> int:
     else:
         key_id = args.key_id
     identity = _run(lambda: plane.revoke_key(key_id))
+    assert identity.revoked_at is not None  # revoke_key returns the revoked record
     print(f"revoked {identity.key_id} (tenant {identity.tenant_id}) at {identity.revoked_at.isoformat()}")
     return 0
 
 
-def _list(args) -> int:
+def _list(args: argparse.Namespace) -> int:
     import orjson
 
     from tokentrail.control.records import public_json
@@ -204,7 +213,7 @@ def _list(args) -> int:
     return 0
 
 
-def _rotate_signing(args) -> int:
+def _rotate_signing(args: argparse.Namespace) -> int:
     plane = _plane()
     identities, records = _run(plane.resign_all)
     print(
@@ -214,7 +223,7 @@ def _rotate_signing(args) -> int:
     return 0
 
 
-def _check_scope(plane, args) -> None:
+def _check_scope(plane: ControlPlane, args: argparse.Namespace) -> None:
     """A key scope must name a key of the registry; a tenant with no key gets a warning (a typo
     in a kill switch must not pass unnoticed), the record is published all the same."""
     _run(plane.follower.catch_up)
@@ -225,7 +234,7 @@ def _check_scope(plane, args) -> None:
         print(f"warning: unknown tenant {args.tenant!r}: no key of it is in the registry", file=sys.stderr)
 
 
-def _freeze(args) -> int:
+def _freeze(args: argparse.Namespace) -> int:
     from schemas.models import Freeze
 
     scope = _scope(args)
@@ -239,7 +248,7 @@ def _freeze(args) -> int:
     return 0
 
 
-def _limits(args) -> int:
+def _limits(args: argparse.Namespace) -> int:
     from schemas.models import Limits
 
     if not args.off and args.rpm is None and args.tpm is None:
@@ -257,7 +266,7 @@ def _limits(args) -> int:
     return 0
 
 
-def _capture(args) -> int:
+def _capture(args: argparse.Namespace) -> int:
     from schemas.models import Capture
 
     plane = _plane()
@@ -267,19 +276,20 @@ def _capture(args) -> int:
     return 0
 
 
-def _in_force(record) -> bool:
+def _in_force(record: ControlRecord) -> bool:
     """Freezes that are lifted, capture that is off and empty limits change nothing."""
-    kind = record.kind
-    if kind == "freeze":
+    from schemas.models import Capture, Freeze, Limits
+
+    if isinstance(record, Freeze):
         return record.frozen
-    if kind == "capture":
+    if isinstance(record, Capture):
         return record.enabled
-    if kind == "limits":
+    if isinstance(record, Limits):
         return bool(record.requests_per_minute or record.tokens_per_minute)
     return True
 
 
-def _controls_list(args) -> int:
+def _controls_list(args: argparse.Namespace) -> int:
     import orjson
 
     from schemas import wire
@@ -314,7 +324,7 @@ def _controls_list(args) -> int:
     return 0
 
 
-def _now():
+def _now() -> datetime:
     from datetime import datetime
 
     return datetime.now(UTC)

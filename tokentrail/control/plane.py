@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from schemas.models import Actor, ControlRecord, Identity, control_key
+from schemas.signing import KeySet
 from tokentrail.control.follower import Handler, TopicFollower
 from tokentrail.control.publish import publish
 from tokentrail.control.records import RecordError, decode_control, decode_identity, encode, mint_identity
@@ -27,7 +28,7 @@ class ControlPlane:
         self, settings: CoreSettings, default_limits: RateLimits = UNLIMITED, on_refused: Refused | None = None
     ) -> None:
         """Raises ConfigError without a usable TOKENTRAIL_OPERATOR_KEY (records are signed and verified with it)."""
-        self.operator_keys = settings.operator_keys()
+        self.operator_keys = KeySet(*settings.operator_keys())
         self.kafka = settings.kafka_client_config()
         self.bootstrap = self.kafka["bootstrap.servers"]
         self.identities_topic = settings.topic(IDENTITIES)

@@ -19,9 +19,10 @@ from schemas import wire
 from schemas.models import Actor, ControlRecord, Identity, control_key
 from schemas.signing import SIGNATURE_FIELD, KeySet
 from tokentrail.control import keys
+from tokentrail.errors import TokentrailError
 
 
-class RecordError(ValueError):
+class RecordError(TokentrailError, ValueError):
     """A record on a control topic that is not what the topic carries; the message says why,
     `kind` is a bounded label for counting (`key`, `json`, `signature`, `schema`, `tombstone`)."""
 
