@@ -12,6 +12,7 @@ recorded as failed calls.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -26,6 +27,7 @@ from multidict import CIMultiDict
 from gateway import bounds
 from gateway import usage as usage_reader
 from gateway.capture import StreamCapture, captured_text
+from gateway.context_hash import context_hash
 from gateway.delivery import Delivery
 from gateway.errors import error_body, provider_error
 from gateway.headers import AllowList, forwarded_path, upstream_headers
@@ -57,6 +59,9 @@ _DROPPED_RESPONSE_HEADERS = frozenset(
     }
 )
 EVENT_STREAM = b"text/event-stream"
+DRAIN_AFTER_DISCONNECT_S = 60.0
+DRAIN_AFTER_DISCONNECT_BYTES = 16 * 1024 * 1024
+"""How much of a stream the gateway still reads after its client left, for the final usage."""
 
 
 def _trace_id(traceparent: str | None) -> tuple[str, str | None]:
@@ -179,6 +184,7 @@ class Gateway:
                 return call.refuse(400, bad_model or bad_user or "")
             if entry.models is not None and call.requested_model not in entry.models:
                 return call.refuse(403, f"this tokentrail key may not call model {call.requested_model!r}")
+            call.context_hash = context_hash(route.path, parsed)
             call.stream = parsed.get("stream") is True
             if call.stream and route.streams_usage_on_request:
                 options = parsed.get("stream_options")
@@ -278,6 +284,7 @@ class _Call:
         "session_id",
         "requested_model",
         "served_model",
+        "context_hash",
         "stream",
         "end_user",
         "strip_injected_usage",
@@ -285,6 +292,7 @@ class _Call:
         "request_body",
         "first_byte",
         "provider",
+        "call_id",
         "client_request_id",
         "cut",
     )
@@ -313,12 +321,14 @@ class _Call:
         self.cut: str | None = None
         """Set (`revoked` / `frozen`) when the gateway cuts this call's stream."""
         self.served_model: str | None = None
+        self.context_hash: str | None = None
         self.stream = False
         self.end_user: str | None = None
         self.strip_injected_usage = False
         self.capture = gateway.controls.capture_enabled(entry.tenant_id)
         self.request_body: bytes | None = None
         self.first_byte: float | None = None
+        self.call_id = new_id()
         self.client_request_id = False
 
     def refuse(self, status: int, message: str) -> web.Response:
@@ -374,7 +384,16 @@ class _Call:
         response = web.StreamResponse(status=upstream.status, headers=self._response_headers(upstream))
         scanner = usage_reader.StreamScanner(self.provider, self.strip_injected_usage)
         captured = StreamCapture(self.gateway.capture_max) if self.capture else None
-        disconnected = False
+        # Before the first byte: should the gateway die mid-stream, the restart records this.
+        delivery = self.gateway.delivery
+        started = (
+            delivery.stream_started(
+                self.entry.tenant_id.encode(), self.call_id, self._signed(upstream.status, "gateway_ended", None, None)
+            )
+            if delivery.write_ahead
+            else None
+        )
+        disconnected = recorded = False
         error_type = error_code = None
         streams = self.gateway.streams
         streams[self] = upstream
@@ -390,10 +409,13 @@ class _Call:
                 rest = scanner.finish()
                 if rest:
                     await response.write(rest)
+                self._record_stream(upstream, scanner, None, None, False, captured)  # before the last byte
+                recorded = True
                 await response.write_eof()
         except ConnectionError:
-            disconnected = True
-            upstream.close()
+            if not recorded:
+                disconnected = True
+                await _read_to_end(upstream, scanner)  # the provider bills the whole answer
         except UpstreamError as exc:
             # The answer started (status already sent): the client sees the stream end early.
             if self.cut is None:
@@ -409,16 +431,29 @@ class _Call:
                 error_type, error_code = f"key_{self.cut}", None
             if error_type is not None and request.transport is not None:
                 request.transport.close()
-            self.served_model = scanner.served_model
-            self.record(
-                upstream.status,
-                error_type or scanner.error_type,
-                error_code or scanner.error_code,
-                scanner.usage,
-                disconnected,
-                captured.text(self.provider, self.gateway.capture_max) if captured is not None else None,
-            )
+            if not recorded:
+                self._record_stream(upstream, scanner, error_type, error_code, disconnected, captured)
+            delivery.stream_finished(started, self.call_id)
         return response
+
+    def _record_stream(
+        self,
+        upstream: UpstreamResponse,
+        scanner: usage_reader.StreamScanner,
+        error_type: str | None,
+        error_code: str | None,
+        disconnected: bool,
+        captured: StreamCapture | None,
+    ) -> None:
+        self.served_model = scanner.served_model
+        self.record(
+            upstream.status,
+            error_type or scanner.error_type,
+            error_code or scanner.error_code,
+            scanner.usage,
+            disconnected,
+            captured.text(self.provider, self.gateway.capture_max) if captured is not None else None,
+        )
 
     def _upstream_headers(self, request: web.BaseRequest, traceparent: str | None) -> bytes:
         """The allowed client headers (gateway/headers.py), our request id and traceparent when
@@ -458,12 +493,44 @@ class _Call:
         """Sign and submit this call's RawCall. `response_body`: captured bytes, or a streamed
         answer's captured text (already redacted and bounded)."""
         gateway = self.gateway
-        finished = time.perf_counter()
-        latency = finished - self.started
+        latency = time.perf_counter() - self.started
+        ttft = self.first_byte - self.started if self.first_byte is not None else None
+        gateway.delivery.submit(
+            self.entry.tenant_id.encode(),
+            self._signed(status, error_type, error_code, usage, client_disconnected, response_body),
+        )
+        gateway.metrics.request(self.route.path, status, latency, ttft)
+        if usage:
+            gateway.guard.charge(self.entry, usage_reader.token_count(usage), time.monotonic())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s %d",
+                self.route.method,
+                self.route.path,
+                status,
+                extra={
+                    "request_id": self.request_id,
+                    "key_id": self.entry.key_id,
+                    "latency_ms": round(latency * 1000.0, 3),
+                },
+            )
+
+    def _signed(
+        self,
+        status: int,
+        error_type: str | None,
+        error_code: str | None,
+        usage: dict[str, Any] | None,
+        client_disconnected: bool = False,
+        response_body: bytes | str | None = None,
+    ) -> bytes:
+        """This call's signed RawCall as it stands now."""
+        gateway = self.gateway
+        latency = time.perf_counter() - self.started
         ttft = self.first_byte - self.started if self.first_byte is not None else None
         capture = gateway.capture_max
         record = call_record(
-            call_id=new_id(),
+            call_id=self.call_id,
             gateway_id=gateway.gateway_id,
             received_at=self.received_at,
             first_byte_at=self.received_at + ttft if ttft is not None else None,
@@ -480,6 +547,7 @@ class _Call:
             endpoint=self.route.path,
             requested_model=self.requested_model,
             served_model=bounds.from_provider(self.served_model),
+            context_hash=self.context_hash,
             stream=self.stream,
             status=status,
             error_type=bounds.from_provider(error_type),
@@ -491,19 +559,21 @@ class _Call:
             request_body=captured_text(self.request_body, capture) if self.request_body is not None else None,
             response_body=captured_text(response_body, capture) if type(response_body) is bytes else response_body,
         )
-        gateway.submit(self.entry.tenant_id, record)
-        gateway.metrics.request(self.route.path, status, latency, ttft)
-        if usage:
-            gateway.guard.charge(self.entry, usage_reader.token_count(usage), time.monotonic())
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s %s %d",
-                self.route.method,
-                self.route.path,
-                status,
-                extra={
-                    "request_id": self.request_id,
-                    "key_id": self.entry.key_id,
-                    "latency_ms": round(latency * 1000.0, 3),
-                },
-            )
+        return signed_bytes(record, gateway.signing_key)
+
+
+async def _read_to_end(upstream: UpstreamResponse, scanner: usage_reader.StreamScanner) -> None:
+    """The client left mid-stream: read the rest of the answer (at most `DRAIN_AFTER_DISCONNECT_S`
+    and `DRAIN_AFTER_DISCONNECT_BYTES`) so the usage the provider bills is recorded."""
+    budget = DRAIN_AFTER_DISCONNECT_BYTES
+    try:
+        async with asyncio.timeout(DRAIN_AFTER_DISCONNECT_S):
+            while budget > 0 and (chunk := await upstream.next_chunk()) is not None:
+                budget -= len(chunk)
+                scanner.feed(chunk)
+            if budget > 0:
+                scanner.finish()
+                return
+    except (UpstreamError, TimeoutError):
+        pass
+    upstream.close()

@@ -42,8 +42,20 @@ class GatewaySettings(BaseSettings):
 
     spool_dir: Path | None = None
     """TOKENTRAIL_SPOOL_DIR: where records wait while Kafka is away (default $TOKENTRAIL_HOME/spool)."""
-    spool_fsync_interval_s: Annotated[float, Field(gt=0)] = 1.0
-    """TOKENTRAIL_SPOOL_FSYNC_INTERVAL_S: the spool is written per record and fsynced this often."""
+    spool_fsync_interval_s: Annotated[float, Field(gt=0)] = 0.005
+    """TOKENTRAIL_SPOOL_FSYNC_INTERVAL_S: every record is written ahead (one write(2), before the
+    answer ends) and the log is fsynced this often (group commit): a power loss loses at most this much."""
+    spool_write_ahead: bool = True
+    """TOKENTRAIL_SPOOL_WRITE_AHEAD: write every record to the spool before Kafka (false: only
+    records Kafka did not take, as before the write-ahead log; a SIGKILL then loses what Kafka had not acknowledged)."""
+    spool_max_bytes: Annotated[int, Field(gt=0)] = 8 << 30
+    """TOKENTRAIL_SPOOL_MAX_BYTES: past this size records are not written ahead (counted in
+    tokentrail_gateway_spool_write_failures_total and logged; answers are not affected)."""
+    spool_segment_bytes: Annotated[int, Field(gt=0)] = 64 << 20
+    """TOKENTRAIL_SPOOL_SEGMENT_BYTES: a spool segment file is closed at this size."""
+    spool_segment_age_s: Annotated[float, Field(gt=0)] = 2.0
+    """TOKENTRAIL_SPOOL_SEGMENT_AGE_S: a segment is also closed at this age, so acknowledged ones are deleted and
+    a restart re-sends at most about this much."""
     kafka_message_timeout_ms: Annotated[int, Field(ge=1000)] = 5000
     """TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS: a record Kafka has not acknowledged by then goes to the spool."""
     kafka_linger_ms: Annotated[int, Field(ge=0)] = 20

@@ -137,6 +137,10 @@ class RawCall(Contract):
     endpoint: NonEmpty
     requested_model: str | None = None
     served_model: str | None = None
+    context_hash: str | None = Field(default=None, max_length=64)
+    """Request-shape hash (endpoint, model, tool names, response format type, system prompt digest;
+    never user text), part of a failure signature; see `gateway.context_hash`. None when the
+    gateway refused the request before reading its body."""
     stream: bool = False
     status: int = Field(ge=100, le=599)
     """HTTP status the client received (502/504 when the upstream failed or timed out)."""

@@ -17,6 +17,7 @@ START, END = "<!-- config:start -->", "<!-- config:end -->"
 
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    from alerting.settings import AlertingSettings
     from detection.settings import DetectSettings
     from flows.settings import FlowSettings
     from gateway.settings import GatewaySettings
@@ -31,6 +32,7 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
         ("flows", FlowSettings),
         ("detect flow", DetectSettings),
         ("storage", StorageSettings),
+        ("alert delivery", AlertingSettings),
         ("Kafka broker", BrokerSettings),
         ("mock provider", MockUpstreamSettings),
     ]
