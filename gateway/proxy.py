@@ -559,7 +559,7 @@ class _Call:
             request_body=captured_text(self.request_body, capture) if self.request_body is not None else None,
             response_body=captured_text(response_body, capture) if type(response_body) is bytes else response_body,
         )
-        return signed_bytes(record, gateway.signing_key)
+        return signed_bytes(record, gateway.signing_keys)
 
 
 async def _read_to_end(upstream: UpstreamResponse, scanner: usage_reader.StreamScanner) -> None:
