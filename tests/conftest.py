@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.flows",
     "tests.fixtures.mock_upstream",
     "tests.fixtures.gateway",
+    "tests.fixtures.dashboards",
 ]
