@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.mock_upstream",
     "tests.fixtures.gateway",
     "tests.fixtures.dashboards",
+    "tests.fixtures.chromium",
 ]

@@ -136,9 +136,9 @@ COST = Dashboard(
             "Spend by model",
             "barchart",
             "SELECT concat(provider, '/', model) AS model, sum(cost_usd) AS spend_usd FROM cost_by_model_1m "
-            f"WHERE $__timeFilter(minute) AND {TENANT} GROUP BY model ORDER BY spend_usd DESC LIMIT 20",
+            f"WHERE $__timeFilter(minute) AND {TENANT} GROUP BY model HAVING spend_usd > 0 ORDER BY spend_usd DESC LIMIT 20",
             ("model", "spend_usd"),
-            "Spend per served model.",
+            "Spend per served model (unpriced models are in their own panel).",
             unit="currencyUSD",
         ),
         SqlPanel(

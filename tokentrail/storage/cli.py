@@ -66,8 +66,11 @@ def register(subparsers) -> None:
     events.add_argument("--limit", type=_positive, default=1000, help="at most N events (default 1000)")
     events.set_defaults(func=_events)
 
-    report = subparsers.add_parser("report", help="spend reports from the ClickHouse rollups")
-    reports = report.add_subparsers(dest="report", required=True, metavar="REPORT")
+    report = subparsers.add_parser("report", help="spend reports from the ClickHouse rollups; --html: every dashboard")
+    from tokentrail.dashboards.html import add_arguments as add_html_arguments
+
+    add_html_arguments(report)  # `report --html FILE`: tokentrail/dashboards/html.py
+    reports = report.add_subparsers(dest="report", metavar="REPORT")
     cost = reports.add_parser(
         "cost",
         help="calls, tokens and cost, largest spend first, with a total",
@@ -165,6 +168,7 @@ def _check_choices(flag: str, given: list[str], allowed: tuple[str, ...]) -> Non
 
 def _events(args) -> int:
     from schemas.models import EventSource, EventType
+    from tokentrail.dashboards.reads import record_read
 
     since, until = _bounds(args)
     _check_choices("--type", args.types, get_args(EventType))
@@ -187,6 +191,7 @@ def _events(args) -> int:
     }
     with _opened_store() as (store, _), _storage_errors():
         rows = store.query(sql, parameters)
+        record_read(store, "events", args.tenant, since, until)
     events = [unified_event(row) for row in rows]
     if args.format == "jsonl":
         import orjson
@@ -256,6 +261,8 @@ def _whole_hour(moment: datetime | None) -> bool:
 
 
 def _report_cost(args) -> int:
+    from tokentrail.dashboards.reads import record_read
+
     since, until = _bounds(args)
     hourly = _whole_hour(since) and _whole_hour(until)
     parameters = {
@@ -265,6 +272,7 @@ def _report_cost(args) -> int:
     }
     with _opened_store() as (store, _), _storage_errors():
         rows = store.query(cost_report_query(args.by, hourly), parameters)
+        record_read(store, "report cost", args.tenant, since, until)
     columns = (*COST_DIMENSIONS[args.by][1], *COST_MEASURES)
     if args.format == "jsonl":
         import orjson
