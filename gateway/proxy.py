@@ -23,6 +23,7 @@ from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from multidict import CIMultiDict
 
 from gateway import usage as usage_reader
+from gateway.context_hash import context_hash
 from gateway.delivery import Delivery
 from gateway.errors import error_body, provider_error
 from gateway.metrics import GatewayMetrics
@@ -166,6 +167,7 @@ class Gateway:
                 return call.refuse(400, "request body must be a JSON object")
             model = parsed.get("model")
             call.requested_model = model if type(model) is str else None
+            call.context_hash = context_hash(route.path, parsed)
             call.stream = parsed.get("stream") is True
             user = parsed.get("user")
             call.end_user = user if type(user) is str else None
@@ -248,6 +250,7 @@ class _Call:
         "session_id",
         "requested_model",
         "served_model",
+        "context_hash",
         "stream",
         "end_user",
         "strip_injected_usage",
@@ -279,6 +282,7 @@ class _Call:
         self.session_id = session_id
         self.requested_model: str | None = None
         self.served_model: str | None = None
+        self.context_hash: str | None = None
         self.stream = False
         self.end_user: str | None = None
         self.strip_injected_usage = False
@@ -447,6 +451,7 @@ class _Call:
             endpoint=self.route.path,
             requested_model=self.requested_model,
             served_model=self.served_model,
+            context_hash=self.context_hash,
             stream=self.stream,
             status=status,
             error_type=error_type,

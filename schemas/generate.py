@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 from pydantic import TypeAdapter
 
-from schemas.models import Alert, ControlRecord, Identity, RawRecord, UnifiedEvent
+from schemas.models import Alert, ControlRecord, FailurePattern, Identity, RawRecord, UnifiedEvent
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -20,6 +20,7 @@ CONTRACTS: dict[str, object] = {
     "identity": Identity,
     "control_record": ControlRecord,
     "alert": Alert,
+    "failure_pattern": FailurePattern,
 }
 
 

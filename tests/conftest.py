@@ -8,4 +8,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.gateway",
     "tests.fixtures.dashboards",
     "tests.fixtures.chromium",
+    "tests.fixtures.alertmanager",
 ]

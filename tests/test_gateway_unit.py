@@ -152,6 +152,7 @@ def full_call(**overrides):
         endpoint="/v1/chat/completions",
         requested_model="gpt-4o",
         served_model="gpt-4o-2024",
+        context_hash="3f2a9c0d1e4b5a67",
         stream=True,
         status=200,
         error_type=None,

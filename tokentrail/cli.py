@@ -18,9 +18,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.broker.cli",
     "tokentrail.mock_upstream.cli",
     "tokentrail.control.cli",
+    "tokentrail.control.objectives",
     "gateway.cli",
     "flows.cli",
     "tokentrail.storage.cli",
+    "alerting.cli",
 )
 
 

@@ -17,6 +17,7 @@ START, END = "<!-- config:start -->", "<!-- config:end -->"
 
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    from alerting.settings import AlertingSettings
     from flows.settings import FlowSettings
     from gateway.settings import GatewaySettings
     from tokentrail.broker.jars import BrokerSettings
@@ -29,6 +30,7 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
         ("gateway", GatewaySettings),
         ("flows", FlowSettings),
         ("storage", StorageSettings),
+        ("alert delivery", AlertingSettings),
         ("Kafka broker", BrokerSettings),
         ("mock provider", MockUpstreamSettings),
     ]

@@ -26,6 +26,11 @@ TENANT = "$__conditionalAll(tenant_id IN (${tenant}), $tenant)"
 SEVEN_DAYS = "INTERVAL 7 DAY"
 
 
+def annotation(name: str) -> str:
+    """An annotation of an alert event's payload (a string: `Alert.annotations`)."""
+    return f"JSONExtractString(JSONExtractRaw(payload, 'annotations'), '{name}')"
+
+
 @dataclass(frozen=True)
 class Variable:
     """A dashboard text-box variable with its default (thresholds the user may change)."""
@@ -168,15 +173,17 @@ COST = Dashboard(
             "table",
             "SELECT tenant_id, argMax(JSONExtractString(payload, 'scope'), timestamp) AS scope, "
             "argMax(JSONExtractString(payload, 'status'), timestamp) AS status, "
-            "argMax(JSONExtractString(payload, 'summary'), timestamp) AS summary, "
-            "argMax(JSONExtractString(JSONExtractRaw(payload, 'annotations'), 'projected_exhaustion'), timestamp) "
-            "AS projected_exhaustion, min(timestamp) AS since FROM events "
+            f"argMax({annotation('spent_usd')}, timestamp) AS spent_usd, "
+            f"argMax({annotation('budget_usd')}, timestamp) AS budget_usd, "
+            f"argMax({annotation('exhausted_in')}, timestamp) AS exhausted_in, "
+            "argMax(JSONExtractString(payload, 'summary'), timestamp) AS summary, min(timestamp) AS since FROM events "
             "WHERE event_type IN ('alert_fired', 'alert_resolved') "
             "AND JSONExtractString(payload, 'rule') IN ('budget_burn', 'budget_exhausted') "
             f"AND $__timeFilter(timestamp) AND {TENANT} "
             "GROUP BY tenant_id, JSONExtractString(payload, 'fingerprint') ORDER BY since DESC",
-            ("tenant_id", "scope", "status", "summary", "projected_exhaustion", "since"),
-            "Budget alerts raised by the detect flow, latest state first seen in the range.",
+            ("tenant_id", "scope", "status", "spent_usd", "budget_usd", "exhausted_in", "summary", "since"),
+            "Budget alerts of the detect flow at their latest state: spend so far, the budget, and when it runs "
+            "out at the current burn (`tokentrail budget set` defines budgets).",
             width=24,
         ),
     ),
