@@ -20,6 +20,8 @@ from tokentrail.dashboards.panels import DASHBOARDS
 from tokentrail.dashboards.reads import reader_name
 from tokentrail.storage.embedded import EmbeddedStore
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = sum(1 for spec in DASHBOARDS for p in spec.sql_panels if p.kind in ("timeseries", "barchart", "heatmap"))
 

@@ -79,7 +79,8 @@ def render(store: Store, since: datetime, until: datetime, tenant: str | None) -
     for spec in DASHBOARDS:
         ctx = context(since, until, tenant, spec)
         panels = [
-            _panel(p, store.query(expand(p.sql, ctx))) if isinstance(p, SqlPanel) else _prom(p) for p in spec.panels
+            _panel(p, store.query(expand(p.sql, ctx)), (since, until)) if isinstance(p, SqlPanel) else _prom(p)
+            for p in spec.panels
         ]
         sections.append(
             f'<section id="{spec.uid}"><h2>{html.escape(spec.title.split(" / ")[-1])}</h2>'
@@ -131,7 +132,7 @@ def _prom(panel: PromPanel) -> str:
     return _frame(panel, body, False)
 
 
-def _panel(panel: SqlPanel, rows: list[Row]) -> str:
+def _panel(panel: SqlPanel, rows: list[Row], time_range: tuple[datetime, datetime]) -> str:
     wide = panel.width > 12
     if not rows:
         return _frame(panel, '<p class="empty">No data in this range.</p>', wide)
@@ -144,7 +145,7 @@ def _panel(panel: SqlPanel, rows: list[Row]) -> str:
         return _frame(panel, f'<div class="stats">{figures}</div>', wide)
     if panel.kind == "table":
         return _frame(panel, _table(panel.columns, rows), wide)
-    return _frame(panel, _chart(panel, rows), wide)
+    return _frame(panel, _chart(panel, rows, time_range), wide)
 
 
 def _table(columns: Sequence[str], rows: list[Row]) -> str:
@@ -156,7 +157,9 @@ def _table(columns: Sequence[str], rows: list[Row]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
-def _chart(panel: SqlPanel, rows: list[Row]) -> str:
+def _chart(panel: SqlPanel, rows: list[Row], time_range: tuple[datetime, datetime]) -> str:
+    """A plotly chart; time axes span the report's range (as Grafana's do), so a lone point
+    sits at its moment instead of being zoomed to milliseconds."""
     import plotly.graph_objects as go  # type: ignore[import-untyped]
     import plotly.io  # type: ignore[import-untyped]
 
@@ -185,8 +188,8 @@ def _chart(panel: SqlPanel, rows: list[Row]) -> str:
                 x=[r["time"] for r in mine],
                 y=[_plain(r[value]) for r in mine],
                 name=str(name),
-                mode="lines+markers",
-                marker={"size": 4},
+                mode=_mode(len(mine)),
+                marker={"size": 6},
                 line={"color": PALETTE[index % len(PALETTE)]},
             )
     else:
@@ -195,8 +198,8 @@ def _chart(panel: SqlPanel, rows: list[Row]) -> str:
                 x=[r["time"] for r in rows],
                 y=[_plain(r[value]) for r in rows],
                 name=value,
-                mode="lines+markers",
-                marker={"size": 4},
+                mode=_mode(len(rows)),
+                marker={"size": 6},
                 line={"color": PALETTE[index % len(PALETTE)]},
             )
     figure.update_layout(
@@ -207,6 +210,10 @@ def _chart(panel: SqlPanel, rows: list[Row]) -> str:
         template="plotly_white",
     )
     figure.update_yaxes(automargin=True, tickformat=".1%" if panel.unit == "percentunit" else None)
+    if panel.kind != "barchart":
+        figure.update_xaxes(range=list(time_range))
+    if panel.kind == "timeseries":
+        figure.update_yaxes(rangemode="tozero")
     if panel.unit == "currencyUSD":
         money_axis = figure.update_xaxes if panel.kind == "barchart" else figure.update_yaxes
         money_axis(tickprefix="$")
@@ -214,6 +221,11 @@ def _chart(panel: SqlPanel, rows: list[Row]) -> str:
         figure, include_plotlyjs=False, full_html=False, config={"displayModeBar": False, "staticPlot": False}
     )
     return f'<div class="chart" data-kind="{panel.kind}">{chart}</div>'
+
+
+def _mode(points: int) -> str:
+    """Markers where points are few (a lone point must show), plain lines where they are dense."""
+    return "lines+markers" if points <= 60 else "lines"
 
 
 STYLE = """

@@ -540,7 +540,8 @@ CUSTOMERS = Dashboard(
         SqlPanel(
             "Reads per day",
             "timeseries",
-            "SELECT toStartOfDay(read_at) AS time, tenant_id AS series, count() AS reads FROM reads "
+            "SELECT toStartOfDay(read_at) AS time, if(tenant_id = '', '(all tenants)', tenant_id) AS series, "
+            "count() AS reads FROM reads "
             f"WHERE $__timeFilter(read_at) AND {TENANT} GROUP BY time, series ORDER BY time",
             ("time", "series", "reads"),
             "Reports, event lists and HTML reports read, per tenant and day.",
