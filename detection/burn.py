@@ -7,17 +7,24 @@ still going on, so the alert resets soon after the burn stops. Defaults: page at
 1 h and 5 m (2% of a 30-day budget in an hour), page at 6x over 6 h and 30 m (5% in six
 hours), ticket at 1x over 3 d and 6 h.
 
-Minimum volume (error budget): a rule also needs at least `min_bad` budget errors in its long
-window and `min_short_bad` in its short one. A tenant with ten calls an hour is at 10x burn
-after a single failure against a 99% SLO; with the default of 5 a page needs five failures
-in the hour, which a real outage of even that tenant gives within about half an hour, and one
-unlucky call never does. At volume the rule changes nothing (a 14.4x burn at 100 calls a
+Minimum volume (error budget): a rule also needs at least `min_bad` (5) budget errors in its
+long window and `min_short_bad` (2) in its short one. A tenant with ten calls an hour is at
+10x burn after a single failure against a 99% SLO; with these defaults a page needs five
+failures in the long window and two in the short one, which a real outage of even that tenant
+gives within about half an hour (on the 6 h / 30 m pair), and one unlucky call never does. At volume the rule changes nothing (a 14.4x burn at 100 calls a
 minute is 72 errors in the 5-minute window alone).
 
 History: a ticket rule (a slow burn) is only judged once the scope's history covers its long
 window; on two hours of history the 3-day window is two hours long, and a fast outage would
 open a ticket seconds before its page. Page rules judge whatever history there is, so a new
 tenant whose every call fails still pages within about a minute.
+
+Hysteresis: once an alert fires, its condition keeps holding while some rule's long-window
+burn stays at or above `hold` (0.5) times its factor and its short-window burn at or above
+`hold_short` (0.25) times it. Near a threshold, at low volume, the 5-minute window swings
+above and below 14.4x from one call to the next; without this an incident fires and resolves
+every few minutes. After a real recovery the short windows empty of errors within their
+length (5 or 30 minutes), and the alert resolves after the lifecycle's clear delay.
 """
 
 from __future__ import annotations
@@ -52,6 +59,14 @@ def windows_of(rules: tuple[BurnRule, ...]) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """Relaxed thresholds that keep a firing alert firing (module docstring)."""
+
+    long: float = 0.5
+    short: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
 class BurnReading:
     """The most severe rule that holds (first in rule order among equals), with its numbers."""
 
@@ -68,8 +83,8 @@ class ErrorBudget:
 
     __slots__ = ("counts", "first_at")
 
-    def __init__(self, windows: tuple[float, ...], buckets: int) -> None:
-        self.counts = MultiWindow(windows, 2, buckets)
+    def __init__(self, windows: tuple[float, ...]) -> None:
+        self.counts = MultiWindow(windows, 2)
         self.first_at = float("inf")
 
     def add(self, at: float, bad: bool) -> None:
@@ -77,20 +92,29 @@ class ErrorBudget:
         self.counts.add(at, (1.0, 1.0 if bad else 0.0))
 
     def reading(
-        self, rules: tuple[BurnRule, ...], target: float, min_bad: float, min_short_bad: float, at: float
+        self,
+        rules: tuple[BurnRule, ...],
+        target: float,
+        min_bad: float,
+        min_short_bad: float,
+        at: float,
+        hold: Hold | None = None,
     ) -> BurnReading | None:
+        """The most severe rule that holds; with `hold` (the alert is firing), the relaxed
+        thresholds apply and the minimum volume does not."""
         allowed = 1.0 - target
         best: BurnReading | None = None
+        long_part, short_part = (hold.long, hold.short) if hold else (1.0, 1.0)
         for rule in rules:
             if not judged(rule, at - self.first_at):
                 continue
             total_l, bad_l = self.counts.sums(rule.long_seconds)
             total_s, bad_s = self.counts.sums(rule.short_seconds)
-            if bad_l < min_bad or bad_s < min_short_bad or total_l <= 0 or total_s <= 0:
+            if total_l <= 0 or total_s <= 0 or (hold is None and (bad_l < min_bad or bad_s < min_short_bad)):
                 continue
             long_burn = bad_l / total_l / allowed
             short_burn = bad_s / total_s / allowed
-            if long_burn >= rule.factor and short_burn >= rule.factor:
+            if long_burn >= rule.factor * long_part and short_burn >= rule.factor * short_part:
                 if best is None or (rule.severity == "page" and best.rule.severity != "page"):
                     best = BurnReading(rule, long_burn, short_burn, bad_l, total_l)
         return best
@@ -143,12 +167,10 @@ class SpendBudget:
 
     __slots__ = ("period", "amount", "spend", "period_start", "period_end", "spent", "first_at")
 
-    def __init__(
-        self, period: Literal["day", "month"], amount: float, windows: tuple[float, ...], buckets: int
-    ) -> None:
+    def __init__(self, period: Literal["day", "month"], amount: float, windows: tuple[float, ...]) -> None:
         self.period = period
         self.amount = amount
-        self.spend = MultiWindow(windows, 1, buckets)
+        self.spend = MultiWindow(windows, 1)
         self.period_start = float("-inf")
         self.period_end = float("-inf")
         self.spent = 0.0
@@ -163,19 +185,20 @@ class SpendBudget:
             self.spent += cost
         self.spend.add(at, (cost,))
 
-    def reading(self, rules: tuple[BurnRule, ...], at: float) -> SpendReading:
+    def reading(self, rules: tuple[BurnRule, ...], at: float, hold: Hold | None = None) -> SpendReading:
         length = self.period_end - self.period_start
         best: tuple[BurnRule, float, float] | None = None
+        long_part, short_part = (hold.long, hold.short) if hold else (1.0, 1.0)
         for rule in rules:
             if not judged(rule, at - self.first_at):
                 continue
             long_burn = self._burn(rule.long_seconds, length)
             short_burn = self._burn(rule.short_seconds, length)
-            if long_burn >= rule.factor and short_burn >= rule.factor:
+            if long_burn >= rule.factor * long_part and short_burn >= rule.factor * short_part:
                 if best is None or (rule.severity == "page" and best[0].severity != "page"):
                     best = (rule, long_burn, short_burn)
         if best is None:
-            shortest = min(self.spend.rings)
+            shortest = min(self.spend.spans)
             rate = self.spend.sums(shortest)[0] / shortest
             return SpendReading(None, 0.0, 0.0, self.spent, self.amount, rate)
         rule, long_burn, short_burn = best

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from detection.burn import DEFAULT_RULES, BurnRule, ErrorBudget, SpendBudget, duration_text, windows_of
+from detection.burn import DEFAULT_RULES, BurnRule, ErrorBudget, Hold, SpendBudget, duration_text, windows_of
 from detection.calls import Call, read_call
 from detection.dedup import RecentIds
 from detection.evidence import budget_sql, error_budget_sql, pattern_sql, spike_sql
@@ -30,6 +30,7 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 SPEND_SPIKE = "spend_spike"
 FAILURE_PATTERN = "failure_pattern"
 PROVIDER_INCIDENT = "provider_incident"
+PERIOD_WORD = {"day": "daily", "month": "monthly"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +40,12 @@ class DetectionConfig:
     """Default SLO target of a tenant without an `Slo` record."""
     min_bad: float = 5
     """Minimum-volume rule: budget errors a burn rule needs in its long window."""
-    min_short_bad: float = 1
+    min_short_bad: float = 2
     """... and in its short window."""
+    hold: Hold = Hold()
+    """Hysteresis of the burn-rate alerts: relaxed thresholds while firing (see detection.burn)."""
     per_model: bool = True
     """Also watch each tenant x model error budget."""
-    buckets: int = 60
-    """Buckets per window: windows are exact to 1/buckets of their length."""
     spike: SpikeConfig = SpikeConfig()
     patterns: PatternConfig = PatternConfig()
     clear_for: float = 300.0
@@ -97,6 +98,7 @@ class Tenant:
     rates: dict[str, SpendRate] = field(default_factory=dict)
     who: dict[str, Who] = field(default_factory=dict)
     signatures: SignatureWindow | None = None
+    model_scopes: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,12 @@ class Controls:
 
 
 class Detector:
+    """The detectors of the tenants routed to one state; see the module docstring.
+
+    A failure pattern is published (`Result.patterns`) when it fires and again whenever
+    another identity joins it (or, for a provider incident, another tenant), so the
+    `failure_patterns` row and the latest `pattern_detected` event name everyone affected."""
+
     def __init__(self, config: DetectionConfig | None = None, controls: Controls | None = None) -> None:
         self.config = config or DetectionConfig()
         self.controls = controls or Controls()
@@ -147,6 +155,16 @@ class Detector:
         self.book = AlertBook(self.config.clear_for, self.config.update_every)
         self.newest = float("-inf")
         self._last_sweep = float("-inf")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Recovery snapshots leave the controls out: they are followed live, not restored."""
+        state = dict(self.__dict__)
+        state["controls"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.controls = Controls()
 
     def observe(self, event: dict[str, Any]) -> Result:
         """One UnifiedEvent (JSON form); EventError when a call event is unreadable."""
@@ -165,7 +183,10 @@ class Detector:
             self.newest = call.at
         self._error_budget(tenant, call, "tenant", result)
         if self.config.per_model and call.model:
-            self._error_budget(tenant, call, f"model:{call.provider}/{call.model}", result)
+            scope = tenant.model_scopes.get((call.provider, call.model))
+            if scope is None:
+                scope = tenant.model_scopes[(call.provider, call.model)] = f"model:{call.provider}/{call.model}"
+            self._error_budget(tenant, call, scope, result)
         if call.cost_usd:
             self._spend(tenant, call, result)
         if call.failed:
@@ -180,7 +201,7 @@ class Detector:
     def _error_budget(self, tenant: Tenant, call: Call, scope: str, result: Result) -> None:
         budget = tenant.slo.get(scope)
         if budget is None:
-            budget = tenant.slo[scope] = ErrorBudget(self.windows, self.config.buckets)
+            budget = tenant.slo[scope] = ErrorBudget(self.windows)
         budget.add(call.at, call.budget_error)
         if call.budget_error or self.book.is_firing(call.tenant_id, ERROR_BUDGET, scope):
             self._judge_error_budget(call.tenant_id, scope, budget, call.at, result)
@@ -188,10 +209,17 @@ class Detector:
     def _judge_error_budget(self, tenant_id: str, scope: str, budget: ErrorBudget, at: float, result: Result) -> None:
         config = self.config
         target = self.controls.slo_targets.get(tenant_id, config.slo_target)
+        firing = self.book.severity(tenant_id, ERROR_BUDGET, scope)
         reading = budget.reading(config.rules, target, config.min_bad, config.min_short_bad, at)
-        if reading is None:
+        severity: str | None = None if reading is None else reading.rule.severity
+        if reading is None and firing is not None:
+            reading = budget.reading(config.rules, target, config.min_bad, config.min_short_bad, at, config.hold)
+            severity = firing  # held, never raised, by the relaxed thresholds
+        if reading is None or severity is None:
             _add(result, self.book.clear(tenant_id, ERROR_BUDGET, scope, at))
             return
+        if firing is None and scope != "tenant" and self.book.is_firing(tenant_id, ERROR_BUDGET, "tenant"):
+            return  # the tenant's alert already tells this story: one notification per incident
         rule = reading.rule
         allowed = 1.0 - target
         what = "the tenant" if scope == "tenant" else scope.removeprefix("model:")
@@ -204,7 +232,7 @@ class Detector:
             tenant_id=tenant_id,
             rule=ERROR_BUDGET,
             scope=scope,
-            severity=rule.severity,
+            severity=severity,  # type: ignore[arg-type]
             summary=summary,
             value=reading.long_burn,
             threshold=rule.factor,
@@ -264,9 +292,7 @@ class Detector:
         for budget_scope, limit in self._budgets_of(call):
             budget = tenant.spend.get(budget_scope)
             if budget is None or (budget.period, budget.amount) != (limit.period, limit.amount_usd):
-                budget = tenant.spend[budget_scope] = SpendBudget(
-                    limit.period, limit.amount_usd, self.windows, config.buckets
-                )
+                budget = tenant.spend[budget_scope] = SpendBudget(limit.period, limit.amount_usd, self.windows)
             budget.add(call.at, call.cost_usd)
             self._judge_budget(call.tenant_id, budget_scope, budget, call.at, result)
 
@@ -283,7 +309,12 @@ class Detector:
         return found
 
     def _judge_budget(self, tenant_id: str, scope: str, budget: SpendBudget, at: float, result: Result) -> None:
+        firing = self.book.severity(tenant_id, BUDGET_BURN, scope)
         reading = budget.reading(self.config.rules, at)
+        severity: str | None = None if reading.rule is None else reading.rule.severity
+        if reading.rule is None and firing is not None:
+            reading = budget.reading(self.config.rules, at, self.config.hold)
+            severity = firing  # held, never raised, by the relaxed thresholds
         whose = "the tenant" if scope == "tenant" else scope
         spent = f"${reading.spent:,.2f} of ${reading.amount:,.2f} this {budget.period}"
         sql = budget_sql(tenant_id, scope, budget.period_start)
@@ -302,9 +333,11 @@ class Detector:
             _add(result, self.book.holds(finding, at))
         else:
             _add(result, self.book.clear(tenant_id, BUDGET_EXHAUSTED, scope, at))
-        if reading.rule is None:
+        if reading.rule is None or severity is None:
             _add(result, self.book.clear(tenant_id, BUDGET_BURN, scope, at))
             return
+        if reading.exhausted and firing is None:
+            return  # gone already: the exhaustion alert says it, a burn alert would only repeat it
         left = reading.seconds_left()
         outlook = (
             "the budget is gone"
@@ -317,9 +350,9 @@ class Detector:
             tenant_id=tenant_id,
             rule=BUDGET_BURN,
             scope=scope,
-            severity=reading.rule.severity,
+            severity=severity,  # type: ignore[arg-type]
             summary=(
-                f"{tenant_id}: {whose} spends at {reading.long_burn:.1f}x its {budget.period}ly budget over "
+                f"{tenant_id}: {whose} spends at {reading.long_burn:.1f}x its {PERIOD_WORD[budget.period]} budget over "
                 f"{duration_text(reading.rule.long_seconds)} ({spent}); {outlook}"
             ),
             value=reading.long_burn,
@@ -379,8 +412,10 @@ class Detector:
             annotations={"identities": ",".join(identities[:50]), "failures": str(members.count)},
             evidence_sql=pattern_sql(tenant_id, signature, members.first_seen),
         )
-        change = self.book.holds(finding, at)
-        if change is not None and change.kind == "fired":
+        before = self.book.alert(tenant_id, FAILURE_PATTERN, scope)
+        grew = before is not None and (before.value or 0) < count
+        change = self.book.holds(finding, at, news=grew)
+        if change is not None and (change.kind == "fired" or grew):
             result.patterns.append(_pattern(change, "tenant", signature, identities, [tenant_id], members, at))
         _add(result, change)
 
@@ -490,8 +525,10 @@ class ProviderIncidents:
             },
             evidence_sql=pattern_sql(None, signature, identities.first_seen),
         )
-        change = self.book.holds(finding, at)
-        if change is not None and change.kind == "fired":
+        before = self.book.alert(SYSTEM_TENANT, PROVIDER_INCIDENT, scope)
+        grew = before is not None and (before.value or 0) < tenant_count
+        change = self.book.holds(finding, at, news=grew)
+        if change is not None and (change.kind == "fired" or grew):
             members = sorted(identities.last_seen)
             result.patterns.append(_pattern(change, "provider", signature, members, affected, identities, at))
         _add(result, change)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from detection.burn import duration_text
 from schemas.models import Actor, Alert
 
 SEVERITY_RANK = {"info": 0, "ticket": 1, "page": 2}
@@ -79,8 +80,9 @@ class AlertBook:
         self.firing: dict[tuple[str, str, str], _Firing] = {}
         """By (tenant, rule, scope), the labels the fingerprint is made of."""
 
-    def holds(self, finding: Finding, at: float) -> Change | None:
-        """The condition of `finding` holds at event time `at`."""
+    def holds(self, finding: Finding, at: float, news: bool = False) -> Change | None:
+        """The condition of `finding` holds at event time `at`; `news`: its content changed in
+        a way worth publishing now (an update without waiting for `update_every`)."""
         labels = (finding.tenant_id, finding.rule, finding.scope)
         current = self.firing.get(labels)
         if current is None:
@@ -90,7 +92,7 @@ class AlertBook:
         current.clear_since = None
         old = current.alert
         escalated = SEVERITY_RANK[finding.severity] > SEVERITY_RANK[old.severity]
-        if not escalated and at - current.last_update < self.update_every:
+        if not escalated and not news and at - current.last_update < self.update_every:
             return None
         severity = finding.severity if escalated else old.severity
         alert = replace_alert(_alert(old.fingerprint, finding, at), old, severity)
@@ -108,18 +110,31 @@ class AlertBook:
         if at - current.clear_since < self.clear_for:
             return None
         del self.firing[labels]
-        ended = current.alert.model_copy(
+        old = current.alert
+        lasted = duration_text(at - old.starts_at.timestamp())
+        ended = old.model_copy(
             update={
                 "status": "resolved",
+                "summary": f"resolved after {lasted}; last seen: {old.summary}",
                 "ends_at": moment(at),
                 "updated_at": moment(at),
-                "revision": current.alert.revision + 1,
+                "revision": old.revision + 1,
             }
         )
         return Change("resolved", ended)
 
     def is_firing(self, tenant_id: str, rule: str, scope: str) -> bool:
         return (tenant_id, rule, scope) in self.firing
+
+    def alert(self, tenant_id: str, rule: str, scope: str) -> Alert | None:
+        """The firing alert's latest state, None when it is not firing."""
+        current = self.firing.get((tenant_id, rule, scope))
+        return None if current is None else current.alert
+
+    def severity(self, tenant_id: str, rule: str, scope: str) -> str | None:
+        """The severity of the firing alert, None when it is not firing."""
+        current = self.firing.get((tenant_id, rule, scope))
+        return None if current is None else current.alert.severity
 
 
 def replace_alert(new: Alert, old: Alert, severity: str) -> Alert:

@@ -1,4 +1,5 @@
-"""`tokentrail flows`: run the enrich dataflow with migrations, the query server and /metrics."""
+"""`tokentrail flows`: run registered dataflows (`flows.registry`) with migrations, the query
+server and /metrics."""
 
 from __future__ import annotations
 
@@ -9,17 +10,36 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-FLOW_IMPORT = "flows.enrich:get_flow()"
+from flows.registry import DEFAULT_FLOW, FLOWS
+from tokentrail.errors import CliError
+
+if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wait for the command
+    from bytewax.recovery import RecoveryConfig
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
+    listing = "\n".join(f"  {flow.name:<10} {flow.summary}" for flow in FLOWS.values())
     parser = subparsers.add_parser(
         "flows",
-        help="run the enrich flow: verify raw calls, join identity, price, write events and rows",
-        description="Reads tokentrail.calls.raw and tokentrail.identities, writes tokentrail.events, "
-        "tokentrail.dlq and ClickHouse (llm_calls, events). Needs TOKENTRAIL_SIGNING_KEY.",
+        help="run the dataflows: enrich (verify raw calls, join identity, price, write events and rows), ...",
+        description=f"Runs registered dataflows in one process. Flows:\n{listing}\nNeeds TOKENTRAIL_SIGNING_KEY.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--flow",
+        dest="flows",
+        action="append",
+        choices=list(FLOWS),
+        metavar="NAME",
+        help=f"a flow to run; repeat to run several in one dataflow (default {DEFAULT_FLOW}; one of: {', '.join(FLOWS)})",
     )
     parser.add_argument("-w", "--workers", type=_positive, default=1, help="worker threads per process (default 1)")
     parser.add_argument(
@@ -54,21 +74,21 @@ def _positive(text: str) -> int:
     return value
 
 
-def run(args) -> int:
-    from datetime import timedelta
-
+def run(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
-    from flows.enrich import get_flow, use_store
+    from flows.context import FlowContext
+    from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
-    from tokentrail.cli import CliError
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
-    from tokentrail.storage import StorageSettings, migrate, open_store, start_query_server
+    from tokentrail.storage import LockedStore, StorageSettings, migrate, open_store, start_query_server
+    from tokentrail.storage.embedded import EmbeddedStore
     from tokentrail.storage.query_server import RemoteStore
 
+    names = list(dict.fromkeys(args.flows or [DEFAULT_FLOW]))
     core = load(CoreSettings)
     core.require_signing_key()
     settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
@@ -89,21 +109,21 @@ def run(args) -> int:
             "process (its query server answers); stop it first"
         )
     query_server = metrics_server = releaser = None
-    children: list[subprocess.Popen] = []
+    children: list[subprocess.Popen[bytes]] = []
     try:
         migrate(store, storage)
-        if storage.clickhouse_url is None:
+        if isinstance(store, EmbeddedStore):  # others read it through this process
             query_server = start_query_server(store, storage)
-        use_store(store)
+        context = FlowContext(LockedStore(store), settings, core)
         if settings.flows_metrics_port:
-            metrics_server = serve_metrics(settings.flows_metrics_port)
+            metrics_server = serve_metrics(settings.flows_metrics_port, settings.flows_metrics_host)
         recovery = None
         epoch = timedelta(seconds=settings.flows_snapshot_seconds)
         if settings.flows_recovery:
-            recovery_dir = settings.recovery_dir(core)
+            recovery_dir = FlowContext.state_dir(settings.recovery_dir(core), names[0])
             prepare_recovery(recovery_dir, args.processes * args.workers)
             recovery = RecoveryConfig(recovery_dir)
-        flow = get_flow(settings, core)
+        flow = build_dataflow(names, context)
         tune_gc()
         releaser = release_freed_memory(settings.flows_release_memory_seconds)
         signal.signal(signal.SIGTERM, _interrupt)
@@ -112,10 +132,11 @@ def run(args) -> int:
         if args.processes > 1:
             addresses = [f"127.0.0.1:{_free_port()}" for _ in range(args.processes)]
             children = [
-                spawn_process(index, addresses, args.workers, recovery, epoch) for index in range(1, args.processes)
+                spawn_process(names, index, addresses, args.workers, recovery, epoch)
+                for index in range(1, args.processes)
             ]
         print(
-            f"tokentrail flows: running ({args.processes} process(es) x {args.workers} worker(s), "
+            f"tokentrail flows: running {', '.join(names)} ({args.processes} process(es) x {args.workers} worker(s), "
             f"recovery {'on' if recovery else 'off'}, metrics on :{settings.flows_metrics_port or 'off'})",
             file=sys.stderr,
             flush=True,
@@ -162,13 +183,13 @@ def tune_gc() -> None:
 _stop_requested = threading.Event()
 
 
-def _interrupt(signum, frame) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     """SIGTERM stops the flow like Ctrl-C: Bytewax sees the interrupt at its next poll."""
     _stop_requested.set()
     raise KeyboardInterrupt
 
 
-def prepare_recovery(directory, partitions: int) -> None:
+def prepare_recovery(directory: Path, partitions: int) -> None:
     """Create the recovery partitions once; later runs reuse them (and resume)."""
     from bytewax.recovery import init_db_dir
 
@@ -177,12 +198,19 @@ def prepare_recovery(directory, partitions: int) -> None:
         init_db_dir(directory, partitions)
 
 
-def spawn_process(index: int, addresses: list[str], workers: int, recovery, epoch) -> subprocess.Popen:
+def spawn_process(
+    names: list[str],
+    index: int,
+    addresses: list[str],
+    workers: int,
+    recovery: RecoveryConfig | None,
+    epoch: timedelta,
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
         "bytewax.run",
-        FLOW_IMPORT,
+        f"flows.dataflows:get_flow({', '.join(map(repr, names))})",
         "-w",
         str(workers),
         "-i",
@@ -202,14 +230,43 @@ def _free_port() -> int:
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
-def serve_metrics(port: int) -> ThreadingHTTPServer:
-    """`/metrics` (Prometheus text) and `/healthz` on 0.0.0.0:port, in a daemon thread."""
+METRICS_CONNECTIONS = 8
+"""Connections the metrics server serves at once; more are closed at once (a scraper needs one)."""
+METRICS_TIMEOUT_S = 5.0
+"""A metrics connection that sends nothing for this long is closed."""
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, but at most METRICS_CONNECTIONS of them."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(METRICS_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """`/metrics` (Prometheus text) and `/healthz` on host:port, in daemon threads (bounded, with
+    timeouts: docs/flows.md)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = METRICS_TIMEOUT_S
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             if self.path == "/metrics":
                 body, kind, status = generate_latest(), CONTENT_TYPE_LATEST, 200
@@ -223,14 +280,12 @@ def serve_metrics(port: int) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
     try:
-        server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        server = _BoundedHTTPServer((host, port), Handler)
     except OSError as exc:
-        from tokentrail.cli import CliError
-
         raise CliError(
             f"cannot serve metrics on port {port}: {exc.strerror} (set TOKENTRAIL_FLOWS_METRICS_PORT or --metrics-port)"
         ) from None

@@ -44,6 +44,9 @@ class FlowSettings(BaseSettings):
 
     flows_metrics_port: int = Field(default=9465, ge=0, le=65535)
     """TOKENTRAIL_FLOWS_METRICS_PORT: `/metrics` and `/healthz` of `tokentrail flows` (0: off)."""
+    flows_metrics_host: str = "127.0.0.1"
+    """TOKENTRAIL_FLOWS_METRICS_HOST: address the metrics server listens on (loopback unless a
+    scraper elsewhere needs it, e.g. 0.0.0.0 in a container)."""
 
     flows_release_memory_seconds: float = Field(default=2.0, ge=0)
     """TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS: how often `tokentrail flows` gives memory it

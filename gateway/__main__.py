@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from gateway import cli
-from tokentrail.cli import CliError
+from tokentrail.errors import CliError
 from tokentrail.settings import ConfigError
 
 

@@ -56,8 +56,21 @@ class GatewaySettings(BaseSettings):
     default_tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
     """TOKENTRAIL_DEFAULT_TOKENS_PER_MINUTE: per-identity LLM-token limit when no Limits record applies."""
 
-    capture_max_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
-    """TOKENTRAIL_CAPTURE_MAX_BYTES: captured bodies (capture on) are cut to this size before redaction."""
+    max_in_flight: Annotated[int, Field(gt=0)] = 1024
+    """TOKENTRAIL_MAX_IN_FLIGHT: requests handled at once; past it new ones get 503 with Retry-After."""
+    max_in_flight_body_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
+    """TOKENTRAIL_MAX_IN_FLIGHT_BODY_BYTES: request-body bytes held at once (a body of unknown
+    length counts as TOKENTRAIL_MAX_BODY_BYTES); past it new requests get 503 with Retry-After."""
+    auth_failure_event_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    """TOKENTRAIL_AUTH_FAILURE_EVENT_INTERVAL_S: at most one unauthorized_access_attempt event per
+    client address per interval, carrying the number of failures since the previous one."""
+    forward_headers: str = ""
+    """TOKENTRAIL_FORWARD_HEADERS: client headers sent upstream beyond the built-in allow-list
+    (comma-separated names; `x-mock-*` names a prefix)."""
+
+    capture_max_bytes: Annotated[int, Field(gt=0, le=256 * 1024)] = 64 * 1024
+    """TOKENTRAIL_CAPTURE_MAX_BYTES: each captured body (capture on) is redacted, then cut so that it
+    takes at most this many bytes in the record (at most 256 KiB, so a record stays under Kafka's 1 MB)."""
     log_level: str = "INFO"
     """TOKENTRAIL_LOG_LEVEL: DEBUG logs every request; INFO logs decisions, failures and spooling."""
 

@@ -15,7 +15,7 @@ from detection.dedup import RecentIds
 from detection.engine import Controls, Detection, DetectionConfig, Result
 from detection.lifecycle import AlertBook, Finding
 from detection.synthetic import call_event
-from detection.windows import SlidingSums
+from detection.windows import MultiWindow, SlidingSums
 from schemas.models import SYSTEM_TENANT, Budget, Slo
 
 T0 = 1_780_000_000.0  # a fixed event time, 2026-05-28
@@ -111,7 +111,7 @@ def test_low_traffic_does_not_page_on_one_failure_but_does_on_an_outage() -> Non
 def test_minimum_volume_is_configurable() -> None:
     quiet = steady("tiny", T0, 7200, 360.0)
     quiet[10] = call_event("tiny", T0 + 10 * 360.0, status=500)
-    assert fired(run(Detection(DetectionConfig(min_bad=1)), quiet), "error_budget_burn")
+    assert fired(run(Detection(DetectionConfig(min_bad=1, min_short_bad=1)), quiet), "error_budget_burn")
 
 
 # ---- at-least-once input --------------------------------------------------------------------
@@ -142,16 +142,28 @@ def test_recent_ids_stay_bounded_and_refuse_what_they_cannot_check() -> None:
 
 
 def test_sliding_sums_drop_what_leaves_the_window() -> None:
-    ring = SlidingSums(60.0, 1, buckets=6)
+    ring = SlidingSums(10.0, 7, 1)
     for second in range(0, 60, 10):
         ring.add(T0 + second, (1.0,))
-    assert ring.sums == [6.0]
+    assert ring.sums(6) == [6.0]
     ring.advance(T0 + 75)
-    assert ring.sums == [4.0]  # the buckets of T0 and T0 + 10 left
+    assert ring.sums(6) == [4.0]  # the buckets of T0 and T0 + 10 left the last six
+    assert ring.sums(2) == [0.0]
     assert not ring.add(T0 - 100, (1.0,))  # older than the ring: not counted
+    ring.add(T0 + 50, (2.0,))  # late, but inside the window: counted
+    assert ring.sums(6) == [6.0]
     ring.advance(T0 + 1000)
-    assert ring.sums == [0.0]
-    assert SlidingSums.restore(ring.snapshot()).sums == ring.sums
+    assert ring.sums(6) == [0.0]
+
+
+def test_windows_share_rings_and_sum_exactly_to_one_bucket() -> None:
+    windows = MultiWindow((300.0, 3600.0, 3 * 86400.0), 2)
+    assert sorted((ring.bucket_seconds, ring.buckets) for ring in windows.rings.values()) == [(60.0, 61), (3600.0, 73)]
+    for minute in range(180):  # one call a minute for three hours, every tenth one bad
+        windows.add(T0 + 60 * minute + 1, (1.0, 1.0 if minute % 10 == 0 else 0.0))
+    assert windows.sums(300.0) == [5.0, 0.0]
+    assert windows.sums(3600.0) == [60.0, 6.0]
+    assert windows.sums(3 * 86400.0) == [180.0, 18.0]
 
 
 # ---- lifecycle --------------------------------------------------------------------------------
@@ -290,9 +302,11 @@ def _failures(tenant: str, identities: int, start: float, per_identity: int = 2,
 def test_a_pattern_needs_n_distinct_identities(identities: int, patterns: int) -> None:
     result = run(Detection(), _failures("acme", identities, T0, context_hash="ctx1"))
     found = [p for p in result.patterns if p.scope == "tenant"]
-    assert len(found) == patterns
-    if patterns:
+    assert len({p.pattern_id for p in found}) == patterns
+    if patterns:  # published when it fires, again as each identity joins
         assert found[0].identities == ["acme-k0", "acme-k1", "acme-k2"]
+        assert found[-1].identities == [f"acme-k{i}" for i in range(identities)]
+        assert len(found) == identities - 2
         assert found[0].context_hash == "ctx1" and found[0].status == 502
         assert len(fired(result, "failure_pattern")) == 1
 
@@ -359,3 +373,40 @@ def test_detection_outputs_are_valid_unified_events_with_stable_ids() -> None:
         "acme-k1",
         "acme-k2",
     ]
+
+
+def test_event_time_parsing_agrees_with_the_full_parser() -> None:
+    from datetime import datetime
+
+    from detection.calls import epoch_seconds
+
+    for text in (
+        "2026-05-28T12:00:00.123Z",
+        "2026-05-28T12:00:00.999Z",
+        "2026-05-28T12:00:01.000Z",
+        "2026-05-28T12:00:01+02:00",
+    ):
+        assert epoch_seconds(text) == pytest.approx(datetime.fromisoformat(text).timestamp(), abs=1e-6)
+
+
+# ---- settings ----------------------------------------------------------------------------------
+
+
+def test_burn_rules_from_the_environment_and_a_clear_error_for_bad_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detection.settings import DetectSettings, parse_rules
+    from tokentrail.settings import ConfigError, load
+
+    assert parse_rules("page:14.4:1h:5m,ticket:1:3d:6h") == (
+        BurnRule("page", 14.4, 3600, 300),
+        BurnRule("ticket", 1.0, 3 * 86400, 6 * 3600),
+    )
+    monkeypatch.setenv("TOKENTRAIL_DETECT_BURN_RULES", "page:14.4:1h")
+    monkeypatch.setenv("TOKENTRAIL_DETECT_PATTERN_IDENTITIES", "1")
+    with pytest.raises(ConfigError) as problem:
+        load(DetectSettings)
+    assert "TOKENTRAIL_DETECT_BURN_RULES" in str(problem.value) and "severity:factor:long:short" in str(problem.value)
+    assert "TOKENTRAIL_DETECT_PATTERN_IDENTITIES" in str(problem.value)
+    monkeypatch.setenv("TOKENTRAIL_DETECT_BURN_RULES", "page:20:2h:10m")
+    monkeypatch.setenv("TOKENTRAIL_DETECT_PATTERN_IDENTITIES", "4")
+    config = DetectSettings().config()
+    assert config.rules == (BurnRule("page", 20.0, 7200, 600),) and config.patterns.min_identities == 4

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tokentrail.cli import main
-from tokentrail.dashboards.reads import reader_name, record_read
 from tokentrail.storage.errors import StorageError
+from tokentrail.storage.reads import reader_name, record_read
 
 
 def test_events_and_report_cost_record_who_read_which_tenant(store, storage_env, monkeypatch, capsys):

@@ -17,8 +17,8 @@ from PIL import Image
 from tests.fixtures.chromium import run_chromium
 from tests.fixtures.dashboard_seed import NOW, START
 from tokentrail.dashboards.panels import DASHBOARDS
-from tokentrail.dashboards.reads import reader_name
 from tokentrail.storage.embedded import EmbeddedStore
+from tokentrail.storage.reads import reader_name
 
 pytestmark = pytest.mark.slow
 

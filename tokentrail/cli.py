@@ -1,4 +1,4 @@
-"""`tokentrail` command line: one sub-command per surface of DESIGN section 6.
+"""`tokentrail` command line: one sub-command per surface of docs/architecture.md.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its parser(s) and
 sets `func(args) -> int`. Modules keep heavy imports inside `func`, so `tokentrail --help`
@@ -11,23 +11,22 @@ import argparse
 import importlib
 import sys
 
-from tokentrail.settings import ConfigError
+from tokentrail.errors import CliError, TokentrailError
+
+__all__ = ["COMMAND_MODULES", "CliError", "build_parser", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.demo",
     "tokentrail.broker.cli",
-    "tokentrail.mock_upstream.cli",
+    "mock_upstream.cli",
     "tokentrail.control.cli",
     "tokentrail.control.objectives",
     "gateway.cli",
     "flows.cli",
     "tokentrail.storage.cli",
+    "tokentrail.dashboards.html",  # `report --html`: after storage.cli, which makes `report`
     "alerting.cli",
 )
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CliError) as exc:
+    except TokentrailError as exc:
         print(f"tokentrail {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

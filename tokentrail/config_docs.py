@@ -18,10 +18,11 @@ START, END = "<!-- config:start -->", "<!-- config:end -->"
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     from alerting.settings import AlertingSettings
+    from detection.settings import DetectSettings
     from flows.settings import FlowSettings
     from gateway.settings import GatewaySettings
+    from mock_upstream.settings import MockUpstreamSettings
     from tokentrail.broker.jars import BrokerSettings
-    from tokentrail.mock_upstream.settings import MockUpstreamSettings
     from tokentrail.settings import CoreSettings
     from tokentrail.storage.settings import StorageSettings
 
@@ -29,6 +30,7 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
         ("every process", CoreSettings),
         ("gateway", GatewaySettings),
         ("flows", FlowSettings),
+        ("detect flow", DetectSettings),
         ("storage", StorageSettings),
         ("alert delivery", AlertingSettings),
         ("Kafka broker", BrokerSettings),

@@ -1,4 +1,4 @@
-"""Settings every process reads (DESIGN section 6), one pydantic-settings class per concern.
+"""Settings every process reads (docs/architecture.md), one pydantic-settings class per concern.
 
 Process-specific settings (gateway, flows, storage) live beside their code and reuse
 `ENV` below. A CLI flag, where there is one, wins over the environment.
@@ -7,18 +7,19 @@ Process-specific settings (gateway, flows, storage) live beside their code and r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tokentrail.errors import ConfigError
+
+__all__ = ["ENV", "ConfigError", "CoreSettings", "load"]
+
 ENV = SettingsConfigDict(env_prefix="TOKENTRAIL_", extra="ignore", env_file=None, use_attribute_docstrings=True)
 """Shared by every settings class; field docstrings become descriptions (the README table)."""
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-
-class ConfigError(Exception):
-    """Configuration the process cannot start with; the message lists every problem at once."""
 
 
 def broker_state_file(home: Path) -> Path:
@@ -50,7 +51,7 @@ class CoreSettings(BaseSettings):
         state = broker_state_file(self.home)
         if state.exists():
             try:
-                return orjson.loads(state.read_bytes())["bootstrap"]
+                return str(orjson.loads(state.read_bytes())["bootstrap"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass
         return DEFAULT_BOOTSTRAP
@@ -64,7 +65,10 @@ class CoreSettings(BaseSettings):
         return self.signing_key.get_secret_value().encode()
 
 
-def load(cls: type[BaseSettings], **overrides) -> BaseSettings:
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **overrides: Any) -> S:
     """Build a settings object, turning pydantic's errors into one ConfigError naming every field."""
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})

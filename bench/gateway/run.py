@@ -19,6 +19,9 @@ For 1 and 64 connections, non-streaming and streaming POST /v1/chat/completions,
 requests/s, p50/p99, latency added over the mock, the gateway/bare ratios, the gateway's CPU
 time per request (utime+stime of /proc/<pid>/stat over the run / requests) and its RSS, and
 checks that the raw topic holds one record per request the gateway answered.
+`--baseline REV` also runs the gateway of git revision REV (exported with `git archive`, run
+from that tree with this virtualenv) as target `base`, so a change is measured before and
+after in the same run: the script prints gateway/base ratios of req/s and p50.
 Installs wrk with apt-get when missing. Exits 1 when wrk saw errors or non-2xx answers.
 """
 
@@ -43,10 +46,10 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
+from mock_upstream.process import spawn_mock_upstream  # noqa: E402
 from schemas.models import Actor, Limits  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
 from tokentrail.control.plane import ControlPlane  # noqa: E402
-from tokentrail.mock_upstream.process import spawn_mock_upstream  # noqa: E402
 from tokentrail.settings import CoreSettings  # noqa: E402
 from tokentrail.topics import CALLS_RAW  # noqa: E402
 
@@ -184,6 +187,7 @@ def topic_records(bootstrap: str, topic: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--baseline", metavar="REV", help="also run the gateway of this git revision")
     args = parser.parse_args()
     ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-gateway-"))
@@ -246,18 +250,38 @@ def main() -> int:
             "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
             "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid),
         }
-        wait_ready(targets["bare"][0], bare, "/healthz")
-        wait_ready(targets["gateway"][0], gateway, "/readyz")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the key and its limits reached the gateway
-            request = urllib.request.Request(
-                targets["gateway"][0] + "/v1/models", headers={"Authorization": f"Bearer {key}"}
+        gateways = {"gateway": gateway}
+        if args.baseline:
+            tree = workdir / "baseline"
+            tree.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.baseline], capture_output=True, check=True
             )
-            try:
-                urllib.request.urlopen(request, timeout=1).read()
-                break
-            except urllib.error.HTTPError:
-                time.sleep(0.05)
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+            base_port = free_port()
+            base = subprocess.Popen(
+                ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(base_port)],
+                env={**env, "PYTHONPATH": str(tree)},
+                cwd=tree,
+                stdout=subprocess.DEVNULL,
+                stderr=open(workdir / "base.log", "wb"),
+            )
+            processes.append(base)
+            targets["base"] = (f"http://127.0.0.1:{base_port}", base.pid)
+            gateways["base"] = base
+        wait_ready(targets["bare"][0], bare, "/healthz")
+        for name, process in gateways.items():
+            wait_ready(targets[name][0], process, "/readyz")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the key and its limits reached the gateway
+                request = urllib.request.Request(
+                    targets[name][0] + "/v1/models", headers={"Authorization": f"Bearer {key}"}
+                )
+                try:
+                    urllib.request.urlopen(request, timeout=1).read()
+                    break
+                except urllib.error.HTTPError:
+                    time.sleep(0.05)
 
         scripts = {stream: lua_script(workdir, key, stream) for stream in (False, True)}
         for url, _ in targets.values():  # warm-up: connections, caches, JIT-free but page-ins
@@ -309,8 +333,14 @@ def main() -> int:
                     f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
                     f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}"
                 )
+                if "base" in targets:
+                    base_run = results[("base", stream, connections)]
+                    print(
+                        f"{'':<10} {'':>5} gateway/base: req/s {gateway_run.rps / base_run.rps:.3f}, "
+                        f"p50 {gateway_run.p50_ms - base_run.p50_ms:+.3f} ms"
+                    )
         time.sleep(2)
-        answered = gateway_requests(targets["gateway"][0])
+        answered = sum(gateway_requests(targets[name][0]) for name in gateways)
         on_topic = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
         print(f"RSS after the runs: gateway {gateway_rss:.0f} MiB, bare proxy {bare_rss:.0f} MiB")
         print(

@@ -41,7 +41,7 @@ def wait_ready(bootstrap: str, timeout: float = 30.0, alive: Callable[[], bool] 
 def ensure_topics(
     bootstrap: str, prefix: str = "", partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0
 ) -> list[str]:
-    """Create every topic of DESIGN section 4 (named `prefix + name`) that does not exist yet,
+    """Create every topic of docs/architecture.md, Contracts (named `prefix + name`) that does not exist yet,
     with its cleanup policy, and wait until each one has a leader. Returns the names created."""
     admin = _admin(bootstrap)
     wanted = [

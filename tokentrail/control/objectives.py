@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from decimal import Decimal, InvalidOperation
 
-from tokentrail.cli import CliError
 from tokentrail.control.cli import _now, _plane, _run
+from tokentrail.errors import CliError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -6,10 +6,12 @@ import logging
 
 from confluent_kafka import KafkaError, Producer
 
+from tokentrail.errors import TokentrailError
+
 log = logging.getLogger("tokentrail.control.publish")
 
 
-class PublishError(Exception):
+class PublishError(TokentrailError):
     """The record was not acknowledged by Kafka; the message says why."""
 
 

@@ -160,7 +160,7 @@ class ControlState:
         return list(self._budgets.values())
 
     @staticmethod
-    def _set(table: dict, scope: str, value: Any | None) -> None:
+    def _set(table: dict[str, Any], scope: str, value: Any | None) -> None:
         if value is None:
             table.pop(scope, None)
         else:

@@ -31,8 +31,10 @@ PALETTE = ("#3366cc", "#dc3912", "#ff9900", "#109618", "#990099", "#0099c6", "#d
 Row = dict[str, Any]
 
 
-def add_arguments(report: argparse.ArgumentParser) -> None:
-    """Add `--html FILE` and its options to the `report` parser (the sub-reports keep theirs)."""
+def register(subparsers: Any) -> None:
+    """Add `--html FILE` and its options to the `report` parser `tokentrail.storage.cli` made
+    (listed after it in COMMAND_MODULES); the sub-reports keep their own options."""
+    report: argparse.ArgumentParser = subparsers.choices["report"]
     report.add_argument("--html", metavar="FILE", help="write every dashboard's panels to one self-contained HTML page")
     report.add_argument("--since", dest="html_since", metavar="ISO", help="with --html: start (default: 7 days ago)")
     report.add_argument("--until", dest="html_until", metavar="ISO", help="with --html: end (default: now)")
@@ -41,9 +43,9 @@ def add_arguments(report: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokentrail.cli import CliError
-    from tokentrail.dashboards.reads import record_read
+    from tokentrail.errors import CliError
     from tokentrail.storage.cli import _opened_store, _storage_errors, parse_timestamp
+    from tokentrail.storage.reads import record_read
 
     if not args.html:
         raise CliError("choose a report: `report cost ...`, or `report --html FILE` for every dashboard")

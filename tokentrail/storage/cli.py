@@ -1,5 +1,5 @@
 """`tokentrail migrate`, `tokentrail events`, `tokentrail report cost|alerts|patterns`: the storage surfaces
-of DESIGN section 6. All three work while `tokentrail flows` holds the embedded store (they
+of docs/architecture.md. All three work while `tokentrail flows` holds the embedded store (they
 read through its query server; migrate then says it cannot write)."""
 
 from __future__ import annotations
@@ -7,15 +7,19 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import get_args
+from typing import TYPE_CHECKING, Any, get_args
 
-EVENT_COLUMNS = (
-    "event_id, event_type, event_source, tenant_id, timestamp, severity, "
-    "actor_type, actor_id, request_id, trace_id, payload"
-)
+from tokentrail.errors import CliError
+
+if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wait for the command
+    from tokentrail.storage import StorageSettings, Store
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
 # `--by` -> (rollup table prefix, grouping columns); fixed names, never user text.
 COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tenant": ("cost_by_tenant", ("tenant_id",)),
@@ -29,7 +33,7 @@ LATEST = datetime(2105, 12, 31, tzinfo=UTC)
 """Open-ended report bounds, inside the range of ClickHouse's DateTime."""
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     subparsers.add_parser(
         "migrate",
         help="apply pending ClickHouse migrations (clickhouse/NNNN_*.sql) in order",
@@ -67,9 +71,7 @@ def register(subparsers) -> None:
     events.set_defaults(func=_events)
 
     report = subparsers.add_parser("report", help="spend reports from the ClickHouse rollups; --html: every dashboard")
-    from tokentrail.dashboards.html import add_arguments as add_html_arguments
-
-    add_html_arguments(report)  # `report --html FILE`: tokentrail/dashboards/html.py
+    # Not required: `report --html FILE` (every dashboard) is added by tokentrail/dashboards/html.py.
     reports = report.add_subparsers(dest="report", metavar="REPORT")
     cost = reports.add_parser(
         "cost",
@@ -106,7 +108,6 @@ def register(subparsers) -> None:
 def parse_timestamp(flag: str, text: str | None) -> datetime | None:
     """ISO 8601 (`2026-03-01`, `2026-03-01T10:00`, `...Z`, `...+02:00`); naive means UTC.
     Parsed here rather than by argparse, so a bad value is one line (CliError), not usage text."""
-    from tokentrail.cli import CliError
 
     if text is None:
         return None
@@ -128,9 +129,8 @@ def _positive(text: str) -> int:
 
 
 @contextmanager
-def _storage_errors():
+def _storage_errors() -> Iterator[None]:
     """StorageError is something the user can act on (a held store, a bad URL): one line, exit 2."""
-    from tokentrail.cli import CliError
     from tokentrail.storage.errors import StorageError
 
     try:
@@ -140,7 +140,7 @@ def _storage_errors():
 
 
 @contextmanager
-def _opened_store():
+def _opened_store() -> Iterator[tuple[Store, StorageSettings]]:
     from tokentrail.settings import load
     from tokentrail.storage import StorageSettings, open_store
 
@@ -153,7 +153,7 @@ def _opened_store():
             store.close()
 
 
-def _migrate(args) -> int:
+def _migrate(args: argparse.Namespace) -> int:
     from tokentrail.storage import migrate
 
     with _opened_store() as (store, settings), _storage_errors():
@@ -166,8 +166,7 @@ def _migrate(args) -> int:
     return 0
 
 
-def _bounds(args) -> tuple[datetime | None, datetime | None]:
-    from tokentrail.cli import CliError
+def _bounds(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
 
     since, until = parse_timestamp("--since", args.since), parse_timestamp("--until", args.until)
     if since is not None and until is not None and since > until:
@@ -176,22 +175,22 @@ def _bounds(args) -> tuple[datetime | None, datetime | None]:
 
 
 def _check_choices(flag: str, given: list[str], allowed: tuple[str, ...]) -> None:
-    from tokentrail.cli import CliError
 
     unknown = [value for value in given if value not in allowed]
     if unknown:
         raise CliError(f"unknown {flag} {', '.join(map(repr, unknown))}; one of: {', '.join(allowed)}")
 
 
-def _events(args) -> int:
+def _events(args: argparse.Namespace) -> int:
     from schemas.models import EventSource, EventType
-    from tokentrail.dashboards.reads import record_read
+    from tokentrail.storage.event_rows import EVENT_COLUMNS, unified_event
+    from tokentrail.storage.reads import record_read
 
     since, until = _bounds(args)
     _check_choices("--type", args.types, get_args(EventType))
     _check_choices("--source", args.sources, get_args(EventSource))
     sql = (
-        f"SELECT {EVENT_COLUMNS} FROM events FINAL "
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events FINAL "
         "WHERE tenant_id = {tenant:String} "
         "AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')} "
         "AND (empty({types:Array(String)}) OR has({types:Array(String)}, event_type)) "
@@ -238,26 +237,6 @@ def _events(args) -> int:
     return 0
 
 
-def unified_event(row: dict) -> dict:
-    """An `events` row back in the UnifiedEvent JSON shape (DESIGN 4): actor and context
-    nested, payload parsed, timestamp RFC 3339 with milliseconds; '' context fields are null."""
-    import orjson
-
-    from schemas.models import format_timestamp
-
-    return {
-        "event_id": row["event_id"],
-        "event_type": row["event_type"],
-        "event_source": row["event_source"],
-        "tenant_id": row["tenant_id"],
-        "timestamp": format_timestamp(row["timestamp"]),
-        "severity": row["severity"],
-        "actor": {"type": row["actor_type"], "id": row["actor_id"]},
-        "context": {"request_id": row["request_id"] or None, "trace_id": row["trace_id"] or None},
-        "payload": orjson.loads(row["payload"]) if row["payload"] else {},
-    }
-
-
 def cost_report_query(by: str, hourly: bool) -> str:
     """SQL of `report cost --by`; names come from COST_DIMENSIONS, values bind as parameters."""
     prefix, columns = COST_DIMENSIONS[by]
@@ -277,8 +256,8 @@ def _whole_hour(moment: datetime | None) -> bool:
     return moment is None or (moment.minute, moment.second, moment.microsecond) == (0, 0, 0)
 
 
-def _report_cost(args) -> int:
-    from tokentrail.dashboards.reads import record_read
+def _report_cost(args: argparse.Namespace) -> int:
+    from tokentrail.storage.reads import record_read
 
     since, until = _bounds(args)
     hourly = _whole_hour(since) and _whole_hour(until)
@@ -361,9 +340,7 @@ def parse_moment(flag: str, text: str | None, now: datetime) -> datetime | None:
     return parse_timestamp(flag, text)
 
 
-def _window(args) -> dict:
-    from tokentrail.cli import CliError
-
+def _window(args: argparse.Namespace) -> dict[str, Any]:
     now = datetime.now(UTC)
     since, until = parse_moment("--since", args.since, now), parse_moment("--until", args.until, now)
     if since is not None and until is not None and since > until:
@@ -371,22 +348,22 @@ def _window(args) -> dict:
     return {"tenant": args.tenant or "", "since": since or EARLIEST, "until": until or LATEST, "limit": args.limit}
 
 
-def _record_window_read(store, surface: str, window: dict) -> None:
+def _record_window_read(store: Store, surface: str, window: dict[str, Any]) -> None:
     """Who looked at alerts or patterns: a read for the Customers dashboard (open bounds as NULL)."""
-    from tokentrail.dashboards.reads import record_read
+    from tokentrail.storage.reads import record_read
 
     since = None if window["since"] == EARLIEST else window["since"]
     until = None if window["until"] == LATEST else window["until"]
     record_read(store, surface, window["tenant"] or None, since, until)
 
 
-def _json_value(value):
+def _json_value(value: Any) -> Any:
     from schemas.models import format_timestamp
 
     return format_timestamp(value) if isinstance(value, datetime) else _plain(value)
 
 
-def _print_json_lines(rows: list[dict]) -> None:
+def _print_json_lines(rows: list[dict[str, Any]]) -> None:
     import orjson
 
     for row in rows:
@@ -409,7 +386,7 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def _report_alerts(args) -> int:
+def _report_alerts(args: argparse.Namespace) -> int:
     parameters = _window(args)
     with _opened_store() as (store, _), _storage_errors():
         rows = store.query(ALERTS_QUERY, parameters)
@@ -451,7 +428,7 @@ def _report_alerts(args) -> int:
     return 0
 
 
-def _report_patterns(args) -> int:
+def _report_patterns(args: argparse.Namespace) -> int:
     parameters = _window(args)
     with _opened_store() as (store, _), _storage_errors():
         rows = store.query(PATTERNS_QUERY, parameters)
@@ -480,12 +457,12 @@ def _report_patterns(args) -> int:
     return 0
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """JSON/CSV value: money as a decimal string with cents precision kept (no float)."""
     return f"{value:f}" if isinstance(value, Decimal) else value
 
 
-def _cell(value) -> str:
+def _cell(value: Any) -> str:
     if isinstance(value, Decimal):
         return f"{value.quantize(Decimal('0.000001')):f}"
     if isinstance(value, int):
@@ -497,12 +474,17 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_table(header, rows, numeric_from: int | None = None, rule_before_last: bool = False) -> None:
+def print_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    numeric_from: int | None = None,
+    rule_before_last: bool = False,
+) -> None:
     """A fixed-width table; columns from `numeric_from` on are right-aligned."""
     rows = [[str(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
-    def line(cells) -> str:
+    def line(cells: Sequence[str]) -> str:
         return "  ".join(
             cell.rjust(w) if numeric_from is not None and i >= numeric_from else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
