@@ -19,17 +19,16 @@ def register(subparsers: Any) -> None:
 def _deliver(args: argparse.Namespace) -> int:
     import signal
     import threading
-    from typing import cast
 
     from alerting.delivery import AlertDelivery
     from alerting.relay import relay
     from alerting.settings import AlertingSettings
-    from tokentrail.cli import CliError
+    from tokentrail.errors import CliError
     from tokentrail.settings import CoreSettings, load
     from tokentrail.topics import ALERTS
 
-    core = cast(CoreSettings, load(CoreSettings))
-    delivery = AlertDelivery.from_settings(cast(AlertingSettings, load(AlertingSettings)))
+    core = load(CoreSettings)
+    delivery = AlertDelivery.from_settings(load(AlertingSettings))
     if delivery is None:
         raise CliError("no receiver: set TOKENTRAIL_ALERTMANAGER_URL and/or TOKENTRAIL_WEBHOOK_URL")
     stop = threading.Event()

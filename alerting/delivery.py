@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from typing import Protocol, cast
+from typing import Protocol
 
 import aiohttp
 
@@ -73,15 +73,16 @@ class _Lane:
             self.signalled = False
             return [alert for _, alert in zip(range(limit), self.pending.values(), strict=False)]
 
-    def settle(self, batch: list[Alert], keep_firing: bool) -> None:
-        """Forget what was delivered (unless a newer state arrived meanwhile); track what fires."""
+    def settle(self, batch: list[Alert], keep_firing: bool, refused: bool = False) -> None:
+        """Forget what was delivered or refused (unless a newer state arrived meanwhile); track
+        what fires. A refused alert is not re-posted either: the receiver would refuse it again."""
         with self.lock:
             for alert in batch:
                 if self.pending.get(alert.fingerprint) is alert:
                     del self.pending[alert.fingerprint]
                 if not keep_firing:
                     continue
-                if alert.status == "resolved":
+                if refused or alert.status == "resolved":
                     self.firing.pop(alert.fingerprint, None)
                 elif alert.fingerprint in self.firing or len(self.firing) < self.max_pending:
                     self.firing[alert.fingerprint] = alert
@@ -249,7 +250,7 @@ class AlertDelivery:
                 if not exc.retryable:
                     metrics.REJECTED.labels(lane.name).inc(len(batch))
                     log.error("%s refused %d alert(s), not retried: %s", lane.name, len(batch), exc)
-                    lane.settle(batch, keep_firing=False)
+                    lane.settle(batch, keep_firing, refused=True)
                     continue
                 if not lane.down:
                     log.warning("%s unreachable, retrying with backoff: %s", lane.name, exc)
@@ -269,4 +270,4 @@ def delivery_from_environment() -> AlertDelivery | None:
     """`AlertDelivery.from_settings` of the TOKENTRAIL_* environment (ConfigError on bad values)."""
     from tokentrail.settings import load
 
-    return AlertDelivery.from_settings(cast(AlertingSettings, load(AlertingSettings)))
+    return AlertDelivery.from_settings(load(AlertingSettings))

@@ -13,10 +13,13 @@
 -- the key keeps the fired and the resolved row of an episode apart (the timeline has both).
 -- PARTITION BY toYYYYMM(starts_at): retention drops whole months; both rows of an episode
 -- share starts_at, hence a partition, which ReplacingMergeTree needs to collapse them.
+-- alert_id names one published state (fingerprint/starts_at/status/revision): the flows sink
+-- drops ids already stored; its bloom_filter index serves that lookup.
 -- non_replicated_deduplication_window: a repeated insert with the same
 -- insert_deduplication_token is dropped, as on every table (docs/storage.md).
 CREATE TABLE IF NOT EXISTS alerts
 (
+    alert_id String,
     fingerprint String,
     status LowCardinality(String),
     rule LowCardinality(String),
@@ -36,7 +39,8 @@ CREATE TABLE IF NOT EXISTS alerts
     updated_at DateTime64(3, 'UTC'),
     revision UInt32,
     evidence_sql String,
-    evidence_url String
+    evidence_url String,
+    INDEX idx_alert_id alert_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(revision)
 PARTITION BY toYYYYMM(starts_at)

@@ -10,9 +10,12 @@
 -- (signature, first_seen) identifies one episode of a pattern within a tenant.
 -- PARTITION BY toYYYYMM(first_seen): retention drops whole months; every copy of an episode
 -- shares first_seen, hence a partition, which ReplacingMergeTree needs.
+-- detection_id names one detection (pattern/signature/detected_at): the flows sink drops ids
+-- already stored; its bloom_filter index serves that lookup.
 -- non_replicated_deduplication_window: as on every table (docs/storage.md).
 CREATE TABLE IF NOT EXISTS failure_patterns
 (
+    detection_id String,
     tenant_id LowCardinality(String),
     pattern_id String,
     scope LowCardinality(String),
@@ -30,7 +33,8 @@ CREATE TABLE IF NOT EXISTS failure_patterns
     calls UInt64,
     first_seen DateTime64(3, 'UTC'),
     last_seen DateTime64(3, 'UTC'),
-    detected_at DateTime64(3, 'UTC')
+    detected_at DateTime64(3, 'UTC'),
+    INDEX idx_detection_id detection_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(detected_at)
 PARTITION BY toYYYYMM(first_seen)

@@ -54,6 +54,11 @@ DEFAULT_RULES: tuple[BurnRule, ...] = (
 )
 
 
+_GOOD = (1.0, 0.0)
+_BAD = (1.0, 1.0)
+"""(calls, budget errors) of one call."""
+
+
 def windows_of(rules: tuple[BurnRule, ...]) -> tuple[float, ...]:
     return tuple(sorted({w for rule in rules for w in (rule.long_seconds, rule.short_seconds)}))
 
@@ -89,7 +94,7 @@ class ErrorBudget:
 
     def add(self, at: float, bad: bool) -> None:
         self.first_at = min(self.first_at, at)
-        self.counts.add(at, (1.0, 1.0 if bad else 0.0))
+        self.counts.add(at, _BAD if bad else _GOOD)
 
     def reading(
         self,

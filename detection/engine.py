@@ -15,7 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from detection.burn import DEFAULT_RULES, BurnRule, ErrorBudget, Hold, SpendBudget, duration_text, windows_of
+from detection.burn import (
+    DEFAULT_RULES,
+    BurnReading,
+    BurnRule,
+    ErrorBudget,
+    Hold,
+    SpendBudget,
+    duration_text,
+    windows_of,
+)
 from detection.calls import Call, read_call
 from detection.dedup import RecentIds
 from detection.evidence import budget_sql, error_budget_sql, pattern_sql, spike_sql
@@ -31,6 +40,8 @@ SPEND_SPIKE = "spend_spike"
 FAILURE_PATTERN = "failure_pattern"
 PROVIDER_INCIDENT = "provider_incident"
 PERIOD_WORD = {"day": "daily", "month": "monthly"}
+CONCENTRATION = 1.5
+"""A tenant x model alert needs the model's error ratio at this multiple of the tenant's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,16 +177,17 @@ class Detector:
         self.__dict__.update(state)
         self.controls = Controls()
 
-    def observe(self, event: dict[str, Any]) -> Result:
-        """One UnifiedEvent (JSON form); EventError when a call event is unreadable."""
+    def observe(self, event: dict[str, Any], into: Result | None = None) -> Result:
+        """One UnifiedEvent (JSON form); EventError when a call event is unreadable. What
+        changed is added to `into` (a batch's result) or to a new Result."""
+        result = Result() if into is None else into
         call = read_call(event)
-        if call is None or not self.dedup.first_time(call.event_id, call.at):
-            return Result()
-        return self.observe_call(call)
+        if call is not None and self.dedup.first_time(call.event_id, call.at):
+            self.observe_call(call, result)
+        return result
 
-    def observe_call(self, call: Call) -> Result:
+    def observe_call(self, call: Call, result: Result) -> None:
         """One call already known to be new."""
-        result = Result()
         tenant = self.tenants.get(call.tenant_id)
         if tenant is None:
             tenant = self.tenants[call.tenant_id] = Tenant()
@@ -194,7 +206,6 @@ class Detector:
         if self.newest - self._last_sweep >= self.config.sweep_seconds:
             self._last_sweep = self.newest
             self.sweep(self.newest, result)
-        return result
 
     # ---- error budget ---------------------------------------------------------------------
 
@@ -218,8 +229,8 @@ class Detector:
         if reading is None or severity is None:
             _add(result, self.book.clear(tenant_id, ERROR_BUDGET, scope, at))
             return
-        if firing is None and scope != "tenant" and self.book.is_firing(tenant_id, ERROR_BUDGET, "tenant"):
-            return  # the tenant's alert already tells this story: one notification per incident
+        if firing is None and scope != "tenant" and not self._concentrated(tenant_id, reading):
+            return  # the tenant's alert tells this story: one notification per incident
         rule = reading.rule
         allowed = 1.0 - target
         what = "the tenant" if scope == "tenant" else scope.removeprefix("model:")
@@ -249,6 +260,16 @@ class Detector:
             evidence_sql=error_budget_sql(tenant_id, scope, at - rule.long_seconds),
         )
         _add(result, self.book.holds(finding, at))
+
+    def _concentrated(self, tenant_id: str, reading: BurnReading) -> bool:
+        """Whether a model's burn is its own story: the tenant's alert is not firing, and the
+        model burns at least `CONCENTRATION` times the tenant as a whole (when every model
+        fails alike, the tenant's alert is the one to send)."""
+        if self.book.is_firing(tenant_id, ERROR_BUDGET, "tenant"):
+            return False
+        whole = self.tenants[tenant_id].slo["tenant"].counts.sums(reading.rule.long_seconds)
+        tenant_ratio = whole[1] / whole[0] if whole[0] else 0.0
+        return reading.long_bad / reading.long_total >= CONCENTRATION * tenant_ratio
 
     # ---- spend ----------------------------------------------------------------------------
 
@@ -556,6 +577,7 @@ class Detection:
         result = self.detector.observe(event)
         for failure in result.provider_failures:
             result.extend(self.incidents.observe(failure))
+        result.provider_failures.clear()  # consumed here
         return result
 
 

@@ -118,8 +118,8 @@ class MultiWindow:
         bucket = int(at // self.fine)
         if bucket == self.pending_bucket:
             pending = self.pending
-            for column, value in enumerate(values):
-                pending[column] += value
+            for column in range(len(pending)):
+                pending[column] += values[column]
         elif bucket > self.pending_bucket:
             self.flush()
             self.pending_bucket = bucket

@@ -8,7 +8,8 @@ Call events are routed by tenant into `DETECT_BUCKETS` state buckets; each bucke
 `ProviderIncidents`, which sees every tenant. Both emit alert state changes and patterns, which
 become: Alert records on `tokentrail.alerts` (key = fingerprint) for delivery
 (`tokentrail alerts deliver`); `alert_fired` / `alert_resolved` / `pattern_detected` events on
-`tokentrail.events`; and their rows in the `events` table. Unreadable records go to the DLQ.
+`tokentrail.events`; and rows in the `events`, `alerts` and `failure_patterns` tables
+(`tokentrail.storage.alert_rows`). Unreadable records go to the DLQ.
 
 Rows reach ClickHouse through this flow's own sink, in the process that runs it: with the
 embedded engine that is the process holding the store, so detect runs beside enrich
@@ -39,8 +40,10 @@ from detection.outputs import alert_event, alert_record, pattern_event
 from flows.clickhouse import Rows
 from flows.connectors import KafkaMessage, Message, Tick
 from flows.context import FlowContext
-from flows.records import Rejected, dead_letter
+from flows.records import Rejected, dead_letter, dead_letter_headers
 from tokentrail import topics
+from tokentrail.settings import CoreSettings
+from tokentrail.storage.alert_rows import alert_row, pattern_row
 from tokentrail.storage.event_rows import event_row
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ log = logging.getLogger(__name__)
 DETECT_BUCKETS = 16
 """Tenant state buckets. Fixed: recovery state is keyed by bucket."""
 SYSTEM_KEY = "system"
-TABLES = {"events": "event_id"}
+TABLES = {"events": "event_id", "alerts": "alert_id", "failure_patterns": "detection_id"}
 
 
 class DetectTopics(NamedTuple):
@@ -106,14 +109,16 @@ def route_events(names: DetectTopics) -> Callable[[list[KafkaMessage]], list[tup
 
 def _dead_letter(reason: str, message: KafkaMessage, dlq: str) -> Message:
     rejected = Rejected(reason, message.value, message.key)
-    headers = [*(message.headers or []), ("tokentrail-reason", reason[:512].encode())]
+    headers = dead_letter_headers(message.headers, reason)
     return dlq, message.key, dead_letter(rejected, message.topic or "", message.partition, message.offset), headers
 
 
 def outputs_of(result: Result, names: DetectTopics) -> DetectOutputs:
-    """Alert records, detection events and their `events` rows of one result."""
+    """Alert records, detection events, their `events` rows, and the `alerts` / `failure_patterns` rows of one result."""
     messages: list[Message] = []
     rows: list[dict[str, Any]] = []
+    alert_rows = [alert_row(change.alert) for change in result.changes]
+    pattern_rows = [pattern_row(pattern) for pattern in result.patterns]
     for change in result.changes:
         alert = change.alert
         messages.append((names.alerts, alert.fingerprint.encode(), alert_record(alert), []))
@@ -125,7 +130,8 @@ def outputs_of(result: Result, names: DetectTopics) -> DetectOutputs:
         event = pattern_event(pattern)
         messages.append((names.events, pattern.tenant_id.encode(), orjson.dumps(event), []))
         rows.append(event_row(event))
-    return DetectOutputs(messages, {"events": rows} if rows else {})
+    tables = {"events": rows, "alerts": alert_rows, "failure_patterns": pattern_rows}
+    return DetectOutputs(messages, {table: batch for table, batch in tables.items() if batch})
 
 
 class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch, Detector]):
@@ -142,7 +148,7 @@ class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch,
         for batch in values:
             for event in batch.events:
                 try:
-                    result.extend(observe(event))
+                    observe(event, result)
                 except EventError as exc:
                     rejected.append(self._dead_letter(event, str(exc)))
         out: list[DetectOutputs | FailureBatch] = []
@@ -160,7 +166,7 @@ class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch,
         """A call event detection cannot read (re-serialized: the record was parsed upstream)."""
         key = str(event.get("tenant_id", "")).encode()
         value = dead_letter(Rejected(reason, orjson.dumps(event), key), self.names.events, None, None)
-        return self.names.dlq, key, value, [("tokentrail-reason", reason[:512].encode())]
+        return self.names.dlq, key, value, dead_letter_headers(None, reason)
 
 
 class DetectProviders(StatefulBatchLogic[FailureBatch, DetectOutputs, ProviderIncidents]):
@@ -234,23 +240,22 @@ def add_steps(
         op.output("detect_write_clickhouse", rows, clickhouse_out)
 
 
-def follow_controls(bootstrap: str, topic: str) -> Controls:
+def follow_controls(core: CoreSettings, topic: str) -> Controls:
     """SLO targets and budgets from the compacted controls topic, kept up to date by a daemon
-    thread (`tokentrail.control.follower`); bad records are logged and skipped."""
+    thread (`tokentrail.control.follower`); bad records (unsigned ones and tombstones included,
+    `tokentrail.control.records`) are logged and skipped."""
+    from schemas.signing import KeySet
     from tokentrail.control.follower import TopicFollower
     from tokentrail.control.records import decode_control
 
     controls = Controls()
+    operator_keys = KeySet(*core.operator_keys())
 
     def apply(key: bytes | None, value: bytes | None) -> None:
-        name, record = decode_control(key, value)
-        if record is None:
-            kind, _, scope = name.partition(":")
-            controls.remove(kind, scope)
-        else:
-            controls.apply(record)
+        controls.apply(decode_control(key, value, operator_keys)[1])
 
-    follower = TopicFollower(bootstrap, {topic: apply})
+    kafka = core.kafka_client_config()
+    follower = TopicFollower(kafka["bootstrap.servers"], {topic: apply}, kafka_config=kafka)
     try:
         follower.catch_up(timeout=10.0)
     except Exception as exc:  # detection runs on defaults until the topic answers
@@ -273,6 +278,6 @@ def build(flow: Dataflow, context: FlowContext) -> None:
         clickhouse_out=context.clickhouse_sink("detect", TABLES),
         names=names,
         config=settings.config(),
-        controls=follow_controls(context.core.bootstrap(), context.topic(topics.CONTROLS)),
+        controls=follow_controls(context.core, context.topic(topics.CONTROLS)),
         ticks=context.sink_ticks(),
     )

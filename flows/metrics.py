@@ -17,6 +17,11 @@ FLUSH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 FLUSH_FAILURES = Counter("tokentrail_flows_flush_failures_total", "Failed sink flushes (retried)", ["table"])
+DUPLICATES = Counter(
+    "tokentrail_flows_duplicates_dropped_total",
+    "Rows not written because storage (or the same batch) already held their id",
+    ["table"],
+)
 IDENTITIES = Gauge("tokentrail_flows_identities", "Identities held in the join state")
 
 

@@ -46,6 +46,12 @@ class GatewayMetrics:
         self._decisions = Counter(
             "tokentrail_gateway_denied", "Requests refused before reaching the upstream", ["reason"], registry=r
         )
+        self._control_refused = Counter(
+            "tokentrail_gateway_control_records_refused",
+            "Identity and control records refused (bad or missing operator signature, malformed, tombstone)",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.kafka_delivery_failures = Counter(
             "tokentrail_gateway_kafka_delivery_failures",
             "Records Kafka did not acknowledge (they went to the spool)",
@@ -55,8 +61,37 @@ class GatewayMetrics:
         self.records_drained = Counter(
             "tokentrail_gateway_records_drained", "Spooled records sent to Kafka after it came back", registry=r
         )
-        self._spool_records = Gauge("tokentrail_gateway_spool_records", "Records waiting in the spool", registry=r)
-        self._spool_bytes = Gauge("tokentrail_gateway_spool_bytes", "Bytes waiting in the spool", registry=r)
+        self.records_redelivered = Counter(
+            "tokentrail_gateway_records_redelivered",
+            "Records sent again that Kafka may already hold (marked tokentrail-redelivery)",
+            registry=r,
+        )
+        self.records_quarantined = Counter(
+            "tokentrail_gateway_records_quarantined",
+            "Records Kafka refused for good (too large, invalid), kept in the spool's quarantine file",
+            registry=r,
+        )
+        self.records_lost = Counter(
+            "tokentrail_gateway_records_lost",
+            "Records neither Kafka nor the spool took (the spool was full or the disk refused them)",
+            registry=r,
+        )
+        self.spool_write_failures = Counter(
+            "tokentrail_gateway_spool_write_failures",
+            "Records not written ahead: the spool was at TOKENTRAIL_SPOOL_MAX_BYTES or the disk refused the write",
+            registry=r,
+        )
+        self.spool_corrupt_frames = Counter(
+            "tokentrail_gateway_spool_corrupt_frames",
+            "Damaged stretches of the spool skipped while reading it",
+            registry=r,
+        )
+        self._spool_records = Gauge(
+            "tokentrail_gateway_spool_records",
+            "Records in the write-ahead log not yet acknowledged by Kafka",
+            registry=r,
+        )
+        self._spool_bytes = Gauge("tokentrail_gateway_spool_bytes", "Bytes of the write-ahead log on disk", registry=r)
         self._registry_keys = Gauge("tokentrail_gateway_registry_keys", "Keys in the identity registry", registry=r)
         self._kafka_unacknowledged = Gauge(
             "tokentrail_gateway_kafka_unacknowledged",
@@ -92,6 +127,10 @@ class GatewayMetrics:
 
     def upstream_error(self, provider: str, kind: str) -> None:
         self._upstream_errors.labels(provider, kind).inc()
+
+    def control_record_refused(self, topic: str, reason: str) -> None:
+        """Labels are bounded: topic `identities`/`controls`, reason a `RecordError.kind`."""
+        self._control_refused.labels(topic, reason).inc()
 
     def denied(self, reason: str) -> None:
         self._decisions.labels(reason).inc()

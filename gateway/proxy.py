@@ -12,9 +12,11 @@ recorded as failed calls.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -38,6 +40,7 @@ from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from schemas.ids import new_id
 from schemas.models import SYSTEM_TENANT
+from schemas.signing import KeySet
 from tokentrail.control.registry import ControlState, KeyEntry
 
 log = logging.getLogger("tokentrail.gateway")
@@ -56,6 +59,9 @@ _DROPPED_RESPONSE_HEADERS = frozenset(
     }
 )
 EVENT_STREAM = b"text/event-stream"
+DRAIN_AFTER_DISCONNECT_S = 60.0
+DRAIN_AFTER_DISCONNECT_BYTES = 16 * 1024 * 1024
+"""How much of a stream the gateway still reads after its client left, for the final usage."""
 
 
 def _trace_id(traceparent: str | None) -> tuple[str, str | None]:
@@ -74,22 +80,26 @@ class Gateway:
     def __init__(
         self,
         settings: GatewaySettings,
-        signing_key: bytes,
+        signing_keys: KeySet,
         guard: Guard,
         controls: ControlState,
         delivery: Delivery,
         metrics: GatewayMetrics,
         upstreams: dict[str, UpstreamPool],
-        is_ready,
+        unready_reason: Callable[[], str | None],
     ) -> None:
         self.settings = settings
-        self.signing_key = signing_key
+        self.signing_keys = signing_keys
         self.guard = guard
         self.controls = controls
         self.delivery = delivery
         self.metrics = metrics
         self.upstreams = upstreams
-        self.is_ready = is_ready
+        self.unready_reason = unready_reason
+        """None while the gateway may admit requests, else the 503 message (registry not loaded,
+        control topics silent too long)."""
+        self.streams: dict[_Call, UpstreamResponse] = {}
+        """Streams being relayed, so `cut_withdrawn_streams` can end those of a revoked or frozen key."""
         self.gateway_id = settings.gateway_id
         self.max_body = settings.max_body_bytes
         self.capture_max = settings.capture_max_bytes
@@ -135,10 +145,9 @@ class Gateway:
         session_id, bad_session = bounds.session_id(headers.get("x-tokentrail-session"))
         trace_id, new_traceparent = _trace_id(headers.get("traceparent"))
 
-        if not self.is_ready():
-            return self._error(
-                route.provider, 503, "the gateway is still loading its identity registry", request_id, None
-            )
+        unready = self.unready_reason()
+        if unready is not None:
+            return self._error(route.provider, 503, unready, request_id, None)
         authorization = headers.get("Authorization")
         if authorization is not None and authorization[:7].lower() == "bearer ":
             presented = authorization[7:].strip()
@@ -171,9 +180,11 @@ class Gateway:
                 return call.refuse(400, "request body must be a JSON object")
             call.requested_model, bad_model = bounds.body_string("model", parsed.get("model"))
             call.end_user, bad_user = bounds.body_string("user", parsed.get("user"))
-            call.context_hash = context_hash(route.path, parsed)
             if bad_model or bad_user:
                 return call.refuse(400, bad_model or bad_user or "")
+            if entry.models is not None and call.requested_model not in entry.models:
+                return call.refuse(403, f"this tokentrail key may not call model {call.requested_model!r}")
+            call.context_hash = context_hash(route.path, parsed)
             call.stream = parsed.get("stream") is True
             if call.stream and route.streams_usage_on_request:
                 options = parsed.get("stream_options")
@@ -245,8 +256,18 @@ class Gateway:
         )
         return self._error(route.provider, denial.status, denial.message, request_id, denial.retry_after)
 
+    def cut_withdrawn_streams(self) -> None:
+        """End every running stream whose key (or an ancestor) was revoked or frozen since it was
+        admitted; called several times a second, so a revoke or freeze reaches streams too."""
+        for call, upstream in list(self.streams.items()):
+            reason = self.guard.withdrawn(call.entry)
+            if reason is not None and call.cut is None:
+                call.cut = reason
+                log.warning("cut a running stream: key %s", reason, extra={"request_id": call.request_id})
+                upstream.close()
+
     def submit(self, tenant_id: str, record: dict[str, Any]) -> None:
-        self.delivery.submit(tenant_id.encode(), signed_bytes(record, self.signing_key))
+        self.delivery.submit(tenant_id.encode(), signed_bytes(record, self.signing_keys))
 
 
 class _Call:
@@ -271,7 +292,9 @@ class _Call:
         "request_body",
         "first_byte",
         "provider",
+        "call_id",
         "client_request_id",
+        "cut",
     )
 
     def __init__(
@@ -295,6 +318,8 @@ class _Call:
         self.started = started
         self.session_id = session_id
         self.requested_model: str | None = None
+        self.cut: str | None = None
+        """Set (`revoked` / `frozen`) when the gateway cuts this call's stream."""
         self.served_model: str | None = None
         self.context_hash: str | None = None
         self.stream = False
@@ -303,6 +328,7 @@ class _Call:
         self.capture = gateway.controls.capture_enabled(entry.tenant_id)
         self.request_body: bytes | None = None
         self.first_byte: float | None = None
+        self.call_id = new_id()
         self.client_request_id = False
 
     def refuse(self, status: int, message: str) -> web.Response:
@@ -358,44 +384,76 @@ class _Call:
         response = web.StreamResponse(status=upstream.status, headers=self._response_headers(upstream))
         scanner = usage_reader.StreamScanner(self.provider, self.strip_injected_usage)
         captured = StreamCapture(self.gateway.capture_max) if self.capture else None
-        disconnected = False
+        # Before the first byte: should the gateway die mid-stream, the restart records this.
+        delivery = self.gateway.delivery
+        started = (
+            delivery.stream_started(
+                self.entry.tenant_id.encode(), self.call_id, self._signed(upstream.status, "gateway_ended", None, None)
+            )
+            if delivery.write_ahead
+            else None
+        )
+        disconnected = recorded = False
         error_type = error_code = None
+        streams = self.gateway.streams
+        streams[self] = upstream
         try:
             await response.prepare(request)
-            while (chunk := await upstream.next_chunk()) is not None:
+            while (chunk := await upstream.next_chunk()) is not None and self.cut is None:
                 out = scanner.feed(chunk)
                 if captured is not None:
                     captured.add(chunk)
                 if out:
                     await response.write(out)
-            rest = scanner.finish()
-            if rest:
-                await response.write(rest)
-            await response.write_eof()
+            if self.cut is None:
+                rest = scanner.finish()
+                if rest:
+                    await response.write(rest)
+                self._record_stream(upstream, scanner, None, None, False, captured)  # before the last byte
+                recorded = True
+                await response.write_eof()
         except ConnectionError:
-            disconnected = True
-            upstream.close()
+            if not recorded:
+                disconnected = True
+                await _read_to_end(upstream, scanner)  # the provider bills the whole answer
         except UpstreamError as exc:
             # The answer started (status already sent): the client sees the stream end early.
-            self.gateway.metrics.upstream_error(self.provider, exc.kind)
-            error_type, error_code = f"upstream_{exc.kind}", None
-            log.warning(
-                "upstream %s %s mid-stream: %s", self.provider, exc.kind, exc, extra={"request_id": self.request_id}
-            )
+            if self.cut is None:
+                self.gateway.metrics.upstream_error(self.provider, exc.kind)
+                error_type, error_code = f"upstream_{exc.kind}", None
+                log.warning(
+                    "upstream %s %s mid-stream: %s", self.provider, exc.kind, exc, extra={"request_id": self.request_id}
+                )
             upstream.close()
-            if request.transport is not None:
-                request.transport.close()
         finally:
-            self.served_model = scanner.served_model
-            self.record(
-                upstream.status,
-                error_type or scanner.error_type,
-                error_code or scanner.error_code,
-                scanner.usage,
-                disconnected,
-                captured.text(self.provider, self.gateway.capture_max) if captured is not None else None,
-            )
+            streams.pop(self, None)
+            if self.cut is not None:
+                error_type, error_code = f"key_{self.cut}", None
+            if error_type is not None and request.transport is not None:
+                request.transport.close()
+            if not recorded:
+                self._record_stream(upstream, scanner, error_type, error_code, disconnected, captured)
+            delivery.stream_finished(started, self.call_id)
         return response
+
+    def _record_stream(
+        self,
+        upstream: UpstreamResponse,
+        scanner: usage_reader.StreamScanner,
+        error_type: str | None,
+        error_code: str | None,
+        disconnected: bool,
+        captured: StreamCapture | None,
+    ) -> None:
+        self.served_model = scanner.served_model
+        self.record(
+            upstream.status,
+            error_type or scanner.error_type,
+            error_code or scanner.error_code,
+            scanner.usage,
+            disconnected,
+            captured.text(self.provider, self.gateway.capture_max) if captured is not None else None,
+        )
 
     def _upstream_headers(self, request: web.BaseRequest, traceparent: str | None) -> bytes:
         """The allowed client headers (gateway/headers.py), our request id and traceparent when
@@ -435,12 +493,44 @@ class _Call:
         """Sign and submit this call's RawCall. `response_body`: captured bytes, or a streamed
         answer's captured text (already redacted and bounded)."""
         gateway = self.gateway
-        finished = time.perf_counter()
-        latency = finished - self.started
+        latency = time.perf_counter() - self.started
+        ttft = self.first_byte - self.started if self.first_byte is not None else None
+        gateway.delivery.submit(
+            self.entry.tenant_id.encode(),
+            self._signed(status, error_type, error_code, usage, client_disconnected, response_body),
+        )
+        gateway.metrics.request(self.route.path, status, latency, ttft)
+        if usage:
+            gateway.guard.charge(self.entry, usage_reader.token_count(usage), time.monotonic())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s %d",
+                self.route.method,
+                self.route.path,
+                status,
+                extra={
+                    "request_id": self.request_id,
+                    "key_id": self.entry.key_id,
+                    "latency_ms": round(latency * 1000.0, 3),
+                },
+            )
+
+    def _signed(
+        self,
+        status: int,
+        error_type: str | None,
+        error_code: str | None,
+        usage: dict[str, Any] | None,
+        client_disconnected: bool = False,
+        response_body: bytes | str | None = None,
+    ) -> bytes:
+        """This call's signed RawCall as it stands now."""
+        gateway = self.gateway
+        latency = time.perf_counter() - self.started
         ttft = self.first_byte - self.started if self.first_byte is not None else None
         capture = gateway.capture_max
         record = call_record(
-            call_id=new_id(),
+            call_id=self.call_id,
             gateway_id=gateway.gateway_id,
             received_at=self.received_at,
             first_byte_at=self.received_at + ttft if ttft is not None else None,
@@ -469,19 +559,21 @@ class _Call:
             request_body=captured_text(self.request_body, capture) if self.request_body is not None else None,
             response_body=captured_text(response_body, capture) if type(response_body) is bytes else response_body,
         )
-        gateway.submit(self.entry.tenant_id, record)
-        gateway.metrics.request(self.route.path, status, latency, ttft)
-        if usage:
-            gateway.guard.charge(self.entry, usage_reader.token_count(usage), time.monotonic())
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s %s %d",
-                self.route.method,
-                self.route.path,
-                status,
-                extra={
-                    "request_id": self.request_id,
-                    "key_id": self.entry.key_id,
-                    "latency_ms": round(latency * 1000.0, 3),
-                },
-            )
+        return signed_bytes(record, gateway.signing_keys)
+
+
+async def _read_to_end(upstream: UpstreamResponse, scanner: usage_reader.StreamScanner) -> None:
+    """The client left mid-stream: read the rest of the answer (at most `DRAIN_AFTER_DISCONNECT_S`
+    and `DRAIN_AFTER_DISCONNECT_BYTES`) so the usage the provider bills is recorded."""
+    budget = DRAIN_AFTER_DISCONNECT_BYTES
+    try:
+        async with asyncio.timeout(DRAIN_AFTER_DISCONNECT_S):
+            while budget > 0 and (chunk := await upstream.next_chunk()) is not None:
+                budget -= len(chunk)
+                scanner.feed(chunk)
+            if budget > 0:
+                scanner.finish()
+                return
+    except (UpstreamError, TimeoutError):
+        pass
+    upstream.close()

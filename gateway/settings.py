@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
-from tokentrail.settings import ENV
+from tokentrail.settings import ENV, MIN_KEY_LENGTH
 
 
 class GatewaySettings(BaseSettings):
@@ -42,8 +42,20 @@ class GatewaySettings(BaseSettings):
 
     spool_dir: Path | None = None
     """TOKENTRAIL_SPOOL_DIR: where records wait while Kafka is away (default $TOKENTRAIL_HOME/spool)."""
-    spool_fsync_interval_s: Annotated[float, Field(gt=0)] = 1.0
-    """TOKENTRAIL_SPOOL_FSYNC_INTERVAL_S: the spool is written per record and fsynced this often."""
+    spool_fsync_interval_s: Annotated[float, Field(gt=0)] = 0.005
+    """TOKENTRAIL_SPOOL_FSYNC_INTERVAL_S: every record is written ahead (one write(2), before the
+    answer ends) and the log is fsynced this often (group commit): a power loss loses at most this much."""
+    spool_write_ahead: bool = True
+    """TOKENTRAIL_SPOOL_WRITE_AHEAD: write every record to the spool before Kafka (false: only
+    records Kafka did not take, as before the write-ahead log; a SIGKILL then loses what Kafka had not acknowledged)."""
+    spool_max_bytes: Annotated[int, Field(gt=0)] = 8 << 30
+    """TOKENTRAIL_SPOOL_MAX_BYTES: past this size records are not written ahead (counted in
+    tokentrail_gateway_spool_write_failures_total and logged; answers are not affected)."""
+    spool_segment_bytes: Annotated[int, Field(gt=0)] = 64 << 20
+    """TOKENTRAIL_SPOOL_SEGMENT_BYTES: a spool segment file is closed at this size."""
+    spool_segment_age_s: Annotated[float, Field(gt=0)] = 2.0
+    """TOKENTRAIL_SPOOL_SEGMENT_AGE_S: a segment is also closed at this age, so acknowledged ones are deleted and
+    a restart re-sends at most about this much."""
     kafka_message_timeout_ms: Annotated[int, Field(ge=1000)] = 5000
     """TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS: a record Kafka has not acknowledged by then goes to the spool."""
     kafka_linger_ms: Annotated[int, Field(ge=0)] = 20
@@ -55,6 +67,16 @@ class GatewaySettings(BaseSettings):
     """TOKENTRAIL_DEFAULT_REQUESTS_PER_MINUTE: per-identity limit when no Limits record applies."""
     default_tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
     """TOKENTRAIL_DEFAULT_TOKENS_PER_MINUTE: per-identity LLM-token limit when no Limits record applies."""
+
+    admin_token: SecretStr | None = None
+    """TOKENTRAIL_ADMIN_TOKEN: bearer token with operator rights on the key admin API
+    (`/tokentrail/v1/keys`), at least 32 characters; unset, only tokentrail keys use the API
+    (each for the keys delegated from itself)."""
+
+    control_stale_after_s: Annotated[float, Field(ge=0)] = 30.0
+    """TOKENTRAIL_CONTROL_STALE_AFTER_S: a replica that has not heard from Kafka's control topics
+    (identities, controls) for this long refuses new requests with 503 and reports not ready on
+    /readyz, since it could be admitting keys revoked elsewhere; 0 turns the check off."""
 
     max_in_flight: Annotated[int, Field(gt=0)] = 1024
     """TOKENTRAIL_MAX_IN_FLIGHT: requests handled at once; past it new ones get 503 with Retry-After."""
@@ -73,6 +95,13 @@ class GatewaySettings(BaseSettings):
     takes at most this many bytes in the record (at most 256 KiB, so a record stays under Kafka's 1 MB)."""
     log_level: str = "INFO"
     """TOKENTRAIL_LOG_LEVEL: DEBUG logs every request; INFO logs decisions, failures and spooling."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_KEY_LENGTH} characters")
+        return token
 
     @field_validator("upstream_openai_url", "upstream_anthropic_url")
     @classmethod

@@ -14,7 +14,8 @@ from alerting.delivery import AlertDelivery
 from alerting.receivers import AlertmanagerReceiver
 from alerting.relay import relay
 from schemas.models import Actor, Alert
-from tests.test_alertmanager_e2e import ours, wait_for
+from tests.fixtures.alertmanager import wait_for
+from tests.test_alertmanager_e2e import ours
 from tokentrail.control.publish import publish
 from tokentrail.topics import ALERTS
 
@@ -54,8 +55,10 @@ def test_alert_records_on_the_topic_reach_alertmanager_and_resolve_there(kafka_t
     worker.start()
     try:
         firing = spike("firing")
-        publish(kafka_topics.bootstrap, topic, "garbage", b'{"not": "an alert"}')
-        publish(kafka_topics.bootstrap, topic, firing.fingerprint, firing.model_dump_json().encode())
+        publish({"bootstrap.servers": kafka_topics.bootstrap}, topic, "garbage", b'{"not": "an alert"}')
+        publish(
+            {"bootstrap.servers": kafka_topics.bootstrap}, topic, firing.fingerprint, firing.model_dump_json().encode()
+        )
         [shown] = wait_for(lambda: ours(alertmanager.url, firing.fingerprint), timeout=30)
         assert {k: shown["labels"][k] for k in ("alertname", "tenant", "scope", "actor", "root_actor")} == {
             "alertname": "spend_spike",
@@ -68,7 +71,12 @@ def test_alert_records_on_the_topic_reach_alertmanager_and_resolve_there(kafka_t
         assert (REGISTRY.get_sample_value("tokentrail_alerts_bad_records_total") or 0.0) - bad_before == 1
 
         resolved = spike("resolved", ends_at=datetime.now(UTC))
-        publish(kafka_topics.bootstrap, topic, resolved.fingerprint, resolved.model_dump_json().encode())
+        publish(
+            {"bootstrap.servers": kafka_topics.bootstrap},
+            topic,
+            resolved.fingerprint,
+            resolved.model_dump_json().encode(),
+        )
         wait_for(lambda: not ours(alertmanager.url, firing.fingerprint), timeout=30)
     finally:
         stop.set()

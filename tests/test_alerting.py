@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from alerting.payloads import (
 from alerting.receivers import AlertmanagerReceiver, WebhookReceiver
 from alerting.settings import AlertingSettings
 from schemas.models import Actor, Alert
+from tests.fixtures.alertmanager import wait_for
 from tokentrail.broker.server import free_port
 from tokentrail.settings import ConfigError, load
 
@@ -214,16 +215,6 @@ def counter(name: str, receiver_name: str) -> float:
     return REGISTRY.get_sample_value(name, {"receiver": receiver_name}) or 0.0
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 def test_webhook_posts_the_alert_contract_signed(receiver):
     delivery = AlertDelivery([WebhookReceiver(receiver.url + "/hook", b"s3cret")]).start()
     try:
@@ -371,3 +362,20 @@ def test_alerts_deliver_without_a_receiver_or_with_a_bad_url_is_one_line(monkeyp
     assert main(["alerts", "deliver"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "TOKENTRAIL_ALERTMANAGER_URL" in err and "http(s) URL" in err
+
+
+def test_an_alert_whose_resolution_alertmanager_refused_is_not_reposted(receiver):
+    delivery = AlertDelivery([AlertmanagerReceiver(receiver.url, resend_interval=0.2)]).start()
+    try:
+        delivery.submit(alert("fp-1"))
+        wait_for(lambda: len(receiver.requests) >= 2)  # delivered, then re-posted while firing
+        receiver.status = 400
+        delivery.submit(alert("fp-1", status="resolved", ends_at=NOW))
+        wait_for(
+            lambda: any(orjson.loads(body)[0]["endsAt"] == "2026-03-01T12:00:00.000Z" for _, body in receiver.requests)
+        )
+        settled = len(receiver.requests)
+        time.sleep(0.8)  # four resend intervals
+    finally:
+        delivery.close()
+    assert len(receiver.requests) == settled, "the refused resolution must not leave the alert re-posted as firing"

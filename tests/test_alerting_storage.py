@@ -1,13 +1,13 @@
 """The `alerts` and `failure_patterns` tables (clickhouse/0009, 0010) on the real embedded
-engine, fed by `alerting.rows`: re-published and replayed states collapse to one row each."""
+engine, fed by `tokentrail.storage.alert_rows`: re-published and replayed states collapse to one row each."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alerting.rows import alert_row, pattern_row
 from schemas.models import SYSTEM_TENANT, Actor, Alert, FailurePattern
+from tokentrail.storage.alert_rows import alert_row, pattern_row
 
 STARTS = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

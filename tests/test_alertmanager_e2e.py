@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from alerting.delivery import AlertDelivery
 from alerting.receivers import AlertmanagerReceiver
 from schemas.models import Alert
+from tests.fixtures.alertmanager import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +26,6 @@ def active_alerts(url: str) -> list[dict[str, Any]]:
 
 def ours(url: str, fingerprint: str) -> list[dict[str, Any]]:
     return [a for a in active_alerts(url) if a["labels"].get("fingerprint") == fingerprint]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def burn_alert(status: str = "firing", ends_at: datetime | None = None) -> Alert:

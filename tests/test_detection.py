@@ -410,3 +410,12 @@ def test_burn_rules_from_the_environment_and_a_clear_error_for_bad_ones(monkeypa
     monkeypatch.setenv("TOKENTRAIL_DETECT_PATTERN_IDENTITIES", "4")
     config = DetectSettings().config()
     assert config.rules == (BurnRule("page", 20.0, 7200, 600),) and config.patterns.min_identities == 4
+
+
+def test_when_every_model_fails_alike_only_the_tenant_alert_is_sent() -> None:
+    events = steady("acme", T0, 3600, 2.0, model="gpt-4o") + steady("acme", T0 + 1, 3600, 2.0, model="o3")
+    events += steady("acme", T0 + 3600, 1800, 2.0, bad_every=2, model="o3")  # both at 50%
+    events += steady("acme", T0 + 3601, 1800, 2.0, bad_every=2, model="gpt-4o")
+    events.sort(key=lambda event: event["timestamp"])
+    pages = fired(run(Detection(), events), "error_budget_burn")
+    assert [c.alert.scope for c in pages] == ["tenant"]

@@ -117,3 +117,23 @@ def test_detection_state_survives_a_restart(tmp_path: Path) -> None:
 
 def test_the_detect_flow_is_registered() -> None:
     assert FLOWS["detect"].builder().__module__ == "flows.detect"
+
+
+def test_alerts_and_patterns_become_rows_that_collapse_to_their_latest_state_in_storage(store) -> None:
+    events = [call_event("acme", T0 + n, key_id=f"ok{n % 5}") for n in range(40)] + failing("acme", 4, T0 + 100)
+    out: list = []
+    batches: list = []
+    run_main(build(events, out, batches))
+    tables: dict[str, list[dict]] = {}
+    for _, rows in batches:
+        for table, batch in rows.items():
+            tables.setdefault(table, []).extend(batch)
+    alerts = [Alert.model_validate(a) for a in of_topic([m for _, b in out for m in b], "alerts")]
+    assert len(tables["alerts"]) == len(alerts) and len({r["alert_id"] for r in tables["alerts"]}) == len(alerts)
+    assert [len(r["identities"]) for r in tables["failure_patterns"]] == [3, 4]
+    store.insert_rows("alerts", tables["alerts"])
+    store.insert_rows("failure_patterns", tables["failure_patterns"])
+    [pattern] = store.query("SELECT tenant_id, identities FROM failure_patterns FINAL")
+    assert pattern == {"tenant_id": "acme", "identities": [f"acme-k{i}" for i in range(4)]}
+    stored = store.query("SELECT DISTINCT fingerprint, rule FROM alerts FINAL WHERE rule = 'failure_pattern'")
+    assert [r["fingerprint"] for r in stored] == [a.fingerprint for a in alerts if a.rule == "failure_pattern"][:1]

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from alerting.rows import alert_row, pattern_row
 from schemas.models import SYSTEM_TENANT, Actor, Alert, FailurePattern
 from tests.fixtures.clickhouse import event_row
 from tests.test_storage_cli import cli  # noqa: F401 - the fixture running `tokentrail` in-process
+from tokentrail.storage.alert_rows import alert_row, pattern_row
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -10,7 +10,9 @@ Set-up (all on loopback, private TOKENTRAIL_HOME):
 - `tokentrail mock-upstream` as both providers;
 - `bench/gateway/bare_proxy.py` (aiohttp server + aiohttp ClientSession, forward and return:
   the floor of this stack) and `python -m gateway` (auth, freeze check, limits, usage reading,
-  signing, Kafka), each one process.
+  signing, write-ahead log, Kafka), each one process; and the baseline `no-wal`, the same
+  gateway with `TOKENTRAIL_SPOOL_WRITE_AHEAD=false` (records straight to Kafka, as before the
+  write-ahead log), so the log's cost is a ratio from the same run.
 Pinning on this 2-core machine: the server under test (bare proxy or gateway, with all its
 threads) on core 1; wrk (-t1), the mock and the Kafka broker on core 0, so the measured
 process has a core to itself and the load generator never competes with it.
@@ -56,7 +58,8 @@ from tokentrail.topics import CALLS_RAW  # noqa: E402
 HERE = Path(__file__).resolve().parent
 SERVER_CORE, LOAD_CORE = "1", "0"
 PREFIX = "bench."
-SIGNING_KEY = "bench-signing-key"
+SIGNING_KEY = "bench-signing-key-0123456789abcdef"
+OPERATOR_KEY = "bench-operator-key-0123456789abcdef"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -129,7 +132,9 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int | None
         timeout=duration + 60,
     ).stdout
     cpu = cpu_seconds(pid) - before if pid else None
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if "99" not in percentiles:
+        raise RuntimeError(f"wrk against {url} gave no latency distribution:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -197,7 +202,9 @@ def main() -> int:
     try:
         handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
         subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CORE, str(handle.pid)], check=True, capture_output=True)
-        plane = ControlPlane(CoreSettings(home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX))
+        plane = ControlPlane(
+            CoreSettings(home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX, operator_key=OPERATOR_KEY)
+        )
         identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
         plane.put_control(
             Limits(
@@ -232,6 +239,7 @@ def main() -> int:
             "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
             "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
             "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
             "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url,
             "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": mock.url,
             "OPENAI_API_KEY": "sk-bench",
@@ -245,12 +253,24 @@ def main() -> int:
             stderr=open(workdir / "gateway.log", "wb"),
         )
         processes.append(gateway)
+        # The baseline: the same gateway without the write-ahead log (records go to Kafka
+        # directly, to the spool only on failure), as before issue 11.
+        no_wal_port = free_port()
+        no_wal = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(no_wal_port)],
+            env={**env, "TOKENTRAIL_SPOOL_WRITE_AHEAD": "false", "TOKENTRAIL_SPOOL_DIR": str(home / "spool-no-wal")},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "gateway-no-wal.log", "wb"),
+        )
+        processes.append(no_wal)
         targets = {
             "mock": (mock.url, None),
             "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
+            "no-wal": (f"http://127.0.0.1:{no_wal_port}", no_wal.pid),
             "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid),
         }
-        gateways = {"gateway": gateway}
+        gateways = {"gateway": gateway, "no-wal": no_wal}
         if args.baseline:
             tree = workdir / "baseline"
             tree.mkdir()
@@ -292,6 +312,7 @@ def main() -> int:
                 for name, (url, pid) in targets.items():
                     results[(name, stream, connections)] = wrk(url, scripts[stream], connections, args.duration, pid)
         gateway_rss = rss_mib(gateway.pid)
+        spool_left = sum(path.stat().st_size for path in (home / "spool").glob("*.wal"))
         bare_rss = rss_mib(bare.pid)
 
         print(
@@ -329,9 +350,15 @@ def main() -> int:
                     results[("gateway", stream, connections)],
                     results[("bare", stream, connections)],
                 )
+                no_wal_run = results[("no-wal", stream, connections)]
                 print(
                     f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
                     f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}"
+                )
+                print(
+                    f"{'':<10} {'':>5} write-ahead log (gateway vs no-wal): req/s "
+                    f"{gateway_run.rps / no_wal_run.rps:.3f}, p50 {gateway_run.p50_ms - no_wal_run.p50_ms:+.3f} ms, "
+                    f"p99 {gateway_run.p99_ms - no_wal_run.p99_ms:+.3f} ms"
                 )
                 if "base" in targets:
                     base_run = results[("base", stream, connections)]
@@ -343,6 +370,7 @@ def main() -> int:
         answered = sum(gateway_requests(targets[name][0]) for name in gateways)
         on_topic = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
         print(f"RSS after the runs: gateway {gateway_rss:.0f} MiB, bare proxy {bare_rss:.0f} MiB")
+        print(f"write-ahead log on disk after the runs: {spool_left} bytes (acknowledged segments are deleted)")
         print(
             f"raw topic: {on_topic} records, gateway answered {answered} requests "
             f"({'one record each' if on_topic == answered else 'MISMATCH'})"

@@ -1,5 +1,6 @@
 CREATE TABLE default.alerts
 (
+    `alert_id` String,
     `fingerprint` String,
     `status` LowCardinality(String),
     `rule` LowCardinality(String),
@@ -19,7 +20,8 @@ CREATE TABLE default.alerts
     `updated_at` DateTime64(3, 'UTC'),
     `revision` UInt32,
     `evidence_sql` String,
-    `evidence_url` String
+    `evidence_url` String,
+    INDEX idx_alert_id alert_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(revision)
 PARTITION BY toYYYYMM(starts_at)

@@ -1,5 +1,6 @@
 CREATE TABLE default.failure_patterns
 (
+    `detection_id` String,
     `tenant_id` LowCardinality(String),
     `pattern_id` String,
     `scope` LowCardinality(String),
@@ -17,7 +18,8 @@ CREATE TABLE default.failure_patterns
     `calls` UInt64,
     `first_seen` DateTime64(3, 'UTC'),
     `last_seen` DateTime64(3, 'UTC'),
-    `detected_at` DateTime64(3, 'UTC')
+    `detected_at` DateTime64(3, 'UTC'),
+    INDEX idx_detection_id detection_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(detected_at)
 PARTITION BY toYYYYMM(first_seen)

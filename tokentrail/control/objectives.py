@@ -8,10 +8,16 @@ the flows' detectors follow them (error-budget burn, budget burn; docs/architect
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 from tokentrail.control.cli import _now, _plane, _run
 from tokentrail.errors import CliError
+
+if TYPE_CHECKING:  # the CLI hub imports every command module: pydantic waits for the command
+    from schemas.models import Budget
+    from tokentrail.control.registry import KeyEntry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -96,39 +102,38 @@ def _budget_set(args: argparse.Namespace) -> int:
     return 0
 
 
-def _slo_list(args: argparse.Namespace) -> int:
+def _print_records(records: list[Any], as_json: bool, line: Callable[[Any], str]) -> None:
     import orjson
 
     from schemas import wire
 
+    for record in sorted(records, key=lambda r: r.scope):
+        print(orjson.dumps(wire.to_dict(record)).decode() if as_json else line(record))
+
+
+def _slo_list(args: argparse.Namespace) -> int:
     plane = _plane()
     _run(plane.follower.catch_up)
-    for slo in sorted(plane.controls.slos(), key=lambda s: s.scope):
-        if args.tenant is not None and slo.scope != f"tenant:{args.tenant}":
-            continue
-        if args.json:
-            print(orjson.dumps(wire.to_dict(slo)).decode())
-        else:
-            print(f"{slo.scope}  target {slo.target:g}  set {slo.changed_at.isoformat()}")
+    slos = [s for s in plane.controls.slos() if args.tenant is None or s.scope == f"tenant:{args.tenant}"]
+    _print_records(slos, args.json, lambda s: f"{s.scope}  target {s.target:g}  set {s.changed_at.isoformat()}")
     return 0
 
 
 def _budget_list(args: argparse.Namespace) -> int:
-    import orjson
-
-    from schemas import wire
-
     plane = _plane()
     _run(plane.follower.catch_up)
-    for budget in sorted(plane.controls.budgets(), key=lambda b: b.scope):
+
+    def tenant_of(budget: Budget) -> str | None:
         kind, _, name = budget.scope.partition(":")
-        if args.tenant is not None:
-            entry = plane.identities.get(name) if kind == "key" else None
-            tenant = entry.tenant_id if entry is not None else name if kind == "tenant" else None
-            if tenant != args.tenant:
-                continue
-        if args.json:
-            print(orjson.dumps(wire.to_dict(budget)).decode())
-        else:
-            print(f"{budget.scope}  ${budget.amount_usd:f} per {budget.period}  set {budget.changed_at.isoformat()}")
+        if kind == "tenant":
+            return name
+        entry: KeyEntry | None = plane.identities.get(name)
+        return entry.tenant_id if entry is not None else None
+
+    budgets = [b for b in plane.controls.budgets() if args.tenant is None or tenant_of(b) == args.tenant]
+    _print_records(
+        budgets,
+        args.json,
+        lambda b: f"{b.scope}  ${b.amount_usd:f} per {b.period}  set {b.changed_at.isoformat()}",
+    )
     return 0

@@ -386,13 +386,21 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def _report_alerts(args: argparse.Namespace) -> int:
-    parameters = _window(args)
+def _detail_rows(args: argparse.Namespace, sql: str, surface: str) -> list[dict[str, Any]] | None:
+    """The rows of a `report alerts|patterns` query; printed as JSON lines (None returned) with --json."""
+    window = _window(args)
     with _opened_store() as (store, _), _storage_errors():
-        rows = store.query(ALERTS_QUERY, parameters)
-        _record_window_read(store, "report alerts", parameters)
-    if args.json:
-        _print_json_lines(rows)
+        rows = store.query(sql, window)
+        _record_window_read(store, surface, window)
+    if not args.json:
+        return rows
+    _print_json_lines(rows)
+    return None
+
+
+def _report_alerts(args: argparse.Namespace) -> int:
+    rows = _detail_rows(args, ALERTS_QUERY, "report alerts")
+    if rows is None:
         return 0
     print_table(
         (
@@ -429,12 +437,8 @@ def _report_alerts(args: argparse.Namespace) -> int:
 
 
 def _report_patterns(args: argparse.Namespace) -> int:
-    parameters = _window(args)
-    with _opened_store() as (store, _), _storage_errors():
-        rows = store.query(PATTERNS_QUERY, parameters)
-        _record_window_read(store, "report patterns", parameters)
-    if args.json:
-        _print_json_lines(rows)
+    rows = _detail_rows(args, PATTERNS_QUERY, "report patterns")
+    if rows is None:
         return 0
     print_table(
         ("first_seen", "last_seen", "tenant", "provider", "model", "status", "error", "identities", "tenants", "calls"),

@@ -1,8 +1,9 @@
 """Rows of the ClickHouse `alerts` and `failure_patterns` tables (clickhouse/0009, 0010).
 
 Pure mappings with the storage contract's keys; timestamps as RFC 3339 strings, which the
-inserts accept (docs/storage.md). Both tables are ReplacingMergeTree keyed so a re-published
-or replayed state replaces its row: the mapping is deterministic (no clock, no random id).
+inserts accept (docs/storage.md). The mapping is deterministic (no clock, no random id): a
+re-published or replayed state makes the same row, with the same id (`alert_id`,
+`detection_id`) for the flows sink's dedup, and the same sorting key for ReplacingMergeTree.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ def _actor(actor: Actor | None) -> str:
 
 
 def alert_row(alert: Alert) -> dict[str, Any]:
-    """The `alerts` row of one alert state (the replacing version is its `revision`)."""
+    """The `alerts` row of one alert state (the replacing version is its `revision`); `alert_id`
+    names the state: fingerprint, start, status and revision."""
+    starts_at = format_timestamp(alert.starts_at)
     return {
+        "alert_id": f"{alert.fingerprint}/{starts_at}/{alert.status}/{alert.revision}",
         "fingerprint": alert.fingerprint,
         "status": alert.status,
         "rule": alert.rule,
@@ -33,7 +37,7 @@ def alert_row(alert: Alert) -> dict[str, Any]:
         "annotations": dict(alert.annotations),
         "value": alert.value,
         "threshold": alert.threshold,
-        "starts_at": format_timestamp(alert.starts_at),
+        "starts_at": starts_at,
         "ends_at": format_timestamp(alert.ends_at) if alert.ends_at else None,
         "updated_at": format_timestamp(alert.updated_at or alert.ends_at or alert.starts_at),
         "revision": alert.revision,
@@ -43,8 +47,11 @@ def alert_row(alert: Alert) -> dict[str, Any]:
 
 
 def pattern_row(pattern: FailurePattern) -> dict[str, Any]:
-    """The `failure_patterns` row of a detected pattern (the replacing version is `detected_at`)."""
+    """The `failure_patterns` row of a detected pattern (the replacing version is `detected_at`);
+    `detection_id` names this detection: pattern, signature and when."""
+    detected_at = format_timestamp(pattern.detected_at)
     return {
+        "detection_id": f"{pattern.pattern_id}/{pattern.signature}/{detected_at}",
         "tenant_id": pattern.tenant_id,
         "pattern_id": pattern.pattern_id,
         "scope": pattern.scope,
@@ -62,5 +69,5 @@ def pattern_row(pattern: FailurePattern) -> dict[str, Any]:
         "calls": pattern.count,
         "first_seen": format_timestamp(pattern.first_seen),
         "last_seen": format_timestamp(pattern.last_seen),
-        "detected_at": format_timestamp(pattern.detected_at),
+        "detected_at": detected_at,
     }
