@@ -7,9 +7,14 @@ replica sees the change within a second.
 from __future__ import annotations
 
 import argparse
-from datetime import UTC
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from tokentrail.errors import CliError
+
+if TYPE_CHECKING:
+    from tokentrail.control.plane import ControlPlane
 
 
 def register(subparsers) -> None:
@@ -72,14 +77,14 @@ def _scope(args) -> str:
     return f"tenant:{args.tenant}" if args.tenant is not None else f"key:{args.key}"
 
 
-def _plane():
+def _plane() -> ControlPlane:
     from tokentrail.control.plane import ControlPlane
     from tokentrail.settings import CoreSettings, load
 
     return ControlPlane(load(CoreSettings))
 
 
-def _run(action):
+def _run(action: Callable[[], Any]) -> Any:
     """Turn the control plane's one-line errors into CliError."""
     from tokentrail.control.follower import FollowerError
     from tokentrail.control.publish import PublishError
@@ -194,9 +199,7 @@ def _capture(args) -> int:
     return 0
 
 
-def _now():
-    from datetime import datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)
 
 
