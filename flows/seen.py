@@ -93,7 +93,9 @@ class SeenIds:
         """A filter holding every id storage has with a timestamp within `window_hours` of its
         newest row (the raw topic's retention: an older record cannot come back from it; one
         re-produced by hand is older than `since` and looked up). `tables` is {table: id
-        column}; each needs a `timestamp` column."""
+        column}. A table without a `timestamp` column (the detect flow's `alerts`,
+        `failure_patterns`) is left out: its rows are never covered, so each is looked up."""
+        tables = {table: column for table, column in tables.items() if _has_timestamp(store, table)}
         newest = ""
         for table in tables:
             rows = store.query(f"SELECT toString(max(timestamp)) AS t, count() AS n FROM {identifier(table)}")
@@ -130,3 +132,12 @@ class SeenIds:
             )
         log.info("dedup filter loaded: %d ids since %s", seen.count, seen.since)
         return seen
+
+
+def _has_timestamp(store: IdStore, table: str) -> bool:
+    rows = store.query(
+        "SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = {table:String}"
+        " AND name = 'timestamp'",
+        {"table": table},
+    )
+    return bool(rows and rows[0]["n"])
