@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     keep = False
     try:
         say(f"state directory {home}")
-        handle, stack.started_broker, _ = server.up(home, port=args.kafka_port)
+        stack.started_broker = server.running_broker(home) is None  # stopped even if Ctrl-C hits while it starts
+        handle, _, _ = server.up(home, port=args.kafka_port)
         say(f"Kafka broker {'started' if stack.started_broker else 'already running'} at {handle.bootstrap}")
         os.environ.update(
             TOKENTRAIL_HOME=str(home),
@@ -308,7 +309,8 @@ def _drive(gateway_url: str, cast: list[Identity], calls: int, tally: Tally) -> 
     batch, runaway = by_name["nightly-batch"], by_name["summarizer"]
     clients = {identity.name: _Clients(gateway_url, identity.key) for identity in cast}
     incidents: list[Incident] = []
-    with ThreadPoolExecutor(SENDERS) as pool:
+    pool = ThreadPoolExecutor(SENDERS)
+    try:
 
         def burst(label: str, jobs: list[Callable[[], int]], quiet: bool = False) -> None:
             done, started = 0, time.monotonic()
@@ -368,8 +370,10 @@ def _drive(gateway_url: str, cast: list[Identity], calls: int, tally: Tally) -> 
             raise CliError("the gateway did not refuse the frozen key within 15 s")
         burst("frozen loop", [_job(clients[runaway.name], runaway.tenant, n, model="openai") for n in range(5)])
         say(f"the gateway now answers 403 to {runaway.name}'s key")
-    for pair in clients.values():
-        pair.close()
+    finally:  # on Ctrl-C, calls not yet started are dropped
+        pool.shutdown(cancel_futures=True)
+        for pair in clients.values():
+            pair.close()
     return incidents
 
 
