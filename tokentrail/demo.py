@@ -382,8 +382,11 @@ class _Clients:
     demo counts every call it makes."""
 
     def __init__(self, gateway_url: str, key: str) -> None:
-        import anthropic
-        import openai
+        try:
+            import anthropic
+            import openai
+        except ImportError as exc:  # dev dependencies: `make install` has them
+            raise CliError(f"the demo drives the official SDKs: {exc.name} is not installed (make install)") from None
 
         self.openai = openai.OpenAI(base_url=gateway_url + "/v1", api_key=key, max_retries=0, timeout=30)
         self.anthropic = anthropic.Anthropic(base_url=gateway_url, api_key=key, max_retries=0, timeout=30)
