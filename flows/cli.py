@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
+    from tokentrail.broker.admin import require_credentials
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
     from tokentrail.storage import LockedStore, StorageSettings, migrate, open_store, start_query_server
@@ -90,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
     names = list(dict.fromkeys(args.flows or [DEFAULT_FLOW]))
     core = load(CoreSettings)
-    core.require_signing_key()
+    core.signing_keys()
+    core.operator_keys()
+    require_credentials(core)
     settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
     if settings.price_overrides:
         load_overrides(settings.price_overrides)  # a bad file is a one-line error before anything starts

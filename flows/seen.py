@@ -71,8 +71,9 @@ class SeenIds:
         self._lock = threading.Lock()
 
     def suspect(self, table: str, row_id: str, timestamp: str) -> bool:
-        """Whether storage may hold this row (then look it up)."""
-        if timestamp < self.since:
+        """Whether storage may hold this row (then look it up). A row without a `timestamp`
+        (a table that has none, such as `alerts`) is not covered by the filter: looked up."""
+        if not timestamp or timestamp < self.since:
             return True
         with self._lock:
             return f"{table}\x00{row_id}".encode() in self._filter
@@ -93,8 +94,7 @@ class SeenIds:
         """A filter holding every id storage has with a timestamp within `window_hours` of its
         newest row (the raw topic's retention: an older record cannot come back from it; one
         re-produced by hand is older than `since` and looked up). `tables` is {table: id
-        column}. A table without a `timestamp` column (the detect flow's `alerts`,
-        `failure_patterns`) is left out: its rows are never covered, so each is looked up."""
+        column}; tables without a `timestamp` column are left out (their rows are looked up)."""
         tables = {table: column for table, column in tables.items() if _has_timestamp(store, table)}
         newest = ""
         for table in tables:
@@ -136,8 +136,8 @@ class SeenIds:
 
 def _has_timestamp(store: IdStore, table: str) -> bool:
     rows = store.query(
-        "SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = {table:String}"
-        " AND name = 'timestamp'",
+        "SELECT count() AS n FROM system.columns WHERE database = currentDatabase()"
+        " AND table = {table:String} AND name = 'timestamp'",
         {"table": table},
     )
     return bool(rows and rows[0]["n"])

@@ -33,10 +33,12 @@ def _run(args) -> int:
     from gateway import logs
     from gateway.app import create_app
     from gateway.settings import GatewaySettings
+    from tokentrail.broker.admin import require_credentials
     from tokentrail.settings import CoreSettings, load
 
     settings = load(GatewaySettings, gateway_host=args.host, gateway_port=args.port)
     core = load(CoreSettings)
+    require_credentials(core)
     logs.configure(settings.log_level)
     app = create_app(settings, core)
     app.on_startup.append(_freeze_startup_objects)

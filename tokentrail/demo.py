@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     global _BEGAN
     _BEGAN = began = time.monotonic()
     os.environ.setdefault("TOKENTRAIL_SIGNING_KEY", "demo-" + secrets.token_hex(16))
+    os.environ.setdefault("TOKENTRAIL_OPERATOR_KEY", "demo-operator-" + secrets.token_hex(16))
     home = load(CoreSettings).home.resolve()
     stack = Stack(home)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)

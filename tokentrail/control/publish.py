@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
@@ -15,11 +16,13 @@ class PublishError(TokentrailError):
     """The record was not acknowledged by Kafka; the message says why."""
 
 
-def publish(bootstrap: str, topic: str, key: str, value: bytes | None, timeout: float = 10.0) -> None:
-    """Produce one record and wait for its acknowledgement (acks=all, idempotent)."""
+def publish(kafka: dict[str, Any], topic: str, key: str, value: bytes | None, timeout: float = 10.0) -> None:
+    """Produce one record and wait for its acknowledgement (acks=all, idempotent). `kafka` is
+    the client configuration (`CoreSettings.kafka_client_config()`: bootstrap and security)."""
+    bootstrap = kafka["bootstrap.servers"]
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "enable.idempotence": True,
             "message.timeout.ms": int(timeout * 1000),
             "logger": log,

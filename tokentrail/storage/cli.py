@@ -387,11 +387,11 @@ def _number(value: float | None) -> str:
 
 
 def _detail_rows(args: argparse.Namespace, sql: str, surface: str) -> list[dict[str, Any]] | None:
-    """The rows of a `report alerts|patterns` query, the read recorded; printed as JSON lines (None returned) with --json."""
-    parameters = _window(args)
+    """The rows of a `report alerts|patterns` query; printed as JSON lines (None returned) with --json."""
+    window = _window(args)
     with _opened_store() as (store, _), _storage_errors():
-        rows = store.query(sql, parameters)
-        _record_window_read(store, surface, parameters)
+        rows = store.query(sql, window)
+        _record_window_read(store, surface, window)
     if not args.json:
         return rows
     _print_json_lines(rows)
