@@ -13,8 +13,8 @@ detection delays, and the HTML report's path. Everything it started is stopped a
 Detection runs on its production settings. Event time is the gateway's clock, so the demo's
 incidents are real bursts in event time, and the defaults see them within seconds: the
 spend-spike bar of a young identity is the floor (10 x $1/h), which a loop of $0.12 calls
-crosses after ten calls; a page rule judges the history there is (a minute of it), so an
-outage failing about a fifth of a tenant's calls is a 14.4x burn at once; a failure pattern
+crosses after ten calls; a page rule judges the history there is (a minute of it), so once the
+outage has failed 6% of a tenant's calls (and at least 5) the 6x rule pages; a failure pattern
 needs three identities (three tenants, twice each) inside ten minutes; `budget_exhausted`
 fires when the period's spend reaches the budget. No window is shortened for the demo, so what
 it shows is what production would page on (docs/detection.md).
@@ -215,7 +215,7 @@ def _start_stack(stack: Stack, args: argparse.Namespace) -> dict[str, str]:
     keep = args.keep_running
     mock_url = f"http://127.0.0.1:{free_port()}"
     mock = _spawn("mock provider", ["mock-upstream", "--port", mock_url.rsplit(":", 1)[1]], logs, stack, keep)
-    _wait_http(mock_url + "/healthz", mock)
+    _wait_http("mock provider", mock_url + "/healthz", mock)
     say(f"mock provider (OpenAI + Anthropic wire formats) at {mock_url}")
     os.environ.update(TOKENTRAIL_UPSTREAM_OPENAI_URL=mock_url, TOKENTRAIL_UPSTREAM_ANTHROPIC_URL=mock_url)
     flows_command = ["flows", "--flow", "enrich", "--flow", "detect", "--metrics-port", "0"]
@@ -223,7 +223,7 @@ def _start_stack(stack: Stack, args: argparse.Namespace) -> dict[str, str]:
     say("flows started: enrich (verify, identity, price, store) and detect (burn rates, spikes, patterns)")
     gateway_url = f"http://127.0.0.1:{args.gateway_port}"
     gateway = _spawn("gateway", ["gateway", "--port", str(args.gateway_port)], logs, stack, keep)
-    _wait_http(gateway_url + "/readyz", gateway)
+    _wait_http("gateway", gateway_url + "/readyz", gateway)
     say(f"gateway at {gateway_url} (point an SDK's base_url here)")
     return {"mock": mock_url, "gateway": gateway_url}
 
@@ -244,11 +244,11 @@ def _spawn(name: str, command: list[str], logs: Path, stack: Stack, keep: bool) 
     return child
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_http(name: str, url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise CliError(f"{' '.join(map(str, process.args[3:5]))} exited with {process.returncode}; see its log")
+            raise CliError(f"the {name} exited with {process.returncode}; see its log in TOKENTRAIL_HOME/logs")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
