@@ -155,8 +155,14 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--calls must be at least 1")
     global _BEGAN
     _BEGAN = began = time.monotonic()
-    os.environ.setdefault("TOKENTRAIL_SIGNING_KEY", "demo-" + secrets.token_hex(16))
-    os.environ.setdefault("TOKENTRAIL_OPERATOR_KEY", "demo-operator-" + secrets.token_hex(16))
+    generated = {  # the demo's own secrets, unless the caller set them; --keep-running prints them
+        name: os.environ.setdefault(name, value)
+        for name, value in (
+            ("TOKENTRAIL_SIGNING_KEY", "demo-" + secrets.token_hex(16)),
+            ("TOKENTRAIL_OPERATOR_KEY", "demo-operator-" + secrets.token_hex(16)),
+        )
+        if name not in os.environ
+    }
     home = load(CoreSettings).home.resolve()
     stack = Stack(home)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
@@ -193,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"done in {time.monotonic() - began:.0f} s; logs are in {home / 'logs'}")
         keep = args.keep_running
         if keep:
-            _print_running(stack, urls, handle.bootstrap)
+            _print_running(stack, urls, handle.bootstrap, generated)
         return 0
     except KeyboardInterrupt:
         say("interrupted")
@@ -574,9 +580,10 @@ def _write_html(path: Path, since: str) -> None:
     say(f"HTML report: {path.resolve()}")
 
 
-def _print_running(stack: Stack, urls: dict[str, str], bootstrap: str) -> None:
+def _print_running(stack: Stack, urls: dict[str, str], bootstrap: str, generated: dict[str, str]) -> None:
     pids = " ".join(str(child.pid) for _, child in stack.children)
     home = stack.home
+    secrets_line = "".join(f" {name}={value}" for name, value in generated.items())
     print(
         f"""
 The stack is still running (--keep-running):
@@ -585,6 +592,8 @@ The stack is still running (--keep-running):
   Kafka           {bootstrap}
   ClickHouse      embedded, held by the flows: TOKENTRAIL_HOME={home} tokentrail report cost | events | report alerts
   logs            {home / "logs"}
+In another shell (reports read ClickHouse through the flows; keys, freeze and budget need the operator key):
+  export TOKENTRAIL_HOME={home}{secrets_line}
 Stop it:  kill {pids} && TOKENTRAIL_HOME={home} tokentrail kafka down""",
         flush=True,
     )
