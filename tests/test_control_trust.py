@@ -48,7 +48,7 @@ def seconds_until(condition, timeout: float) -> float:
 
 
 class SlowStream:
-    """A streamed chat call (one chunk every 200 ms) read in a thread, to see when it ends."""
+    """A streamed chat call (one chunk a second, about 11 s in all) read in a thread, to see when it ends."""
 
     def __init__(self, url: str, key: str) -> None:
         host, port = url.removeprefix("http://").split(":")
@@ -61,7 +61,7 @@ class SlowStream:
             headers={
                 "Authorization": f"Bearer {key}",
                 "Content-Type": "application/json",
-                "x-mock-chunk-delay-ms": "200",
+                "x-mock-chunk-delay-ms": "1000",
             },
         )
         self.response = self.connection.getresponse()
