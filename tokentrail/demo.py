@@ -190,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
         rows = _wait_rows(tally.forwarded, tenants, stack)
         say(f"{rows} llm_calls rows in ClickHouse for {tally.forwarded} calls forwarded: one row per call")
         found = _wait_detections(incidents, tenants, started_at, stack)
-        since = started_at.isoformat()
+        # Whole minutes: the reports' rollups are per minute, and the HTML report's panels compare
+        # the minute itself with --since (a bound inside the first minute would drop it).
+        since = started_at.replace(second=0, microsecond=0).isoformat()
         _cli(["report", "cost", "--by", "root", "--since", since], show=True)
         _cli(["report", "alerts", "--since", since], show=True)
         _cli(["report", "patterns", "--since", since], show=True)
