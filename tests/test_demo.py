@@ -143,3 +143,17 @@ def test_an_interrupted_demo_stops_everything_it_started(tmp_path):
     assert "demo" in out and "interrupted" in out
     assert_all_stopped(out, expected=4)
     assert not (tmp_path / "home" / "kafka" / "broker.json").exists()
+
+
+def test_demo_refuses_a_bad_call_count_before_starting_anything(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tokentrail", "demo", "--calls", "0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=demo_env(tmp_path / "home"),
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "tokentrail demo: --calls must be at least 1"
+    assert not (tmp_path / "home" / "kafka").exists()
