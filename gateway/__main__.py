@@ -13,7 +13,8 @@ def main() -> int:
     cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["gateway", *sys.argv[1:]])
     try:
-        return args.func(args)
+        status: int = args.func(args)
+        return status
     except (ConfigError, CliError) as exc:
         print(f"tokentrail gateway: {exc}", file=sys.stderr)
         return 2

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
 
-def register(subparsers) -> None:
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "gateway",
         help="run the LLM gateway (OpenAI + Anthropic routes, identity, limits, recording)",
@@ -15,7 +21,7 @@ def register(subparsers) -> None:
     parser.set_defaults(func=_run)
 
 
-async def _freeze_startup_objects(app) -> None:
+async def _freeze_startup_objects(app: web.Application) -> None:
     """Move everything allocated at start-up out of the garbage collector's view, so its
     full collections (and the latency spikes they cause) only walk per-request garbage."""
     import gc
@@ -24,7 +30,7 @@ async def _freeze_startup_objects(app) -> None:
     gc.freeze()
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     import logging
 
     import uvloop

@@ -44,7 +44,7 @@ DRAIN_BATCH_BYTES = 16 << 20
 librdkafka holds during a drain, whatever the spool's size."""
 RETRY_DRAIN_AFTER_S = 1.0
 REDELIVERY_HEADER = "tokentrail-redelivery"
-REDELIVERY = [(REDELIVERY_HEADER, b"1")]
+REDELIVERY: list[tuple[str, str | bytes | None]] = [(REDELIVERY_HEADER, b"1")]
 PERMANENT_ERRORS = frozenset(
     {
         KafkaError.MSG_SIZE_TOO_LARGE,
