@@ -23,8 +23,9 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest
 
+# `make demo DEMO_ARGS="--keep-running --calls 100"` passes options to `tokentrail demo`.
 demo: install
-	$(BIN)/tokentrail demo
+	$(BIN)/tokentrail demo $(DEMO_ARGS)
 
 schemas: install
 	$(BIN)/python -m schemas.generate
