@@ -2,7 +2,7 @@
 
 Long-lived resources are opened and closed in `cleanup_ctx` context managers, in order: the
 control plane follower (identity registry + controls), the Kafka delivery (producer thread +
-spool), the upstream connection pools. `/healthz` (alive), `/readyz` (registry loaded) and
+spool), the upstream connection pools. `/healthz` (the process is alive), `/readyz` (calls are admitted and recorded) and
 `/metrics` (Prometheus) sit beside the provider routes.
 """
 
@@ -95,9 +95,19 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = plane.follower.ready.is_set()
+        """Ready = a call sent now is admitted and recorded: the identity registry is loaded,
+        and records reach Kafka or, while it is away, the spool (docs/gateway.md)."""
+        registry_loaded = plane.follower.ready.is_set()
+        spool_writable = delivery.spool_writable()
+        ready = registry_loaded and (not delivery.spooling or spool_writable)
         return web.json_response(
-            {"ready": ready, "registry_keys": len(plane.identities), "spooling": delivery.spooling},
+            {
+                "ready": ready,
+                "registry_loaded": registry_loaded,
+                "registry_keys": len(plane.identities),
+                "spooling": delivery.spooling,
+                "spool_writable": spool_writable,
+            },
             status=200 if ready else 503,
         )
 

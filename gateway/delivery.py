@@ -22,6 +22,8 @@ records, the spool on local disk when it does not, and back in order when it ret
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -30,12 +32,15 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from gateway.spool import Spool
+from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger("tokentrail.gateway.delivery")
 
 DRAIN_BATCH = 5000
 """Records produced between flushes (and drained marks) while draining the spool."""
 RETRY_DRAIN_AFTER_S = 1.0
+SPOOL_HEADROOM = 16 * 1024 * 1024
+"""Free bytes below which the spool counts as full (/readyz)."""
 
 
 def producer_config(bootstrap: str, message_timeout_ms: int, linger_ms: int) -> dict[str, Any]:
@@ -68,7 +73,7 @@ class Delivery:
             **config,
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
-            "logger": logging.getLogger("tokentrail.gateway.librdkafka"),
+            "logger": kafka_logger("tokentrail.gateway.librdkafka"),
         }
         self.producer = Producer(self._config)
         self._lock = threading.Lock()
@@ -93,6 +98,17 @@ class Delivery:
             self._to_spool(key, value, "the producer queue is full")
         except KafkaException as exc:
             self._to_spool(key, value, f"the producer refused the record: {exc}")
+
+    def spool_writable(self) -> bool:
+        """Whether records could go to the spool now: its directory is writable and its disk
+        has room for a segment's worth of records."""
+        try:
+            return (
+                os.access(self.spool.directory, os.W_OK)
+                and shutil.disk_usage(self.spool.directory).free > SPOOL_HEADROOM
+            )
+        except OSError:
+            return False
 
     # --- delivery thread
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -119,3 +120,12 @@ def _accepts(address: str) -> bool:
             return True
     except (OSError, ValueError):
         return False
+
+
+def unreachable_message(bootstrap: str, home: Path) -> str:
+    """The one-line error of a command that needs Kafka and found none: where it looked and
+    what to start."""
+    return (
+        f"no Kafka broker answers at {bootstrap} (TOKENTRAIL_HOME={home}): start one with "
+        "`tokentrail kafka up` (with this TOKENTRAIL_HOME), or set TOKENTRAIL_KAFKA_BOOTSTRAP"
+    )

@@ -72,11 +72,19 @@ def _scope(args) -> str:
     return f"tenant:{args.tenant}" if args.tenant is not None else f"key:{args.key}"
 
 
+KAFKA_WAIT_S = 3.0
+"""How long a command waits for Kafka to answer before it says none is there."""
+
+
 def _plane():
+    from tokentrail.broker.admin import unreachable_message, wait_ready
     from tokentrail.control.plane import ControlPlane
     from tokentrail.settings import CoreSettings, load
 
-    return ControlPlane(load(CoreSettings))
+    core = load(CoreSettings)
+    if not wait_ready(core.bootstrap(), timeout=KAFKA_WAIT_S):
+        raise CliError(unreachable_message(core.bootstrap(), core.home))
+    return ControlPlane(core)
 
 
 def _run(action):

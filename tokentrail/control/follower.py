@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from tokentrail.kafka_log import kafka_logger
+
 log = logging.getLogger("tokentrail.control.follower")
 
 Handler = Callable[[bytes | None, bytes | None], None]
@@ -141,7 +143,7 @@ class TopicFollower:
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": 50,
                 "topic.metadata.refresh.interval.ms": 10_000,
-                "logger": logging.getLogger("tokentrail.control.librdkafka"),
+                "logger": kafka_logger("tokentrail.control.librdkafka"),
             }
         )
         partitions: list[TopicPartition] = []

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from confluent_kafka import KafkaError, Producer
 
-log = logging.getLogger("tokentrail.control.publish")
+from tokentrail.kafka_log import kafka_logger
 
 
 class PublishError(Exception):
@@ -20,8 +18,7 @@ def publish(bootstrap: str, topic: str, key: str, value: bytes | None, timeout: 
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
             "message.timeout.ms": int(timeout * 1000),
-            "logger": log,
-            "log_level": 3,  # errors only: a fresh broker's transient "coordinator load" retries are noise
+            "logger": kafka_logger("tokentrail.control.librdkafka"),
         }
     )
     errors: list[KafkaError] = []

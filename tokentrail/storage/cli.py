@@ -116,15 +116,24 @@ def _storage_errors():
     try:
         yield
     except StorageError as exc:
+        if "UNKNOWN_TABLE" in str(exc):
+            raise CliError(
+                f"{exc}; the store has no tables yet: run `tokentrail migrate` or start `tokentrail flows`"
+            ) from None
         raise CliError(str(exc)) from None
 
 
 @contextmanager
-def _opened_store():
+def _opened_store(reading: bool = True):
+    """The store of TOKENTRAIL_HOME. A reader never creates one: with no store in the home it
+    fails in one line that names the home and what to start (an empty new store would only
+    answer "unknown table")."""
     from tokentrail.settings import load
     from tokentrail.storage import StorageSettings, open_store
 
     settings = load(StorageSettings)
+    if reading and settings.clickhouse_url is None:
+        require_embedded_store(settings)
     with _storage_errors():
         store = open_store(settings)
         try:
@@ -133,10 +142,22 @@ def _opened_store():
             store.close()
 
 
+def require_embedded_store(settings) -> None:
+    """CliError unless TOKENTRAIL_HOME holds a migrated embedded store (or a query server)."""
+    from tokentrail.cli import CliError
+
+    path = settings.embedded_path()
+    if not (path / "metadata").is_dir():
+        raise CliError(
+            f"no ClickHouse store in {path} (TOKENTRAIL_HOME={settings.home}): start `tokentrail flows` "
+            "with this TOKENTRAIL_HOME (it creates the store), or set TOKENTRAIL_HOME to the home it uses"
+        )
+
+
 def _migrate(args) -> int:
     from tokentrail.storage import migrate
 
-    with _opened_store() as (store, settings), _storage_errors():
+    with _opened_store(reading=False) as (store, settings), _storage_errors():
         applied = migrate(store, settings)
     for name in applied:
         print(f"applied {name}")
