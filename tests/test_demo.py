@@ -40,8 +40,13 @@ def test_demo_runs_the_whole_pipeline_and_cleans_up(tmp_path):
     )
     out = result.stdout
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = re.search(r"(\d+) llm_calls rows in ClickHouse for (\d+) calls forwarded", out)
-    assert rows and rows.group(1) == rows.group(2) and int(rows.group(2)) >= 16
+    sent = re.search(r"sent (\d+) calls through the gateway \(4 per identity\): (\d+) streaming, (\d+) failing", out)
+    assert sent and sent.groups() == ("16", "4", "4"), out  # --calls 4 still has failing calls
+    rows = re.search(
+        r"(\d+) llm_calls rows in ClickHouse, one per call forwarded: the 16 calls sent plus (\d+) probe", out
+    )
+    assert rows and int(rows.group(1)) == 16 + int(rows.group(2)), out
+    assert "llm_call_failed" in out  # the failures are visible in the timeline
     assert "the gateway now answers 401" in out
     assert "the gateway now answers 403" in out
     # Spend rolls up to the human at the root of the agent chain: her 4 calls, her agent's

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -98,21 +99,28 @@ def run(args) -> int:
         _wait_http(gateway_url + "/readyz", gateway)
         say(f"gateway at {gateway_url} (point an SDK's base_url here)")
 
-        sent = _send_traffic(gateway_url, keys, args.calls)
-        say(f"sent {sent} calls through the gateway ({args.calls} per identity, some streaming, some failing)")
+        traffic = _send_traffic(gateway_url, keys, args.calls)
+        say(
+            f"sent {traffic.sent} calls through the gateway ({args.calls} per identity): {traffic.streaming} streaming, "
+            f"{traffic.failing} failing on purpose (the mock provider answers 500 or 529)"
+        )
 
         revoked = plane.revoke_key(batch.key_id)
-        status, forwarded = _wait_status(gateway_url, batch_key, 401)
-        sent += forwarded
+        status, revoke_probes = _wait_status(gateway_url, batch_key, 401)
         say(f"revoked {revoked.key_id}: the gateway now answers {status}")
         plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=True, reason="demo", changed_at=datetime.now(UTC)))
-        status, forwarded = _wait_status(gateway_url, alice_key, 403)
-        sent += forwarded
+        status, freeze_probes = _wait_status(gateway_url, alice_key, 403)
         say(f"froze tenant {tenant}: the gateway now answers {status}")
         plane.put_control(Freeze(scope=f"tenant:{tenant}", frozen=False, changed_at=datetime.now(UTC)))
 
-        rows = _wait_rows(sent, tenant, other, flows=flows)
-        say(f"{rows} llm_calls rows in ClickHouse for {sent} calls forwarded: one row per call")
+        probes = revoke_probes + freeze_probes
+        forwarded = traffic.sent + probes
+        rows = _wait_rows(forwarded, tenant, other, flows=flows)
+        say(
+            f"{rows} llm_calls rows in ClickHouse, one per call forwarded: the {traffic.sent} calls sent plus "
+            f"{probes} probe call(s) that went through while the revoke and the freeze reached the gateway "
+            "(their number varies with timing); the 2 refused probes (401, 403) are events, not calls"
+        )
         _show(["report", "cost", "--by", "root"])
         _show(["report", "cost", "--by", "identity", "--tenant", tenant])
         since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
@@ -180,33 +188,61 @@ def _post(url: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+FAIL_EVERY = 5
+"""Every fifth call of each identity (the fourth, ninth, ...) fails on purpose, so even
+`--calls 4` shows failures."""
+
+
+def _fails(index: int) -> bool:
+    return index % FAIL_EVERY == FAIL_EVERY - 2
+
+
+def _streams(index: int) -> bool:
+    return index % 4 == 1
+
+
 def _openai_call(gateway_url: str, key: str, index: int) -> int:
     headers = {"authorization": f"Bearer {key}"}
-    if index % 10 == 9:
+    if _fails(index):
         headers["x-mock-status"] = "500"
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"question {index}"}], "stream": index % 4 == 1}
+    body = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": f"question {index}"}],
+        "stream": _streams(index),
+    }
     return _post(gateway_url + "/v1/chat/completions", body, headers)[0]
 
 
 def _anthropic_call(gateway_url: str, key: str, index: int) -> int:
     headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
-    if index % 10 == 9:
+    if _fails(index):
         headers["x-mock-status"] = "529"
     body = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 64,
-        "stream": index % 4 == 1,
+        "stream": _streams(index),
         "messages": [{"role": "user", "content": f"summarize {index}"}],
     }
     return _post(gateway_url + "/v1/messages", body, headers)[0]
 
 
-def _send_traffic(gateway_url: str, keys: list[str], per_key: int) -> int:
+class Traffic(NamedTuple):
+    sent: int
+    streaming: int
+    failing: int
+
+
+def _send_traffic(gateway_url: str, keys: list[str], per_key: int) -> Traffic:
     for key in keys:
         for index in range(per_key):
             call = _openai_call if index % 2 == 0 else _anthropic_call
             call(gateway_url, key, index)
-    return len(keys) * per_key
+    indexes = range(per_key)
+    return Traffic(
+        len(keys) * per_key,
+        len(keys) * sum(map(_streams, indexes)),
+        len(keys) * sum(map(_fails, indexes)),
+    )
 
 
 def _wait_status(gateway_url: str, key: str, wanted: int) -> tuple[int, int]:

@@ -217,24 +217,44 @@ def _events(args) -> int:
             out.write(orjson.dumps(event) + b"\n")
         out.flush()
     else:
-        print_table(
-            ("timestamp", "type", "severity", "source", "actor", "request_id", "payload"),
-            [
-                (
-                    e["timestamp"],
-                    e["event_type"],
-                    e["severity"],
-                    e["event_source"],
-                    f"{e['actor']['type']}:{e['actor']['id']}",
-                    e["context"]["request_id"] or "",
-                    _clip(row["payload"], 80),
-                )
-                for e, row in zip(events, rows, strict=True)
-            ],
-        )
+        print_table(EVENT_TABLE_COLUMNS, [event_cells(e) for e in events])
     if len(rows) == args.limit:
         print(f"(stopped at --limit {args.limit}; there may be more)", file=sys.stderr)
     return 0
+
+
+EVENT_TABLE_COLUMNS = ("timestamp", "type", "severity", "source", "actor", "model", "status", "cost_usd", "details")
+
+
+def event_cells(event: dict) -> tuple[str, ...]:
+    """One `events` table line: the fields a reader looks for pulled out of the payload
+    (model, status, cost or "unpriced"), then the rest as short key=value details."""
+    payload = event["payload"]
+    model = payload.get("model") or payload.get("requested_model") or ""
+    status = payload.get("status")
+    if payload.get("unpriced"):
+        cost = "unpriced"
+    else:
+        cost = str(payload["cost_usd"]) if payload.get("cost_usd") is not None else ""
+    details: list[str] = []
+    tokens = payload.get("tokens")
+    if isinstance(tokens, dict):
+        details.append(f"tokens={tokens.get('input', 0)}/{tokens.get('output', 0)}")
+    for name in ("error_type", "unpriced_reason", "decision", "reason", "endpoint", "key_id", "call_id"):
+        value = payload.get(name)
+        if value not in (None, "", False):
+            details.append(f"{name}={value}")
+    return (
+        event["timestamp"],
+        event["event_type"],
+        event["severity"],
+        event["event_source"],
+        f"{event['actor']['type']}:{event['actor']['id']}",
+        model,
+        "" if status is None else str(status),
+        cost,
+        " ".join(details),
+    )
 
 
 def unified_event(row: dict) -> dict:
@@ -299,11 +319,25 @@ def _report_cost(args) -> int:
         writer.writerows([[_plain(row[c]) for c in columns] for row in rows])
     else:
         total = {m: sum((row[m] for row in rows), Decimal(0) if m == "cost_usd" else 0) for m in COST_MEASURES}
-        lines = [[_cell(row[c]) for c in columns] for row in rows]
+        lines = [[_cost_cell(row, c) for c in columns] for row in rows]
         dims = len(COST_DIMENSIONS[args.by][1])
-        lines.append(["TOTAL", *[""] * (dims - 1), *[_cell(total[m]) for m in COST_MEASURES]])
+        lines.append(["TOTAL", *[""] * (dims - 1), *[_cost_cell(total, m) for m in COST_MEASURES]])
         print_table(columns, lines, numeric_from=dims, rule_before_last=True)
+        if total["unpriced_calls"]:
+            print(
+                f"{total['unpriced_calls']:,} of {total['calls']:,} calls are unpriced (no known price for their model, "
+                "or no usage reported): cost_usd is the cost of the priced calls only, '-' where none was priced; "
+                "`tokentrail events --type llm_call` shows each one's unpriced_reason"
+            )
     return 0
+
+
+def _cost_cell(row: dict, column: str) -> str:
+    """A report table cell; the cost of a group none of whose calls could be priced is
+    unknown ('-'), not $0."""
+    if column == "cost_usd" and row["calls"] and row["unpriced_calls"] == row["calls"]:
+        return "-"
+    return _cell(row[column])
 
 
 def _plain(value):
@@ -317,10 +351,6 @@ def _cell(value) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def print_table(header, rows, numeric_from: int | None = None, rule_before_last: bool = False) -> None:
