@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.compatible import UpstreamRouter
 from gateway.delivery import Delivery, producer_config
 from gateway.metrics import GatewayMetrics
 from gateway.protection import Guard
@@ -37,6 +38,7 @@ SERVICE_PATHS = ("/healthz", "/readyz", "/metrics")
 def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application:
     """Build the app; raises ConfigError (one line) without TOKENTRAIL_SIGNING_KEY."""
     signing_key = core.require_signing_key()
+    router = UpstreamRouter(settings.compatible_upstreams())
     metrics = GatewayMetrics()
     plane = ControlPlane(core, RateLimits(settings.default_requests_per_minute, settings.default_tokens_per_minute))
     spool = Spool(settings.spool_path(Path(core.home)))
@@ -75,6 +77,10 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
                 settings.upstream_anthropic_url, settings.upstream_connect_timeout_s, settings.upstream_timeout_s
             ),
         }
+        for compatible in router.by_name.values():
+            upstreams[compatible.name] = UpstreamPool(
+                compatible.base_url, settings.upstream_connect_timeout_s, settings.upstream_timeout_s
+            )
         app[GATEWAY] = Gateway(
             settings,
             signing_key,
@@ -84,6 +90,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
             metrics,
             upstreams,
             plane.follower.ready.is_set,
+            router,
         )
         yield
         for pool in upstreams.values():

@@ -23,6 +23,7 @@ from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from multidict import CIMultiDict
 
 from gateway import usage as usage_reader
+from gateway.compatible import UPSTREAM_HEADER, UpstreamRouter
 from gateway.delivery import Delivery
 from gateway.errors import error_body, provider_error
 from gateway.metrics import GatewayMetrics
@@ -53,6 +54,7 @@ _DROPPED_REQUEST_HEADERS = frozenset(
         b"authorization",
         b"x-api-key",  # the client's tokentrail key never goes upstream
         b"x-tokentrail-session",
+        UPSTREAM_HEADER.encode(),
         b"accept-encoding",
     }
 )
@@ -96,6 +98,7 @@ class Gateway:
         metrics: GatewayMetrics,
         upstreams: dict[str, UpstreamPool],
         is_ready,
+        router: UpstreamRouter | None = None,
     ) -> None:
         self.settings = settings
         self.signing_key = signing_key
@@ -105,6 +108,7 @@ class Gateway:
         self.metrics = metrics
         self.upstreams = upstreams
         self.is_ready = is_ready
+        self.router = router or UpstreamRouter([])
         self.gateway_id = settings.gateway_id
         self.max_body = settings.max_body_bytes
         self.capture_max = settings.capture_max_bytes
@@ -117,6 +121,10 @@ class Gateway:
             self.credentials[ANTHROPIC] = (
                 b"x-api-key: " + settings.anthropic_api_key.get_secret_value().encode() + b"\r\n"
             )
+        for compatible in self.router.by_name.values():
+            credential = compatible.credential_header()
+            if credential is not None:
+                self.credentials[compatible.name] = credential
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         received_at = time.time()
@@ -149,6 +157,15 @@ class Gateway:
         call = _Call(
             self, entry, route, request_id, trace_id, received_at, started, headers.get("x-tokentrail-session")
         )
+        routed_by_header = None
+        if self.router and route.provider == OPENAI:
+            named = headers.get(UPSTREAM_HEADER)
+            if named is not None:
+                try:
+                    routed_by_header = self.router.by_header(named)
+                except KeyError as exc:
+                    return call.refuse(400, exc.args[0])
+                call.provider = routed_by_header.name
         length = request.content_length
         if length is not None and length > self.max_body:
             return call.refuse(413, f"request body of {length} bytes is over the limit of {self.max_body}")
@@ -166,6 +183,12 @@ class Gateway:
                 return call.refuse(400, "request body must be a JSON object")
             model = parsed.get("model")
             call.requested_model = model if type(model) is str else None
+            if self.router and route.provider == OPENAI:
+                routed = self.router.by_model(call.requested_model)
+                if routed is not None and routed_by_header in (None, routed[0]):
+                    call.provider, call.requested_model = routed[0].name, routed[1]
+                    parsed["model"] = routed[1]  # the provider knows the model without our prefix
+                    upstream_body = orjson.dumps(parsed)
             call.stream = parsed.get("stream") is True
             user = parsed.get("user")
             call.end_user = user if type(user) is str else None
