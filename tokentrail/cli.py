@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli",
     "flows.cli",
     "tokentrail.storage.cli",
+    "tokentrail.calls",
 )
 USAGE_ERROR = 2
 

@@ -199,6 +199,12 @@ def _capture(args) -> int:
     plane = _plane()
     _run(lambda: plane.put_control(Capture(scope=f"tenant:{args.tenant}", enabled=not args.off, changed_at=_now())))
     print(f"body capture {'off' if args.off else 'on (redacted)'}: tenant {args.tenant}")
+    if not args.off:
+        print(
+            "request and response bodies of this tenant's calls from now on are redacted by the gateway and kept "
+            "in each call's record on the raw topic (7 days). Read one with `tokentrail calls show CALL_ID`; "
+            f"call ids are in `tokentrail events --tenant {args.tenant} --since ... --until ...` (details: call_id=...)"
+        )
     return 0
 
 

@@ -108,7 +108,7 @@ def _positive(text: str) -> int:
 
 
 @contextmanager
-def _storage_errors():
+def storage_errors():
     """StorageError is something the user can act on (a held store, a bad URL): one line, exit 2."""
     from tokentrail.cli import CliError
     from tokentrail.storage.errors import StorageError
@@ -124,7 +124,7 @@ def _storage_errors():
 
 
 @contextmanager
-def _opened_store(reading: bool = True):
+def opened_store(reading: bool = True):
     """The store of TOKENTRAIL_HOME. A reader never creates one: with no store in the home it
     fails in one line that names the home and what to start (an empty new store would only
     answer "unknown table")."""
@@ -134,7 +134,7 @@ def _opened_store(reading: bool = True):
     settings = load(StorageSettings)
     if reading and settings.clickhouse_url is None:
         require_embedded_store(settings)
-    with _storage_errors():
+    with storage_errors():
         store = open_store(settings)
         try:
             yield store, settings
@@ -157,7 +157,7 @@ def require_embedded_store(settings) -> None:
 def _migrate(args) -> int:
     from tokentrail.storage import migrate
 
-    with _opened_store(reading=False) as (store, settings), _storage_errors():
+    with opened_store(reading=False) as (store, settings), storage_errors():
         applied = migrate(store, settings)
     for name in applied:
         print(f"applied {name}")
@@ -206,7 +206,7 @@ def _events(args) -> int:
         "sources": args.sources,
         "limit": args.limit,
     }
-    with _opened_store() as (store, _), _storage_errors():
+    with opened_store() as (store, _), storage_errors():
         rows = store.query(sql, parameters)
     events = [unified_event(row) for row in rows]
     if args.format == "jsonl":
@@ -304,7 +304,7 @@ def _report_cost(args) -> int:
         "since": since or EARLIEST,
         "until": until or LATEST,
     }
-    with _opened_store() as (store, _), _storage_errors():
+    with opened_store() as (store, _), storage_errors():
         rows = store.query(cost_report_query(args.by, hourly), parameters)
     columns = (*COST_DIMENSIONS[args.by][1], *COST_MEASURES)
     if args.format == "jsonl":
