@@ -58,7 +58,7 @@ def run(args) -> int:
     from datetime import timedelta
 
     from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
+    from bytewax.testing import cluster_main  # the public name of bytewax's threaded runner
 
     from flows.enrich import get_flow, use_store
     from flows.pricing import load_overrides
@@ -121,19 +121,24 @@ def run(args) -> int:
             flush=True,
         )
         try:
-            cli_main(
+            # Always the threaded runner, even for one worker: its workers run on their own
+            # threads and stop at their next step when the main thread sees the signal. Bytewax's
+            # single-worker runner (cli_main with one worker) runs the dataflow on the main
+            # thread, where Python raises the interrupt inside whatever step is running, e.g. a
+            # Kafka poll, and Rust panics on it ("panicked at src/inputs.rs:446:37").
+            cluster_main(
                 flow,
-                workers_per_process=args.workers,
-                process_id=0 if addresses else None,
-                addresses=addresses,
+                addresses,
+                0,
                 epoch_interval=epoch,
                 recovery_config=recovery,
+                worker_count_per_proc=args.workers,
             )
         except BaseException as exc:
             if not _stop_requested.is_set() and not isinstance(exc, KeyboardInterrupt):
                 raise
-            # Bytewax wraps the interrupt in its own error; the committed epochs are safe.
-            print("tokentrail flows: stopped", file=sys.stderr, flush=True)
+            # The committed epochs are safe; a restart resumes after the last one.
+        print("tokentrail flows: stopped", file=sys.stderr, flush=True)
         return 0
     finally:
         for child in children:

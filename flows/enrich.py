@@ -29,10 +29,12 @@ from typing import Any, NamedTuple
 
 import orjson
 from bytewax import operators as op
+from bytewax.connectors.kafka import KafkaSource, _list_parts
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink, Sink, StatefulSinkPartition
+from confluent_kafka.admin import AdminClient
 
 from flows import metrics
 from flows.events import call_outputs, event_row
@@ -43,6 +45,7 @@ from flows.settings import FlowSettings
 from flows.sink import BatchingSink, Retry, RowStore, Writer
 from tokentrail import topics
 from tokentrail.control.records import RecordError
+from tokentrail.kafka_log import kafka_logger
 from tokentrail.settings import CoreSettings, load
 
 log = logging.getLogger(__name__)
@@ -343,6 +346,7 @@ class KafkaOutSink(_NumberedParts, FixedPartitionedSink):
                         "queue.buffering.max.messages": 500_000,
                         "queue.buffering.max.kbytes": 65_536,  # back-pressure (BufferError) past 64 MB
                         "on_delivery": self._delivered,
+                        "logger": kafka_logger("flows.librdkafka"),
                     }
                 )
         return _KafkaPartition(self._producer, self._failures)
@@ -467,10 +471,34 @@ def process_store() -> RowStore:
         return _process_store
 
 
+def kafka_source(bootstrap: str, topic: str, start: int, batch_size: int) -> Source:
+    """A KafkaSource of one topic whose Kafka clients log through `tokentrail.kafka_log` and
+    whose partition listing gets no consumer-only properties (see `QuietKafkaSource`)."""
+    # librdkafka prefetches up to 64 MB per partition by default; 8 MB keeps a 2,000-record
+    # poll fed at ~100k records/s while bounding memory (RSS target: 600 MB with the engine).
+    consumer: dict[str, Any] = {
+        "fetch.wait.max.ms": "50",
+        "queued.min.messages": "20000",
+        "queued.max.messages.kbytes": "8192",
+        "logger": kafka_logger("flows.librdkafka"),
+    }
+    return QuietKafkaSource([bootstrap], [topic], starting_offset=start, batch_size=batch_size, add_config=consumer)
+
+
+class QuietKafkaSource(KafkaSource):
+    """bytewax 0.21.1's KafkaSource hands its consumer settings to the AdminClient that lists
+    partitions too, and librdkafka warns once per consumer-only property there (six CONFWARN
+    lines at every start). Listing partitions needs only the connection. (bytewax is pinned;
+    this overrides its `list_parts` with the same body minus those settings.)"""
+
+    def list_parts(self) -> list[str]:
+        config = {"bootstrap.servers": ",".join(self._brokers), "logger": kafka_logger("flows.librdkafka")}
+        return list(_list_parts(AdminClient(config), self._topics))
+
+
 def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = None) -> Dataflow:
     """The enrich flow on Kafka and ClickHouse; with no arguments, settings come from the
     environment (`python -m bytewax.run "flows.enrich:get_flow()"`)."""
-    from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
     settings = settings or load(FlowSettings)
@@ -479,21 +507,10 @@ def get_flow(settings: FlowSettings | None = None, core: CoreSettings | None = N
     bootstrap = core.bootstrap()
     names = TopicNames.of(core)
     start = OFFSET_BEGINNING if settings.flows_start_at == "beginning" else OFFSET_END
-    # librdkafka prefetches up to 64 MB per partition by default; 8 MB keeps a 2,000-record
-    # poll fed at ~100k records/s while bounding memory (RSS target: 600 MB with the engine).
-    consumer = {"fetch.wait.max.ms": "50", "queued.min.messages": "20000", "queued.max.messages.kbytes": "8192"}
     return build_flow(
-        raw=KafkaSource(
-            [bootstrap], [names.raw], starting_offset=start, batch_size=settings.flows_kafka_batch, add_config=consumer
-        ),
+        raw=kafka_source(bootstrap, names.raw, start, settings.flows_kafka_batch),
         # identities: always the whole compacted topic, so every key is known
-        identities=KafkaSource(
-            [bootstrap],
-            [names.identities],
-            starting_offset=OFFSET_BEGINNING,
-            batch_size=settings.flows_kafka_batch,
-            add_config=consumer,
-        ),
+        identities=kafka_source(bootstrap, names.identities, OFFSET_BEGINNING, settings.flows_kafka_batch),
         kafka_out=KafkaOutSink(bootstrap),
         clickhouse_out=ClickHouseSink(process_store, settings, settings.journal_dir(core)),
         signing_key=signing_key,

@@ -50,7 +50,7 @@ UtcTimestamp = Annotated[
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 ActorType = Literal["human", "agent", "system"]
-Provider = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+Provider = Annotated[str, Field(min_length=1, max_length=64)]
 """`openai`, `anthropic`, or the name of an OpenAI-compatible upstream (TOKENTRAIL_UPSTREAMS),
 which is genai-prices' provider id when it knows the provider."""
 Severity = Literal["INFO", "WARN", "ERROR"]

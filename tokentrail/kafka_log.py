@@ -7,8 +7,9 @@ before succeeding a moment later. What the operator needs from it is "Kafka is n
 once in a while; the consequences (spooling, a command that fails) are reported by our own
 code. So:
 
-- transient conditions (connection refused, broker down, coordinator loading, PID retries)
-  are logged at INFO, at most once per RATE_LIMIT_S per kind, with the number suppressed;
+- a broker that is away (connection refused, all brokers down) is logged at INFO, at most
+  once per RATE_LIMIT_S per kind, with the number suppressed; a broker still starting
+  (coordinator loading, producer id retries) at DEBUG;
 - everything else keeps librdkafka's level, rate-limited the same way;
 - a process without configured logging (the CLI) prints none of it: its commands report
   the outcome themselves, in one line.
@@ -31,12 +32,13 @@ TRANSIENT_MARKS = (
     "all brokers are down",
     "broker connections are down",
     "Disconnected",
-    "idempotence PID",
-    "Coordinator load in progress",
     "Timed out",
     "timed out",
 )
-"""Parts of librdkafka messages about a broker that is away or still starting."""
+"""Parts of librdkafka messages about a broker that is away: INFO, rate-limited."""
+STARTING_MARKS = ("idempotence PID", "Coordinator load in progress")
+"""Parts of librdkafka messages about a broker still starting, which librdkafka retries and
+gets past within seconds on every normal start: DEBUG."""
 
 
 class KafkaLogger:
@@ -55,6 +57,8 @@ class KafkaLogger:
         transient = any(mark in text for mark in TRANSIENT_MARKS)
         if transient:
             level = min(level, logging.INFO)
+        elif any(mark in text for mark in STARTING_MARKS):
+            transient, level = True, logging.DEBUG
         if not self.logger.isEnabledFor(level):
             return
         key = (facility, transient)
@@ -66,7 +70,8 @@ class KafkaLogger:
                 return
             self._last[key] = (now, 0)
         note = f" ({suppressed} similar lines suppressed in the last {self.rate_limit_s:.0f} s)" if suppressed else ""
-        self.logger.log(level, "Kafka client: %s%s", text, note)
+        what = "Kafka not reachable or not ready yet, retrying" if transient else "Kafka client"
+        self.logger.log(level, "%s: %s%s", what, text, note)
 
 
 _loggers: dict[str, KafkaLogger] = {}

@@ -8,7 +8,7 @@ import argparse
 import csv
 import sys
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import get_args
 
@@ -24,6 +24,8 @@ COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "model": ("cost_by_model", ("provider", "model")),
 }
 COST_MEASURES = ("calls", "failed_calls", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls")
+EVENTS_WINDOW = timedelta(hours=24)
+"""What `tokentrail events` shows without --since."""
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2105, 12, 31, tzinfo=UTC)
 """Open-ended report bounds, inside the range of ClickHouse's DateTime."""
@@ -41,11 +43,11 @@ def register(subparsers) -> None:
         "events",
         help="what happened to a tenant between two moments",
         description="Events of one tenant with since <= timestamp < until, in (timestamp, event_id) "
-        "order. Timestamps are ISO 8601; without a zone they mean UTC.",
+        "order; by default the last 24 hours. Timestamps are ISO 8601; without a zone they mean UTC.",
     )
     events.add_argument("--tenant", required=True, help="tenant id")
-    events.add_argument("--since", required=True, help="start, inclusive (ISO 8601)")
-    events.add_argument("--until", required=True, help="end, exclusive (ISO 8601)")
+    events.add_argument("--since", help="start, inclusive (ISO 8601; default: 24 hours before --until)")
+    events.add_argument("--until", help="end, exclusive (ISO 8601; default: now)")
     events.add_argument(
         "--type", action="append", default=[], dest="types", metavar="TYPE", help="only this event type (repeatable)"
     )
@@ -188,6 +190,8 @@ def _events(args) -> int:
     from schemas.models import EventSource, EventType
 
     since, until = _bounds(args)
+    until = until or datetime.now(UTC)
+    since = since or until - EVENTS_WINDOW
     _check_choices("--type", args.types, get_args(EventType))
     _check_choices("--source", args.sources, get_args(EventSource))
     sql = (
