@@ -1,4 +1,5 @@
-"""`tokentrail flows`: run the enrich dataflow with migrations, the query server and /metrics."""
+"""`tokentrail flows`: run registered dataflows (`flows.registry`) with migrations, the query
+server and /metrics."""
 
 from __future__ import annotations
 
@@ -11,15 +12,24 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FLOW_IMPORT = "flows.enrich:get_flow()"
+from flows.registry import DEFAULT_FLOW, FLOWS
 
 
 def register(subparsers) -> None:
+    listing = "\n".join(f"  {flow.name:<10} {flow.summary}" for flow in FLOWS.values())
     parser = subparsers.add_parser(
         "flows",
-        help="run the enrich flow: verify raw calls, join identity, price, write events and rows",
-        description="Reads tokentrail.calls.raw and tokentrail.identities, writes tokentrail.events, "
-        "tokentrail.dlq and ClickHouse (llm_calls, events). Needs TOKENTRAIL_SIGNING_KEY.",
+        help="run the dataflows: enrich (verify raw calls, join identity, price, write events and rows), ...",
+        description=f"Runs registered dataflows in one process. Flows:\n{listing}\nNeeds TOKENTRAIL_SIGNING_KEY.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--flow",
+        dest="flows",
+        action="append",
+        choices=list(FLOWS),
+        metavar="NAME",
+        help=f"a flow to run; repeat to run several in one dataflow (default {DEFAULT_FLOW}; one of: {', '.join(FLOWS)})",
     )
     parser.add_argument("-w", "--workers", type=_positive, default=1, help="worker threads per process (default 1)")
     parser.add_argument(
@@ -60,15 +70,17 @@ def run(args) -> int:
     from bytewax.recovery import RecoveryConfig
     from bytewax.testing import cluster_main  # the public name of bytewax's threaded runner
 
-    from flows.enrich import get_flow, use_store
+    from flows.context import FlowContext
+    from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
     from tokentrail.cli import CliError
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
-    from tokentrail.storage import StorageSettings, migrate, open_store, start_query_server
+    from tokentrail.storage import LockedStore, StorageSettings, migrate, open_store, start_query_server
     from tokentrail.storage.query_server import RemoteStore
 
+    names = list(dict.fromkeys(args.flows or [DEFAULT_FLOW]))
     core = load(CoreSettings)
     core.require_signing_key()
     settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
@@ -94,16 +106,16 @@ def run(args) -> int:
         migrate(store, storage)
         if storage.clickhouse_url is None:
             query_server = start_query_server(store, storage)
-        use_store(store)
+        context = FlowContext(LockedStore(store), settings, core)
         if settings.flows_metrics_port:
             metrics_server = serve_metrics(settings.flows_metrics_port)
         recovery = None
         epoch = timedelta(seconds=settings.flows_snapshot_seconds)
         if settings.flows_recovery:
-            recovery_dir = settings.recovery_dir(core)
+            recovery_dir = FlowContext.state_dir(settings.recovery_dir(core), names[0])
             prepare_recovery(recovery_dir, args.processes * args.workers)
             recovery = RecoveryConfig(recovery_dir)
-        flow = get_flow(settings, core)
+        flow = build_dataflow(names, context)
         tune_gc()
         releaser = release_freed_memory(settings.flows_release_memory_seconds)
         signal.signal(signal.SIGTERM, _interrupt)
@@ -112,10 +124,11 @@ def run(args) -> int:
         if args.processes > 1:
             addresses = [f"127.0.0.1:{_free_port()}" for _ in range(args.processes)]
             children = [
-                spawn_process(index, addresses, args.workers, recovery, epoch) for index in range(1, args.processes)
+                spawn_process(names, index, addresses, args.workers, recovery, epoch)
+                for index in range(1, args.processes)
             ]
         print(
-            f"tokentrail flows: running ({args.processes} process(es) x {args.workers} worker(s), "
+            f"tokentrail flows: running {', '.join(names)} ({args.processes} process(es) x {args.workers} worker(s), "
             f"recovery {'on' if recovery else 'off'}, metrics on :{settings.flows_metrics_port or 'off'})",
             file=sys.stderr,
             flush=True,
@@ -182,12 +195,14 @@ def prepare_recovery(directory, partitions: int) -> None:
         init_db_dir(directory, partitions)
 
 
-def spawn_process(index: int, addresses: list[str], workers: int, recovery, epoch) -> subprocess.Popen:
+def spawn_process(
+    names: list[str], index: int, addresses: list[str], workers: int, recovery, epoch
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
         "bytewax.run",
-        FLOW_IMPORT,
+        f"flows.dataflows:get_flow({', '.join(map(repr, names))})",
         "-w",
         str(workers),
         "-i",

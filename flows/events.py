@@ -1,6 +1,7 @@
 """What a priced call becomes: a UnifiedEvent for `tokentrail.events` and rows for ClickHouse.
 
-Row keys follow the storage contract exactly (`llm_calls`, `events`); values are what orjson
+Row keys follow the storage contract exactly (`llm_calls`; `events` rows come from
+`tokentrail.storage.event_rows`, the one mapping of that table); values are what orjson
 serializes (timestamps as `YYYY-MM-DD HH:MM:SS.mmm` UTC strings, costs as decimal strings).
 Timestamps on input are already canonical RFC 3339 (`...T12:00:00.123Z`, the reader made
 sure), so conversion is slicing, not parsing.
@@ -11,18 +12,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from flows.identity import Attribution
 from flows.pricing import PricedUsage
+from tokentrail.storage.event_rows import clickhouse_time, event_row
 
 COST_QUANTUM = Decimal("1E-10")
 """ClickHouse keeps costs as Decimal(20,10)."""
-
-
-def clickhouse_time(timestamp: str) -> str:
-    """`2026-11-28T12:00:00.123Z` -> `2026-11-28 12:00:00.123`."""
-    return f"{timestamp[:10]} {timestamp[11:23]}"
 
 
 def cost_text(cost: Decimal | None) -> str | None:
@@ -137,35 +132,4 @@ def call_outputs(
         "session_id": call.get("session_id") or "",
         "gateway_id": call["gateway_id"],
     }
-    event_row = {
-        "event_id": call["call_id"],
-        "event_type": event_type,
-        "event_source": "flows",
-        "tenant_id": who.tenant_id,
-        "timestamp": row["timestamp"],
-        "severity": level,
-        "actor_type": caller_type,
-        "actor_id": caller_id,
-        "request_id": request_id,
-        "trace_id": trace_id or "",
-        "payload": orjson.dumps(payload).decode(),
-    }
-    return event, row, event_row
-
-
-def event_row(event: dict[str, Any]) -> dict[str, Any]:
-    """The `events` row of any UnifiedEvent in its JSON form (e.g. one the gateway decided)."""
-    context = event.get("context") or {}
-    return {
-        "event_id": event["event_id"],
-        "event_type": event["event_type"],
-        "event_source": event["event_source"],
-        "tenant_id": event["tenant_id"],
-        "timestamp": clickhouse_time(event["timestamp"]),
-        "severity": event["severity"],
-        "actor_type": event["actor"]["type"],
-        "actor_id": event["actor"]["id"],
-        "request_id": context.get("request_id") or "",
-        "trace_id": context.get("trace_id") or "",
-        "payload": orjson.dumps(event["payload"]).decode(),
-    }
+    return event, row, event_row(event)

@@ -7,7 +7,8 @@ with the model's `ModelPrice`. A plain `genai_prices.calc_price` costs ~80 µs (
 price-unit validation and leaf decomposition on every call); here the lookup is cached per
 (provider, model), and each `ModelPrice` is compiled once into its priced units in
 decomposition order, so a call costs a few µs and gives the same Decimal to the last digit
-(the tests compare against `calc_price`). Tiered prices take genai-prices' own path.
+(the tests compare against `calc_price`). Tiered prices take genai-prices' own path. What
+this needs of genai-prices' internals is in `flows.genai_prices_adapter`, with how to upgrade.
 
 Unknown model, unknown API flavor or inconsistent usage: cost None and `unpriced=True`, never
 0. A price-override file (TOKENTRAIL_PRICE_OVERRIDES) prices negotiated or self-hosted models.
@@ -21,20 +22,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
-from genai_prices import data_snapshot
-from genai_prices._usage import subtract_usage_values
-from genai_prices.decompose import _negative_leaf_error_message, is_descendant_or_self
-from genai_prices.types import (
-    ModelInfo,
-    ModelPrice,
-    TieredPrices,
-    Usage,
-    _collect_resolved_model_prices,
-    calc_unit_price,
-)
-from genai_prices.units import _get_registry
-from genai_prices.validation import validate_priced_units
+from genai_prices.types import ModelInfo, ModelPrice, Usage
 
+from flows.genai_prices_adapter import CompiledPrice, FastExtractor, price_snapshot, reported_values
 from tokentrail.settings import ConfigError
 
 OVERRIDE_PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
@@ -64,135 +54,6 @@ class PricedUsage(NamedTuple):
     """Why the call is unpriced, for the event payload."""
 
 
-class _CompiledPrice:
-    """One ModelPrice, resolved once: its priced units in leaf-decomposition order."""
-
-    def __init__(self, model_price: ModelPrice) -> None:
-        registry = _get_registry()
-        resolved = _collect_resolved_model_prices(model_price, registry)
-        validate_priced_units(tuple(unit for unit, _ in resolved), registry)
-        self.model_price = model_price
-        self.tiered = any(isinstance(price, TieredPrices) for _, price in resolved)
-        self.resolved = resolved
-        counted = {unit.usage_key: unit for unit, _ in resolved if unit.usage_key != "requests"}
-        self.units = sorted(counted.values(), key=lambda unit: (-len(unit.dimensions), unit.usage_key))
-        self.descendants = [
-            tuple(d.usage_key for d in self.units if d is not unit and is_descendant_or_self(unit, d))
-            for unit in self.units
-        ]
-        self.terms = [(unit.usage_key, price, unit.per, unit.dimensions.get("direction")) for unit, price in resolved]
-        self._inferred: dict[frozenset[str], dict[str, Any]] = {}
-
-    def calc(self, usage: Usage) -> tuple[Decimal, Decimal, Decimal]:
-        if self.tiered:
-            price = self.model_price.calc_price(usage)
-            return price["input_price"], price["output_price"], price["total_price"]
-        reported = usage.__dict__
-        leaves: dict[str, Any] = {}
-        inferred = None
-        for unit, descendants in zip(self.units, self.descendants, strict=True):
-            value = reported.get(unit.usage_key)
-            if value is None:
-                if inferred is None:
-                    inferred = self._inferred_values(usage)
-                value = self._infer(usage, unit.usage_key, inferred)
-            if descendants:
-                below = [leaves[key] for key in descendants]
-                if type(value) is int and all(type(v) is int for v in below):
-                    leaf = value - sum(below)
-                else:
-                    leaf = subtract_usage_values(value, below)
-                if leaf < 0:
-                    raise ValueError(_negative_leaf_error_message(unit, self.units, usage, leaf))
-            else:
-                leaf = value
-            leaves[unit.usage_key] = leaf
-        input_price = output_price = total_price = Decimal(0)
-        for usage_key, price, per, direction in self.terms:
-            count = 1 if usage_key == "requests" else leaves[usage_key]
-            if not count:
-                continue  # adds an exact zero; skipping it changes no value
-            unit_price = calc_unit_price(price, count, 0, per)
-            total_price += unit_price
-            if direction == "input":
-                input_price += unit_price
-            elif direction == "output":
-                output_price += unit_price
-        return input_price, output_price, total_price
-
-    def _inferred_values(self, usage: Usage) -> dict[str, Any]:
-        """genai-prices' values for unreported keys (0, or an error) depend only on which keys
-        were reported non-zero: cached per such set."""
-        nonzero = frozenset(key for key, value in usage.__dict__.items() if value)
-        return self._inferred.setdefault(nonzero, {})
-
-    @staticmethod
-    def _infer(usage: Usage, usage_key: str, known: dict[str, Any]) -> Any:
-        if usage_key not in known:
-            try:
-                known[usage_key] = getattr(usage, usage_key)
-            except ValueError as exc:
-                known[usage_key] = exc
-        value = known[usage_key]
-        if isinstance(value, ValueError):
-            raise value
-        return value
-
-
-class _FastExtractor:
-    """A genai-prices UsageExtractor for plain key paths, without its per-value type machinery.
-
-    Anything unusual (a missing required value, a non-int value, a path it cannot follow)
-    goes to the original extractor, which gives the same result or the same error.
-    """
-
-    def __init__(self, extractor: Any) -> None:
-        self.original = extractor
-        root = extractor.root
-        self.root = [root] if isinstance(root, str) else list(root)
-        reported = _get_registry()._reported_usage_keys
-        self.mappings = [
-            ([m.path] if isinstance(m.path, str) else list(m.path), m.dest, m.required)
-            for m in extractor.mappings
-            if m.dest in reported
-        ]
-        self.plain = all(isinstance(step, str) for path, _, _ in self.mappings for step in path) and all(
-            isinstance(step, str) for step in self.root
-        )
-
-    def extract(self, data: dict[str, Any]) -> Usage:
-        values = self._fast(data) if self.plain else None
-        if values is None:
-            return self.original.extract(data)[1]
-        usage = Usage.__new__(Usage)
-        usage.__dict__.update(values)
-        return usage
-
-    def _fast(self, data: Any) -> dict[str, int] | None:
-        for step in self.root:
-            if type(data) is not dict or step not in data:
-                return None
-            data = data[step]
-        if type(data) is not dict:
-            return None
-        values: dict[str, int] = {}
-        for path, dest, required in self.mappings:
-            value: Any = data
-            for step in path:
-                if type(value) is not dict or step not in value:
-                    value = None
-                    break
-                value = value[step]
-            if value is None:
-                if required:
-                    return None
-                continue
-            if type(value) is not int or value < 0:
-                return None
-            values[dest] = values.get(dest, 0) + value
-        return values if values or not self.mappings else None
-
-
 OPENAI_WIRE = "openai"
 
 
@@ -200,11 +61,11 @@ class Pricer:
     """Prices calls; one per flow worker (its caches are plain dicts)."""
 
     def __init__(self, overrides: dict[tuple[str, str], ModelPrice] | None = None) -> None:
-        self._snapshot = data_snapshot.get_snapshot()
+        self._snapshot = price_snapshot()
         self._overrides = dict(overrides or {})
-        self._extractors: dict[tuple[str, str], _FastExtractor] = {}
+        self._extractors: dict[tuple[str, str], FastExtractor] = {}
         self._models: dict[tuple[str, str], ModelInfo | ModelPrice | None] = {}
-        self._compiled: dict[int, _CompiledPrice] = {}
+        self._compiled: dict[int, CompiledPrice] = {}
 
     @classmethod
     def from_file(cls, path: Path | None) -> Pricer:
@@ -246,7 +107,7 @@ class Pricer:
         model_price = found if isinstance(found, ModelPrice) else found.get_prices(at)
         compiled = self._compiled.get(id(model_price))
         if compiled is None or compiled.model_price is not model_price:
-            compiled = self._compiled[id(model_price)] = _CompiledPrice(model_price)
+            compiled = self._compiled[id(model_price)] = CompiledPrice(model_price)
         try:
             input_cost, output_cost, cost = compiled.calc(normalized)
         except ValueError as exc:
@@ -263,7 +124,7 @@ class Pricer:
                 choices = self._extractor_choices(OPENAI_WIRE, api_flavor)
             if not choices:
                 raise ValueError(f"unknown api_flavor {api_flavor!r} for provider {provider!r}")
-            extractor = self._extractors[(provider, api_flavor)] = _FastExtractor(choices[0])
+            extractor = self._extractors[(provider, api_flavor)] = FastExtractor(choices[0])
         return extractor.extract({"model": model, "usage": usage})
 
     def _extractor_choices(self, provider: str, api_flavor: str) -> list[Any]:
@@ -274,6 +135,7 @@ class Pricer:
         return [e for e in found.extractors or () if e.api_flavor == api_flavor]
 
     def knows_provider(self, provider: str) -> bool:
+        """Whether genai-prices or the price overrides know `provider` at all."""
         if any(key[0] == provider for key in self._overrides):
             return True
         try:
@@ -297,7 +159,7 @@ class Pricer:
 
 
 def _tokens(usage: Usage) -> list[int]:
-    reported = usage.__dict__
+    reported = reported_values(usage)
     return [int(reported.get(key) or 0) for key in TOKEN_FIELDS.values()]
 
 

@@ -1,6 +1,8 @@
-"""Batched, idempotent writes of rows to storage (invariant 5), independent of Bytewax.
+"""Batched, idempotent writes of rows to storage (docs/architecture.md, invariant 5),
+independent of Bytewax (`flows.clickhouse` is the Bytewax side).
 
-Storage sits behind the methods of `RowStore` (the embedded and server stores have them).
+The tables are data: each sink is given `{table: id column}`, the column that identifies a
+row (rows are deduplicated by it).
 """
 
 from __future__ import annotations
@@ -11,26 +13,22 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 from flows.replay import ReplayGuard
+from tokentrail.storage import Store
 from tokentrail.storage.base import encode_rows
+from tokentrail.storage.sqltext import identifier
 
 log = logging.getLogger(__name__)
 
-ID_COLUMNS = {"llm_calls": "call_id", "events": "event_id"}
-"""Each table the flows write, and the column that identifies a row."""
-
-
-class RowStore(Protocol):
-    def insert_json_lines(self, table: str, body: bytes, dedup_token: str | None = None) -> None: ...
-
-    def existing_ids(self, table: str, column: str, ids: list[str]) -> set[str]: ...
-
-    def query(self, sql: str, parameters: dict | None = None) -> list[dict[str, Any]]: ...
+Row = dict[str, Any]
+Batch = dict[str, list[Row]]
+"""Rows by table."""
+T = TypeVar("T")
 
 
 def dedup_token(table: str, ids: list[str]) -> str:
@@ -63,7 +61,7 @@ class Retry:
         self._maximum = maximum
         self._on_failure = on_failure
 
-    def __call__(self, table: str, size: int, step: Callable[[], Any]) -> Any:
+    def __call__(self, table: str, size: int, step: Callable[[], T]) -> T:
         delay = self._initial
         attempt = 1
         while True:
@@ -92,23 +90,25 @@ class Writer:
 
     def __init__(
         self,
-        store: RowStore,
+        store: Store,
+        tables: Mapping[str, str],
         retry: Retry,
         *,
         clock: Callable[[], float] = time.monotonic,
         on_flush: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self._store = store
+        self._tables = dict(tables)
         self._retry = retry
         self._clock = clock
         self._on_flush = on_flush
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Batch, Path | None, Future[None]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, batch: dict[str, list[dict[str, Any]]], journal: Path | None) -> Future:
+    def submit(self, batch: Batch, journal: Path | None) -> Future[None]:
         """Write `batch` ({table: rows}); the future completes when it is durable."""
-        done: Future = Future()
+        done: Future[None] = Future()
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
@@ -135,8 +135,8 @@ class Writer:
                 for _, _, done in waiting:
                     done.set_result(None)
 
-    def _write(self, waiting: list[tuple[dict[str, list[dict[str, Any]]], Path | None, Future]]) -> None:
-        for table, column in ID_COLUMNS.items():
+    def _write(self, waiting: list[tuple[Batch, Path | None, Future[None]]]) -> None:
+        for table, column in self._tables.items():
             rows = [row for batch, _, _ in waiting for row in batch.get(table, ())]
             if not rows:
                 continue
@@ -189,7 +189,8 @@ class BatchingSink:
 
     def __init__(
         self,
-        store: RowStore,
+        store: Store,
+        tables: Mapping[str, str],
         max_rows: int = 5000,
         max_age: float = 0.5,
         *,
@@ -202,16 +203,17 @@ class BatchingSink:
         self._max_rows = max_rows
         self._max_age = max_age
         self._clock = clock
+        self._tables = dict(tables)
         self._retry = retry or Retry()
-        self._writer = writer or Writer(store, self._retry, clock=clock)
-        self._buffers: dict[str, list[dict[str, Any]]] = {table: [] for table in ID_COLUMNS}
+        self._writer = writer or Writer(store, self._tables, self._retry, clock=clock)
+        self._buffers: Batch = {table: [] for table in self._tables}
         self._pending = 0
         self._oldest: float | None = None
         self._journal = journal
         if journal is not None:
             journal.mkdir(parents=True, exist_ok=True)
-        self._replay = ReplayGuard(journal, ID_COLUMNS)
-        self._in_flight: Future | None = None
+        self._replay = ReplayGuard(journal, self._tables)
+        self._in_flight: Future[None] | None = None
 
     def resume(self, state: dict[str, Any] | None) -> int:
         """Start from the state of the last committed snapshot (None: none): re-send batches a
@@ -219,7 +221,7 @@ class BatchingSink:
         journaled batches there were."""
         found = 0
         if self._journal is not None:
-            for table in ID_COLUMNS:
+            for table in self._tables:
                 entry = journal_entry(self._journal, table)
                 if entry.exists():
                     log.info("re-sending a journaled INSERT into %s", table)
@@ -232,7 +234,7 @@ class BatchingSink:
             self._replay.generation,
             "every batch is looked up"
             if self._replay.check_all
-            else f"{sum(len(self._replay.suspects(table)) for table in ID_COLUMNS)} ids a replay may repeat",
+            else f"{sum(len(self._replay.suspects(table)) for table in self._tables)} ids a replay may repeat",
         )
         return found
 
@@ -245,10 +247,17 @@ class BatchingSink:
     def pending(self) -> int:
         return self._pending
 
-    def add(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def add(self, table: str, rows: list[Row]) -> None:
+        """Buffer `rows` for `table`, one this sink was declared with (else ValueError: a flow
+        sending rows for a table it did not declare is a programming error)."""
         if not rows:
             return
-        self._buffers[table].extend(rows)
+        buffer = self._buffers.get(table)
+        if buffer is None:
+            raise ValueError(
+                f"rows for table {table!r}, which this sink does not write (it writes {', '.join(self._tables)})"
+            )
+        buffer.extend(rows)
         self._pending += len(rows)
         if self._oldest is None:
             self._oldest = self._clock()
@@ -256,7 +265,9 @@ class BatchingSink:
     def due(self) -> bool:
         if not self._pending:
             return False
-        return self._pending >= self._max_rows or self._clock() - self._oldest >= self._max_age
+        return self._pending >= self._max_rows or (
+            self._oldest is not None and self._clock() - self._oldest >= self._max_age
+        )
 
     def maybe_flush(self) -> bool:
         """Hand the buffered rows to the writer when they are due."""
@@ -272,14 +283,14 @@ class BatchingSink:
 
     def _hand_off(self) -> None:
         self._wait()
-        batch = {}
+        batch: Batch = {}
         for table, rows in self._buffers.items():
             if rows:
                 fresh, present = self._retry(table, len(rows), lambda table=table, rows=rows: self._dedup(table, rows))
-                self._replay.record(table, [row[ID_COLUMNS[table]] for row in fresh] + present)
+                self._replay.record(table, [row[self._tables[table]] for row in fresh] + present)
                 if fresh:
                     batch[table] = fresh
-        self._buffers = {table: [] for table in ID_COLUMNS}
+        self._buffers = {table: [] for table in self._tables}
         if batch:
             self._in_flight = self._writer.submit(batch, self._journal)
         self._pending = 0
@@ -290,17 +301,18 @@ class BatchingSink:
             in_flight, self._in_flight = self._in_flight, None
             in_flight.result()  # re-raises what killed the write (a crash, never a storage error)
 
-    def _dedup(self, table: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    def _dedup(self, table: str, rows: list[Row]) -> tuple[list[Row], list[str]]:
         """(rows whose ids storage does not hold yet, each id once; the ids it holds). Only
         ids a replay may repeat are looked up, unless the position is unknown."""
-        column = ID_COLUMNS[table]
+        column = self._tables[table]
         if self._replay.check_all:
             asked = [row[column] for row in rows]
         else:
             suspects = self._replay.suspects(table)
             asked = [row[column] for row in rows if row[column] in suspects] if suspects else []
         present = self._store.existing_ids(table, column, asked) if asked else set()
-        fresh, seen = [], set(present)
+        fresh: list[Row] = []
+        seen = set(present)
         for row in rows:
             row_id = row[column]
             if row_id not in seen:
@@ -309,4 +321,6 @@ class BatchingSink:
         return fresh, list(present)
 
     def _holds_rows(self, table: str) -> bool:
-        return self._store.query(f"SELECT count() AS n FROM (SELECT 1 FROM {table} LIMIT 1)")[0]["n"] > 0
+        return bool(
+            self._store.query(f"SELECT count() AS n FROM (SELECT 1 FROM {identifier(table)} LIMIT 1)")[0]["n"] > 0
+        )

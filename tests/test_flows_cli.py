@@ -36,6 +36,7 @@ def test_missing_signing_key_is_one_line_and_exit_2(tmp_path):
     [
         (["-w", "0"], "must be at least 1"),
         (["-p", "x"], "expected a whole number"),
+        (["--flow", "nope"], "argument --flow: invalid choice: 'nope'"),
     ],
 )
 def test_bad_arguments_are_rejected(tmp_path, args, message):
@@ -65,3 +66,33 @@ def test_negative_memory_release_interval_is_one_line(tmp_path):
     result = flows(tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k", TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS="-1")
     assert result.returncode == 2 and "TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_every_registered_flow(tmp_path):
+    from flows.registry import FLOWS
+
+    result = flows("--help", tmp_path=tmp_path)
+    assert result.returncode == 0
+    for flow in FLOWS.values():
+        assert f"  {flow.name:<10} {flow.summary}" in result.stdout
+
+
+def test_a_registered_flow_builds_from_its_module_and_unknown_names_are_refused():
+    from flows.context import FlowContext
+    from flows.dataflows import build_dataflow
+    from flows.registry import DEFAULT_FLOW
+    from flows.settings import FlowSettings
+    from tests.fixtures.flows import FakeStore
+    from tokentrail.settings import CoreSettings
+
+    context = FlowContext(FakeStore(), FlowSettings(), CoreSettings(signing_key="k", kafka_bootstrap="127.0.0.1:1"))
+    flow = build_dataflow([DEFAULT_FLOW], context)
+    assert flow.flow_id == "tokentrail_enrich"
+    steps = {step.step_id for step in flow.substeps}
+    assert {
+        "tokentrail_enrich.read_raw",
+        "tokentrail_enrich.join_identity",
+        "tokentrail_enrich.write_clickhouse",
+    } <= steps
+    with pytest.raises(ValueError, match="unknown flow 'nope'; registered: enrich"):
+        build_dataflow(["enrich", "nope"], context)

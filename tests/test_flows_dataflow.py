@@ -9,7 +9,9 @@ import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from flows.enrich import SINK_PARTITIONS, ClickHouseSink, TopicNames, build_flow
+from flows.clickhouse import ClickHouseSink
+from flows.connectors import SINK_PARTITIONS
+from flows.enrich import TABLES, TopicNames, build_flow
 from flows.settings import FlowSettings
 from schemas import wire
 from schemas.models import Actor, EventContext, GatewayEvent, UnifiedEvent
@@ -51,7 +53,7 @@ def run(raw_values, identities=ORG, workers=1, store=None):
         # identities first, then the calls: an EOF-ing TestingSource cannot wait for the join
         identities=TestingSource([identity_message(x, i) for i, x in enumerate(identities)], batch_size=50),
         kafka_out=TestingSink(out),
-        clickhouse_out=ClickHouseSink(lambda: store, FlowSettings(flows_batch_rows=7, flows_flush_ms=10_000)),
+        clickhouse_out=ClickHouseSink(store, TABLES, FlowSettings(flows_batch_rows=7, flows_flush_ms=10_000)),
         signing_key=SIGNING_KEY,
         names=NAMES,
         settings=FlowSettings(),
@@ -61,7 +63,7 @@ def run(raw_values, identities=ORG, workers=1, store=None):
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    messages = [m for _, outputs in out for m in outputs.messages]
+    messages = [m for _, batch in out for m in batch]
     return store, messages
 
 
@@ -147,13 +149,13 @@ def test_bad_identity_records_go_to_the_dlq():
             [KafkaSourceMessage(key=b"k_x", value=b"{nope", topic="identities", partition=1, offset=4)]
         ),
         kafka_out=TestingSink(out),
-        clickhouse_out=ClickHouseSink(lambda: store, FlowSettings()),
+        clickhouse_out=ClickHouseSink(store, TABLES, FlowSettings()),
         signing_key=SIGNING_KEY,
         names=NAMES,
         settings=FlowSettings(),
         ticks=None,
     )
     run_main(flow, epoch_interval=timedelta(seconds=1))
-    ((topic, key, value, _),) = [m for _, o in out for m in o.messages]
+    ((topic, key, value, _),) = [m for _, batch in out for m in batch]
     assert topic == "dlq" and key == b"k_x"
     assert orjson.loads(value)["reason"].startswith("identity k_x: not valid JSON")

@@ -4,20 +4,20 @@ from datetime import datetime
 
 import orjson
 
-from flows.events import call_outputs, event_row
+from flows.events import call_outputs
 from flows.identity import IdentityEntry, attribute
 from flows.pricing import Pricer
 from schemas import wire
 from schemas.models import UnifiedEvent
 from tests.fixtures.flows import SEARCHER, make_call
+from tokentrail.storage.event_rows import EVENT_COLUMNS, event_row
 
 LLM_CALLS_COLUMNS = """call_id timestamp completed_at tenant_id key_id actor_type actor_id root_key_id
 root_actor_type root_actor_id chain_key_ids chain_actors identity_known provider api_flavor endpoint
 requested_model model stream status failed error_type error_code client_disconnected input_tokens
 output_tokens cache_read_tokens cache_write_tokens reasoning_tokens input_cost_usd output_cost_usd
 cost_usd unpriced latency_ms ttft_ms request_id trace_id end_user session_id gateway_id""".split()
-EVENTS_COLUMNS = """event_id event_type event_source tenant_id timestamp severity actor_type actor_id
-request_id trace_id payload""".split()
+EVENTS_COLUMNS = list(EVENT_COLUMNS)  # the contract; test_storage_contract checks it against the table
 
 
 def outputs(**overrides):

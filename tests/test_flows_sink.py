@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from flows.enrich import TABLES
 from flows.replay import KEEP_GENERATIONS
 from flows.sink import BatchingSink, Retry, Writer, dedup_token
 from tests.fixtures.flows import FakeStore
@@ -28,8 +29,8 @@ def calls(*ids):
 
 def make_sink(store, clock, *, retry_initial=0.1, retry_max=5.0, on_failure=None, on_flush=None, **kwargs):
     retry = Retry(sleep=clock.sleep, initial=retry_initial, maximum=retry_max, on_failure=on_failure)
-    writer = Writer(store, retry, clock=clock, on_flush=on_flush)
-    return BatchingSink(store, clock=clock, retry=retry, writer=writer, **kwargs)
+    writer = Writer(store, TABLES, retry, clock=clock, on_flush=on_flush)
+    return BatchingSink(store, TABLES, clock=clock, retry=retry, writer=writer, **kwargs)
 
 
 def test_flushes_on_size():
@@ -205,7 +206,7 @@ def test_dedup_token_depends_on_table_and_ids():
 
 
 def test_unknown_table_is_a_programming_error():
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="rows for table 'nope', which this sink does not write"):
         make_sink(FakeStore(), Clock()).add("nope", [{"x": 1}])
 
 
@@ -281,9 +282,9 @@ def test_batches_waiting_for_a_running_insert_go_out_together_journaled_in_each_
             super().insert_rows(table, rows, dedup_token)
 
     store, clock = SlowStore(), Clock()
-    writer = Writer(store, Retry(sleep=clock.sleep), clock=clock)
+    writer = Writer(store, TABLES, Retry(sleep=clock.sleep), clock=clock)
     one, two, three = (
-        BatchingSink(store, 1, 60, writer=writer, clock=clock, journal=tmp_path / name)
+        BatchingSink(store, TABLES, 1, 60, writer=writer, clock=clock, journal=tmp_path / name)
         for name in ("one", "two", "three")
     )
     one.add("llm_calls", calls("a"))

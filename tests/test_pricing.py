@@ -58,12 +58,17 @@ CASES = [
     ("anthropic", "default", "claude-sonnet-4-20250514"),
     ("anthropic", "default", "claude-3-5-haiku-latest"),
     ("anthropic", "default", "claude-opus-4-1"),
+    # tiered prices (a higher rate past 200k input tokens): genai-prices' own path, same check
+    ("anthropic", "default", "claude-sonnet-4-5"),
+    ("anthropic", "default", "claude-haiku-5-5"),
 ]
+TIERED = {"claude-sonnet-4-5", "claude-haiku-5-5"}
 
 
-def random_usage(rng, provider, flavor):
+def random_usage(rng, provider, flavor, large=False):
     if provider == "anthropic":
-        usage = {"input_tokens": rng.randint(0, 5000), "output_tokens": rng.randint(0, 2000)}
+        # large: totals on both sides of a 200k-token tier boundary
+        usage = {"input_tokens": rng.randint(0, 300_000 if large else 5000), "output_tokens": rng.randint(0, 2000)}
         if rng.random() < 0.7:
             usage["cache_read_input_tokens"] = rng.randint(0, 20000)
         if rng.random() < 0.5:
@@ -92,7 +97,7 @@ def test_every_price_equals_genai_prices_to_the_last_digit(provider, flavor, mod
     rng = random.Random(model)
     pricer = Pricer()
     for _ in range(200):
-        usage = random_usage(rng, provider, flavor)
+        usage = random_usage(rng, provider, flavor, large=model in TIERED)
         normalized, expected = reference(provider, flavor, model, usage)
         priced = pricer.price(provider, flavor, model, usage, AT)
         assert not priced.unpriced, priced.problem
@@ -103,6 +108,20 @@ def test_every_price_equals_genai_prices_to_the_last_digit(provider, flavor, mod
         ), usage
         assert priced.input_tokens == normalized.input_tokens
         assert priced.output_tokens == normalized.output_tokens
+
+
+def test_the_tiered_cases_are_tiered_and_cross_the_boundary():
+    """Guards the differential test above: it must really exercise tiered prices."""
+    from genai_prices.types import TieredPrices
+
+    from flows.genai_prices_adapter import price_snapshot
+
+    for model in TIERED:
+        prices = price_snapshot().find_provider_model(model, None, "anthropic", None)[1].get_prices(AT)
+        assert isinstance(prices.input_mtok, TieredPrices), model
+    rng = random.Random(0)
+    totals = [sum(random_usage(rng, "anthropic", "default", large=True).values()) for _ in range(200)]
+    assert min(totals) < 200_000 < max(totals)
 
 
 def test_unknown_model_is_unpriced_never_zero():

@@ -13,6 +13,8 @@ import pytest
 from tests.fixtures.clickhouse import call_row, event_row
 from tokentrail.storage import StorageError, StorageSettings, migrate
 from tokentrail.storage.base import encode_rows
+from tokentrail.storage.event_rows import EVENT_COLUMNS, unified_event
+from tokentrail.storage.event_rows import event_row as event_row_of
 
 ROLLUPS = [
     "cost_by_tenant_1m",
@@ -110,6 +112,40 @@ def test_events_dedup_and_policy_rollup(any_store):
     assert any_store.query("SELECT reason, sum(events) AS n FROM policy_decisions_1m GROUP BY reason") == [
         {"reason": "frozen", "n": 1}
     ]
+
+
+def test_the_events_row_contract_is_the_table_and_round_trips_a_unified_event(any_store):
+    """`event_rows` is the one mapping of `events`: its columns are the table's, and an event
+    written through it reads back as the same event."""
+    columns = [row["name"] for row in any_store.query("DESCRIBE TABLE events")]
+    assert tuple(columns) == EVENT_COLUMNS
+    event = {
+        "event_id": "e-round-trip",
+        "event_type": "protection_decision",
+        "event_source": "gateway",
+        "tenant_id": "acme",
+        "timestamp": "2026-11-28T12:00:00.123Z",
+        "severity": "WARN",
+        "actor": {"type": "human", "id": "bob"},
+        "context": {"request_id": "r-1", "trace_id": None},
+        "payload": {"decision": "frozen", "tokens": [1, 2]},
+    }
+    any_store.insert_rows("events", [event_row_of(event)])
+    (row,) = any_store.query(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events")
+    assert unified_event(row) == event
+
+
+def test_every_adapter_implements_the_whole_store_protocol():
+    """Static typing checks the signatures (mypy); this checks no adapter lacks a method."""
+    from tokentrail.storage import LockedStore, Store
+    from tokentrail.storage.embedded import EmbeddedStore
+    from tokentrail.storage.query_server import RemoteStore
+    from tokentrail.storage.server_store import ServerStore
+
+    methods = {name for name in vars(Store) if not name.startswith("_")}
+    assert methods == {"insert_rows", "insert_json_lines", "query", "command", "existing_ids", "close"}
+    for adapter in (EmbeddedStore, ServerStore, RemoteStore, LockedStore):
+        assert methods <= set(dir(adapter)), adapter
 
 
 def test_unpriced_cost_stays_null_and_rollups_count_it_apart(any_store):

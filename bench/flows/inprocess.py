@@ -29,9 +29,12 @@ from bytewax.testing import TestingSource, run_main  # noqa: E402
 from run import KEY, call_record, make_identities  # noqa: E402
 
 from flows.cli import tune_gc  # noqa: E402
-from flows.enrich import SINK_PARTITIONS, ClickHouseSink, TopicNames, build_flow, process_store, use_store  # noqa: E402
+from flows.clickhouse import ClickHouseSink  # noqa: E402
+from flows.connectors import SINK_PARTITIONS  # noqa: E402
+from flows.enrich import TABLES, TopicNames, build_flow  # noqa: E402
 from flows.settings import FlowSettings  # noqa: E402
 from schemas import wire  # noqa: E402
+from tokentrail.storage import LockedStore  # noqa: E402
 
 
 class _Discard(StatelessSinkPartition):
@@ -90,13 +93,14 @@ def main() -> int:
             migrate(store, StorageSettings(home=Path(home)))
         else:
             store = NullStore()
-        use_store(store)  # shared by the sink partitions, as in `tokentrail flows`
         settings = FlowSettings()
         flow = build_flow(
             raw=TestingSource(raw, batch_size=2000),
             identities=TestingSource(known, batch_size=2000),
             kafka_out=DiscardSink(),
-            clickhouse_out=ClickHouseSink(process_store, settings, Path(home) / "flows-journal"),
+            clickhouse_out=ClickHouseSink(
+                LockedStore(store), TABLES, settings, Path(home) / "flows-journal"
+            ),  # as `tokentrail flows`
             signing_key=KEY,
             names=TopicNames("raw", "identities", "events", "dlq"),
             settings=settings,

@@ -9,9 +9,10 @@ See docs/storage.md for tables, dedup semantics and the query server.
 
 from tokentrail.storage.base import Store
 from tokentrail.storage.errors import StorageError
+from tokentrail.storage.locked import LockedStore
 from tokentrail.storage.migrations import migrate
 from tokentrail.storage.query_server import start_query_server
 from tokentrail.storage.settings import StorageSettings
 from tokentrail.storage.stores import open_store
 
-__all__ = ["Store", "StorageError", "StorageSettings", "migrate", "open_store", "start_query_server"]
+__all__ = ["LockedStore", "Store", "StorageError", "StorageSettings", "migrate", "open_store", "start_query_server"]

@@ -25,11 +25,15 @@ from tokentrail.storage.sqltext import identifier
 class Store(Protocol):
     """Where the flows write and the CLIs read. See docs/storage.md."""
 
-    def insert_rows(self, table: str, rows: list[dict], dedup_token: str | None = None) -> None:
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None:
         """One INSERT of `rows` (JSONEachRow). With `dedup_token`, ClickHouse drops a repeat of
         the same insert (base table and rollups). Raises StorageError; never drops silently."""
 
-    def query(self, sql: str, parameters: dict | None = None) -> list[dict]:
+    def insert_json_lines(self, table: str, body: bytes, dedup_token: str | None = None) -> None:
+        """`insert_rows` for rows already encoded by `encode_rows` (the flows journal that body
+        and re-send it, so each row is encoded once)."""
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a SELECT; values bind server-side to `{name:Type}` placeholders."""
 
     def command(self, sql: str) -> None:
@@ -38,7 +42,8 @@ class Store(Protocol):
     def existing_ids(self, table: str, column: str, ids: list[str]) -> set[str]:
         """The subset of `ids` already present in `table.column`."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the connection or the engine; the store is unusable afterwards."""
 
 
 def existing_ids_sql(table: str, column: str) -> str:

@@ -12,10 +12,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import get_args
 
-EVENT_COLUMNS = (
-    "event_id, event_type, event_source, tenant_id, timestamp, severity, "
-    "actor_type, actor_id, request_id, trace_id, payload"
-)
 # `--by` -> (rollup table prefix, grouping columns); fixed names, never user text.
 COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tenant": ("cost_by_tenant", ("tenant_id",)),
@@ -188,6 +184,7 @@ def _check_choices(flag: str, given: list[str], allowed: tuple[str, ...]) -> Non
 
 def _events(args) -> int:
     from schemas.models import EventSource, EventType
+    from tokentrail.storage.event_rows import EVENT_COLUMNS, unified_event
 
     since, until = _bounds(args)
     until = until or datetime.now(UTC)
@@ -195,7 +192,7 @@ def _events(args) -> int:
     _check_choices("--type", args.types, get_args(EventType))
     _check_choices("--source", args.sources, get_args(EventSource))
     sql = (
-        f"SELECT {EVENT_COLUMNS} FROM events FINAL "
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events FINAL "
         "WHERE tenant_id = {tenant:String} "
         "AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')} "
         "AND (empty({types:Array(String)}) OR has({types:Array(String)}, event_type)) "
@@ -259,26 +256,6 @@ def event_cells(event: dict) -> tuple[str, ...]:
         cost,
         " ".join(details),
     )
-
-
-def unified_event(row: dict) -> dict:
-    """An `events` row back in the UnifiedEvent JSON shape (DESIGN 4): actor and context
-    nested, payload parsed, timestamp RFC 3339 with milliseconds; '' context fields are null."""
-    import orjson
-
-    from schemas.models import format_timestamp
-
-    return {
-        "event_id": row["event_id"],
-        "event_type": row["event_type"],
-        "event_source": row["event_source"],
-        "tenant_id": row["tenant_id"],
-        "timestamp": format_timestamp(row["timestamp"]),
-        "severity": row["severity"],
-        "actor": {"type": row["actor_type"], "id": row["actor_id"]},
-        "context": {"request_id": row["request_id"] or None, "trace_id": row["trace_id"] or None},
-        "payload": orjson.loads(row["payload"]) if row["payload"] else {},
-    }
 
 
 def cost_report_query(by: str, hourly: bool) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -189,7 +189,10 @@ class RemoteStore:
             return set()
         return {row["id"] for row in self.query(existing_ids_sql(table, column), {"ids": list(ids)})}
 
-    def insert_rows(self, table: str, rows: list[dict], dedup_token: str | None = None) -> None:
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None:
+        raise self._read_only(f"cannot insert into {table}")
+
+    def insert_json_lines(self, table: str, body: bytes, dedup_token: str | None = None) -> None:
         raise self._read_only(f"cannot insert into {table}")
 
     def command(self, sql: str) -> None:

@@ -1,0 +1,169 @@
+"""Kafka in and out of a dataflow, and the ticks that wake idle sink partitions.
+
+Every flow reads Kafka through `kafka_source` and writes Kafka records (`Message`) through one
+`KafkaOutSink` per process. Sink items are keyed by a number (a join bucket, a tick): the
+partition of key `n` is `n` modulo the partition count, so one flow spreads its output over
+`SINK_PARTITIONS` partitions whatever its workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage, _list_parts
+from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, Producer
+from confluent_kafka import Message as DeliveredMessage
+from confluent_kafka.admin import AdminClient
+
+from tokentrail.kafka_log import kafka_logger
+
+log = logging.getLogger(__name__)
+
+SINK_PARTITIONS = 4
+"""Partitions of each sink, spread over workers (`-w`/`-p`). Fixed: a sink's recovery state
+is kept per partition, so changing it needs a fresh recovery directory."""
+
+KafkaMessage = KafkaSourceMessage[bytes | None, bytes | None]
+"""A record read from Kafka (`kafka_source` raises on consumer errors, so only records arrive)."""
+
+Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+"""A Kafka record to produce: (topic, key, value, headers)."""
+
+Tick = tuple[str, None]
+"""(sink partition number, None): wakes that partition so its age-based flush runs."""
+
+# librdkafka prefetches up to 64 MB per partition by default; 8 MB keeps a 2,000-record poll
+# fed at the flow's rate while bounding memory.
+CONSUMER_CONFIG = {"fetch.wait.max.ms": "50", "queued.min.messages": "20000", "queued.max.messages.kbytes": "8192"}
+
+
+def kafka_source(bootstrap: str, topics: list[str], *, from_beginning: bool, batch_size: int) -> Source[KafkaMessage]:
+    """Records of `topics`; offsets live in the Bytewax recovery store, not a consumer group.
+    `from_beginning` is where a flow without recovery state starts."""
+    source = QuietKafkaSource(
+        [bootstrap],
+        topics,
+        starting_offset=OFFSET_BEGINNING if from_beginning else OFFSET_END,
+        batch_size=batch_size,
+        add_config={**CONSUMER_CONFIG, "logger": kafka_logger("flows.librdkafka")},  # type: ignore[dict-item]
+    )
+    return cast("Source[KafkaMessage]", source)  # raise_on_errors (the default): no KafkaError items
+
+
+class QuietKafkaSource(KafkaSource):
+    """bytewax 0.21.1's KafkaSource hands its consumer settings to the AdminClient that lists
+    partitions too, and librdkafka warns once per consumer-only property there (six CONFWARN
+    lines at every start). Listing partitions needs only the connection. (bytewax is pinned;
+    this is its `list_parts` without those settings.)"""
+
+    def list_parts(self) -> list[str]:
+        config = {"bootstrap.servers": ",".join(self._brokers), "logger": kafka_logger("flows.librdkafka")}
+        return list(_list_parts(AdminClient(config), self._topics))
+
+
+def part_names() -> list[str]:
+    return [f"part-{index:02d}" for index in range(SINK_PARTITIONS)]
+
+
+class NumberedParts:
+    """Items are keyed by a number (join bucket or tick); a key's partition is that number,
+    wrapped by the engine over the sorted partition list."""
+
+    def list_parts(self) -> list[str]:
+        return part_names()
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key)
+
+
+class _KafkaPartition(StatefulSinkPartition[list[Message], None]):
+    def __init__(self, producer: Producer, failures: list[str]) -> None:
+        self.producer = producer
+        self.failures = failures
+
+    def write_batch(self, values: list[list[Message]]) -> None:
+        produce = self.producer.produce
+        for messages in values:
+            for topic, key, payload, headers in messages:
+                while True:
+                    try:
+                        produce(topic, payload, key, headers=headers or None)
+                        break
+                    except BufferError:  # local queue full: let the producer drain, then retry
+                        self.producer.poll(0.05)
+        self.producer.poll(0)
+
+    def snapshot(self) -> None:
+        self._flush()
+        return None
+
+    def close(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.producer.flush(10.0):
+            log.warning("Kafka producer still has undelivered records; waiting")
+        if self.failures:
+            raise RuntimeError(f"Kafka delivery failed: {self.failures[0]}")  # the epoch is not committed
+
+
+class KafkaOutSink(NumberedParts, FixedPartitionedSink[list[Message], None]):
+    """Kafka records (events, dead letters, alerts): produced asynchronously, flushed before
+    each epoch commits (at-least-once). One producer per sink, shared by its partitions."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._lock = threading.Lock()
+        self._producer: Producer | None = None
+        self._failures: list[str] = []
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _KafkaPartition:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(
+                    {
+                        "bootstrap.servers": self._bootstrap,
+                        "linger.ms": 5,
+                        "compression.type": "lz4",
+                        "enable.idempotence": True,
+                        "queue.buffering.max.messages": 500_000,
+                        "queue.buffering.max.kbytes": 65_536,  # back-pressure (BufferError) past 64 MB
+                        "on_delivery": self._delivered,
+                        "logger": kafka_logger("flows.librdkafka"),
+                    }
+                )
+            return _KafkaPartition(self._producer, self._failures)
+
+    def _delivered(self, error: KafkaError | None, message: DeliveredMessage) -> None:
+        if error is not None:
+            self._failures.append(f"{message.topic()}: {error}")
+
+
+class _TickPartition(StatelessSourcePartition[Tick]):
+    def __init__(self, interval: timedelta, active: bool) -> None:
+        self._interval = interval
+        self._active = active
+        self._next = datetime.now(UTC)
+
+    def next_batch(self) -> list[Tick]:
+        self._next = datetime.now(UTC) + self._interval
+        return [(str(index), None) for index in range(SINK_PARTITIONS)] if self._active else []
+
+    def next_awake(self) -> datetime:
+        return self._next if self._active else datetime.now(UTC) + timedelta(days=1)
+
+
+class SinkTicks(DynamicSource[Tick]):
+    """One tick per sink partition every `interval` (from worker 0 only), so a partition's
+    age-based flush runs even when no new records arrive."""
+
+    def __init__(self, interval: timedelta) -> None:
+        self._interval = interval
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _TickPartition:
+        return _TickPartition(self._interval, worker_index == 0)
