@@ -8,14 +8,16 @@ spooled.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import socket
+from typing import Any
 
 from tokentrail.cli import CliError, tcp_port
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "gateway",
         help="run the LLM gateway (OpenAI + Anthropic routes, identity, limits, recording)",
@@ -29,7 +31,7 @@ def register(subparsers) -> None:
     parser.set_defaults(func=_run)
 
 
-async def _freeze_startup_objects(app) -> None:
+async def _freeze_startup_objects(app: Any) -> None:
     """Move everything allocated at start-up out of the garbage collector's view, so its
     full collections (and the latency spikes they cause) only walk per-request garbage."""
     import gc
@@ -49,7 +51,7 @@ def listen(host: str, port: int, source: str) -> socket.socket:
         raise CliError(f"cannot listen on {host}:{port} (port from {source}): {reason}{hint}") from None
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     import logging
 
     import uvloop

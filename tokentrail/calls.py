@@ -9,6 +9,7 @@ time (Kafka's time index), and stops at the end of each partition as of now.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import uuid
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ CALL_COLUMNS = (
 )
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     calls = subparsers.add_parser("calls", help="look at single calls")
     actions = calls.add_subparsers(dest="calls_command", required=True, metavar="ACTION")
     show = actions.add_parser(
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
     show.set_defaults(func=_show)
 
 
-def _show(args) -> int:
+def _show(args: argparse.Namespace) -> int:
     from tokentrail.storage.cli import opened_store, storage_errors
 
     with opened_store() as (store, _), storage_errors():
@@ -127,11 +128,12 @@ def _raw_call(call_id: str, at: datetime) -> dict[str, Any] | None:
                     continue
                 value = message.value() or b""
                 if needle in value:
-                    record = orjson.loads(value)
+                    record: dict[str, Any] = orjson.loads(value)
                     if record.get("kind") == "call" and record.get("call_id") == call_id:
                         return record
-                if message.offset() + 1 >= ends[message.partition()]:
-                    pending.discard(message.partition())
+                partition, offset = message.partition(), message.offset()
+                if partition is not None and offset is not None and offset + 1 >= ends[partition]:
+                    pending.discard(partition)
         return None
     except KafkaException as exc:
         raise CliError(f"reading {topic} at {bootstrap} failed: {exc}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -85,7 +86,10 @@ class CoreSettings(BaseSettings):
         return self.signing_key.get_secret_value().encode()
 
 
-def load(cls: type[BaseSettings], **overrides) -> BaseSettings:
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build a settings object, turning pydantic's errors into one ConfigError naming every field."""
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
