@@ -14,6 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from flows.registry import DEFAULT_FLOW, FLOWS
 
+KAFKA_WAIT_S = 10.0
+"""How long `tokentrail flows` waits for Kafka at start before it says none is there (a
+service manager restarts it; a person sees one line instead of a silent wait)."""
+
 
 def register(subparsers) -> None:
     listing = "\n".join(f"  {flow.name:<10} {flow.summary}" for flow in FLOWS.values())
@@ -74,6 +78,7 @@ def run(args) -> int:
     from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
+    from tokentrail.broker.admin import unreachable_message, wait_ready
     from tokentrail.cli import CliError
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
@@ -92,6 +97,8 @@ def run(args) -> int:
             "-p above 1 needs a ClickHouse server (TOKENTRAIL_CLICKHOUSE_URL): "
             "the embedded engine is held by one process; use -w for more workers"
         )
+    if not wait_ready(core.bootstrap(), timeout=KAFKA_WAIT_S):
+        raise CliError(unreachable_message(core.bootstrap(), core.home))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     store = open_store(storage)

@@ -139,3 +139,15 @@ def test_a_relative_home_is_made_absolute(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TOKENTRAIL_HOME", "state")
     assert CoreSettings().home == tmp_path / "state"
+
+
+def test_flows_without_a_broker_is_one_line(tmp_path, closed_port):
+    result = run_cli(
+        ["flows"],
+        tmp_path,
+        tmp_path / "home",
+        timeout=90,
+        TOKENTRAIL_SIGNING_KEY="k",
+        TOKENTRAIL_KAFKA_BOOTSTRAP=f"127.0.0.1:{closed_port}",
+    )
+    assert_one_line(result, "flows", f"no Kafka broker answers at 127.0.0.1:{closed_port}", "tokentrail kafka up")
