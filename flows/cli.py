@@ -10,16 +10,26 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from flows.registry import DEFAULT_FLOW, FLOWS
+from tokentrail.errors import CliError
+
+if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wait for the command
+    from bytewax.recovery import RecoveryConfig
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 KAFKA_WAIT_S = 10.0
 """How long `tokentrail flows` waits for Kafka at start before it says none is there (a
 service manager restarts it; a person sees one line instead of a silent wait)."""
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     listing = "\n".join(f"  {flow.name:<10} {flow.summary}" for flow in FLOWS.values())
     parser = subparsers.add_parser(
         "flows",
@@ -68,9 +78,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def run(args) -> int:
-    from datetime import timedelta
-
+def run(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig
     from bytewax.testing import cluster_main  # the public name of bytewax's threaded runner
 
@@ -78,11 +86,11 @@ def run(args) -> int:
     from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
-    from tokentrail.broker.admin import unreachable_message, wait_ready
-    from tokentrail.cli import CliError
+    from tokentrail.kafka_reach import require_kafka
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
     from tokentrail.storage import LockedStore, StorageSettings, migrate, open_store, start_query_server
+    from tokentrail.storage.embedded import EmbeddedStore
     from tokentrail.storage.query_server import RemoteStore
 
     names = list(dict.fromkeys(args.flows or [DEFAULT_FLOW]))
@@ -97,8 +105,7 @@ def run(args) -> int:
             "-p above 1 needs a ClickHouse server (TOKENTRAIL_CLICKHOUSE_URL): "
             "the embedded engine is held by one process; use -w for more workers"
         )
-    if not wait_ready(core.bootstrap(), timeout=KAFKA_WAIT_S):
-        raise CliError(unreachable_message(core.bootstrap(), core.home))
+    require_kafka(core.bootstrap(), core.home, KAFKA_WAIT_S)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     store = open_store(storage)
@@ -108,10 +115,10 @@ def run(args) -> int:
             "process (its query server answers); stop it first"
         )
     query_server = metrics_server = releaser = None
-    children: list[subprocess.Popen] = []
+    children: list[subprocess.Popen[bytes]] = []
     try:
         migrate(store, storage)
-        if storage.clickhouse_url is None:
+        if isinstance(store, EmbeddedStore):  # others read it through this process
             query_server = start_query_server(store, storage)
         context = FlowContext(LockedStore(store), settings, core)
         if settings.flows_metrics_port:
@@ -187,13 +194,13 @@ def tune_gc() -> None:
 _stop_requested = threading.Event()
 
 
-def _interrupt(signum, frame) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     """SIGTERM stops the flow like Ctrl-C: Bytewax sees the interrupt at its next poll."""
     _stop_requested.set()
     raise KeyboardInterrupt
 
 
-def prepare_recovery(directory, partitions: int) -> None:
+def prepare_recovery(directory: Path, partitions: int) -> None:
     """Create the recovery partitions once; later runs reuse them (and resume)."""
     from bytewax.recovery import init_db_dir
 
@@ -203,8 +210,13 @@ def prepare_recovery(directory, partitions: int) -> None:
 
 
 def spawn_process(
-    names: list[str], index: int, addresses: list[str], workers: int, recovery, epoch
-) -> subprocess.Popen:
+    names: list[str],
+    index: int,
+    addresses: list[str],
+    workers: int,
+    recovery: RecoveryConfig | None,
+    epoch: timedelta,
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -229,7 +241,7 @@ def _free_port() -> int:
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def serve_metrics(port: int) -> ThreadingHTTPServer:
@@ -250,14 +262,12 @@ def serve_metrics(port: int) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
     try:
         server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     except OSError as exc:
-        from tokentrail.cli import CliError
-
         raise CliError(
             f"cannot serve metrics on port {port}: {exc.strerror} (set TOKENTRAIL_FLOWS_METRICS_PORT or --metrics-port)"
         ) from None

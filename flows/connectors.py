@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage, _list_parts
 from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
@@ -62,7 +62,10 @@ class QuietKafkaSource(KafkaSource):
     this is its `list_parts` without those settings.)"""
 
     def list_parts(self) -> list[str]:
-        config = {"bootstrap.servers": ",".join(self._brokers), "logger": kafka_logger("flows.librdkafka")}
+        config: dict[str, Any] = {
+            "bootstrap.servers": ",".join(self._brokers),
+            "logger": kafka_logger("flows.librdkafka"),
+        }
         return list(_list_parts(AdminClient(config), self._topics))
 
 
@@ -92,7 +95,9 @@ class _KafkaPartition(StatefulSinkPartition[list[Message], None]):
             for topic, key, payload, headers in messages:
                 while True:
                     try:
-                        produce(topic, payload, key, headers=headers or None)
+                        produce(
+                            topic, payload, key, headers=cast("list[tuple[str, str | bytes | None]]", headers) or None
+                        )
                         break
                     except BufferError:  # local queue full: let the producer drain, then retry
                         self.producer.poll(0.05)

@@ -23,7 +23,7 @@ genai-prices is pinned exactly in pyproject.toml for this reason. To upgrade:
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from genai_prices import data_snapshot
 from genai_prices._usage import subtract_usage_values
@@ -70,8 +70,8 @@ class CompiledPrice:
 
     def calc(self, usage: Usage) -> tuple[Decimal, Decimal, Decimal]:
         if self.tiered:
-            price = self.model_price.calc_price(usage)
-            return price["input_price"], price["output_price"], price["total_price"]
+            calculated = self.model_price.calc_price(usage)
+            return calculated["input_price"], calculated["output_price"], calculated["total_price"]
         reported = reported_values(usage)
         leaves: dict[str, Any] = {}
         inferred = None
@@ -148,7 +148,7 @@ class FastExtractor:
     def extract(self, data: dict[str, Any]) -> Usage:
         values = self._fast(data) if self.plain else None
         if values is None:
-            return self.original.extract(data)[1]
+            return cast(Usage, self.original.extract(data)[1])
         usage = Usage.__new__(Usage)
         usage.__dict__.update(values)
         return usage

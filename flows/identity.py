@@ -2,8 +2,8 @@
 
 Identities arrive on the compacted `tokentrail.identities` topic (key = key id, value = an
 `Identity`, or a tombstone when a key is deleted). `IdentityTable` keeps one compact entry per
-key; `attribute` gives every call an owner (invariant 1) and keeps its whole delegation chain
-(invariant 2). A call whose key the table does not know (yet, or any more) is never dropped:
+key; `attribute` gives every call an owner (docs/architecture.md, invariant 1) and keeps its whole delegation chain
+(docs/architecture.md, invariant 2). A call whose key the table does not know (yet, or any more) is never dropped:
 it is attributed from what the gateway recorded in the signed RawCall, flagged
 `identity_known=False`.
 """

@@ -148,7 +148,7 @@ class Pricer:
         key = (provider, model.lower())
         if key in self._models:
             return self._models[key]
-        found = self._overrides.get(key)
+        found: ModelInfo | ModelPrice | None = self._overrides.get(key)
         if found is None:
             try:
                 found = self._snapshot.find_provider_model(model, None, provider, None)[1]
@@ -158,9 +158,16 @@ class Pricer:
         return found
 
 
-def _tokens(usage: Usage) -> list[int]:
-    reported = reported_values(usage)
-    return [int(reported.get(key) or 0) for key in TOKEN_FIELDS.values()]
+Tokens = tuple[int, int, int, int, int]
+"""The TOKEN_FIELDS counts, in order."""
+
+
+def _tokens(usage: Usage | None) -> Tokens:
+    reported = reported_values(usage) if usage is not None else {}
+    input_tokens, output_tokens, cache_read, cache_write, reasoning = (
+        int(reported.get(key) or 0) for key in TOKEN_FIELDS.values()
+    )
+    return input_tokens, output_tokens, cache_read, cache_write, reasoning
 
 
 def _priced(usage: Usage, input_cost: Decimal, output_cost: Decimal, cost: Decimal) -> PricedUsage:
@@ -168,8 +175,7 @@ def _priced(usage: Usage, input_cost: Decimal, output_cost: Decimal, cost: Decim
 
 
 def _unpriced(usage: Usage | None, problem: str) -> PricedUsage:
-    tokens = _tokens(usage) if usage is not None else [0] * len(TOKEN_FIELDS)
-    return PricedUsage(*tokens, None, None, None, True, problem)
+    return PricedUsage(*_tokens(usage), None, None, None, True, problem)
 
 
 def load_overrides(path: Path) -> dict[tuple[str, str], ModelPrice]:

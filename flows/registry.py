@@ -27,6 +27,18 @@ What `context` (`flows.context.FlowContext`) gives a flow:
 - Settings: `context.settings` (FlowSettings) and `context.core` (CoreSettings); a flow with
   settings of its own defines a settings class (TOKENTRAIL_* fields) and `load`s it in `build`.
 
+A sketch of a flow that reads events and writes alert rows and alert records:
+
+    def build(flow: Dataflow, context: FlowContext) -> None:
+        events = op.input("detect_read_events", flow, context.kafka_source(topics.EVENTS))
+        found = op.flat_map_batch("detect_find", events, find_alerts)  # -> [(partition, Found)]
+        rows = op.map_value("detect_rows", found, lambda f: {"alerts": f.rows})
+        ticks = op.input("detect_sink_ticks", flow, context.sink_ticks())
+        sink = context.clickhouse_sink("detect", {"alerts": "alert_id"})
+        op.output("detect_write_rows", op.merge("detect_rows_and_ticks", rows, ticks), sink)
+        messages = op.map_value("detect_messages", found, lambda f: f.messages)
+        op.output("detect_write_kafka", messages, context.kafka_sink())
+
 Why flows share a process: the embedded ClickHouse (chdb) is held by one process, the one
 running `tokentrail flows`; other processes only read it, through its loopback query server.
 A flow that writes rows therefore runs in that process, in the same dataflow as the others.

@@ -1,4 +1,4 @@
-"""Which rows a replay may repeat, so the sink asks storage about those only (invariant 5).
+"""Which rows a replay may repeat, so the sink asks storage about those only (docs/architecture.md, invariant 5).
 
 After a crash the flow resumes from the offsets of its last committed snapshot and replays
 what came after. The only rows storage can already hold are the ones written after that

@@ -15,13 +15,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from tokentrail.errors import TokentrailError
+
 Check = Callable[[Any], bool]
 
 CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 IGNORED_KEYWORDS = frozenset({"title", "description", "default"})
 
 
-class UnsupportedSchema(ValueError):
+class UnsupportedSchema(TokentrailError, ValueError):
     """The schema uses a keyword the checker does not understand (so it cannot be conservative)."""
 
 
@@ -144,7 +146,7 @@ def _object_check(schema: dict[str, Any], defs: dict[str, Any]) -> Check:
         raise UnsupportedSchema("additionalProperties must be true or false")
     if not properties:
         return lambda value: type(value) is dict and (extra or not value)
-    accept_any = lambda value: True  # noqa: E731 - properties not in the schema, when allowed
+    accept_any: Check = lambda value: True  # noqa: E731 - properties not in the schema, when allowed
 
     def check(value: Any) -> bool:
         if type(value) is not dict or not required <= value.keys():

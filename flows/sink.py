@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -286,7 +287,7 @@ class BatchingSink:
         batch: Batch = {}
         for table, rows in self._buffers.items():
             if rows:
-                fresh, present = self._retry(table, len(rows), lambda table=table, rows=rows: self._dedup(table, rows))
+                fresh, present = self._retry(table, len(rows), partial(self._dedup, table, rows))
                 self._replay.record(table, [row[self._tables[table]] for row in fresh] + present)
                 if fresh:
                     batch[table] = fresh

@@ -3,8 +3,8 @@
 import sys
 
 from gateway import cli
-from tokentrail.cli import CliError, OneLineParser, fail
-from tokentrail.settings import ConfigError
+from tokentrail.cli import OneLineParser, fail
+from tokentrail.errors import TokentrailError
 
 
 def main() -> int:
@@ -12,8 +12,8 @@ def main() -> int:
     cli.register(parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser))
     args = parser.parse_args(["gateway", *sys.argv[1:]])
     try:
-        return args.func(args)
-    except (ConfigError, CliError) as exc:
+        return int(args.func(args))
+    except TokentrailError as exc:
         return fail("gateway", exc)
 
 

@@ -14,7 +14,8 @@ import os
 import socket
 from typing import Any
 
-from tokentrail.cli import CliError, tcp_port
+from tokentrail.arguments import tcp_port
+from tokentrail.errors import CliError
 
 
 def register(subparsers: Any) -> None:

@@ -1,4 +1,4 @@
-"""Admission of a request, before anything is sent upstream (invariant 6): who is calling,
+"""Admission of a request, before anything is sent upstream (docs/architecture.md, invariant 6): who is calling,
 is it frozen, is it over its limits. Plain logic over the control plane's in-memory state."""
 
 from __future__ import annotations

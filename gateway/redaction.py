@@ -1,4 +1,4 @@
-"""Mask secrets and personal data in captured bodies before they leave the process (invariant 8).
+"""Mask secrets and personal data in captured bodies before they leave the process (docs/architecture.md, invariant 8).
 
 Masked: provider and tokentrail API keys, bearer tokens, other well-known token formats,
 email addresses, phone numbers (international or grouped formats with 10-15 digits) and card

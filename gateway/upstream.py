@@ -20,11 +20,13 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from tokentrail.errors import TokentrailError
+
 MAX_BUFFERED = 1024 * 1024
 """Bytes of a streamed answer held before reading from the provider pauses (back-pressure)."""
 
 
-class UpstreamError(Exception):
+class UpstreamError(TokentrailError):
     """The provider could not be reached or broke off; `kind` names how."""
 
     kind = "error"

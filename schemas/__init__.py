@@ -1,1 +1,1 @@
-"""Wire contracts of tokentrail (DESIGN section 4): models, signing, JSON helpers, JSON Schema."""
+"""Wire contracts of tokentrail (docs/architecture.md, Contracts): models, signing, JSON helpers, JSON Schema."""

@@ -1,4 +1,4 @@
-"""The contracts of DESIGN section 4 as pydantic v2 models.
+"""The contracts of docs/architecture.md, Contracts as pydantic v2 models.
 
 Every record on a tokentrail topic is one of these, serialized as JSON with orjson
 (`schemas.wire`). Timestamps are UTC, RFC 3339 with milliseconds (`2026-11-28T11:47:49.123Z`);
@@ -23,7 +23,7 @@ from pydantic import (
 SCHEMA_VERSION = 1
 
 SYSTEM_TENANT = "_system"
-"""Sentinel tenant that owns system events and calls nobody could be attributed to (invariant 1)."""
+"""Sentinel tenant that owns system events and calls nobody could be attributed to (docs/architecture.md, invariant 1)."""
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -81,7 +81,7 @@ class Actor(Contract):
 
 
 class ChainLink(Contract):
-    """One hop of a delegation chain; chains are ordered root first, caller last (invariant 2)."""
+    """One hop of a delegation chain; chains are ordered root first, caller last (docs/architecture.md, invariant 2)."""
 
     key_id: NonEmpty
     actor: Actor
@@ -149,7 +149,7 @@ class RawCall(Contract):
     latency_ms: float = Field(ge=0)
     ttft_ms: float | None = Field(default=None, ge=0)
     request_body: str | None = None
-    """Redacted request body; present only when capture is on for the tenant (invariant 8)."""
+    """Redacted request body; present only when capture is on for the tenant (docs/architecture.md, invariant 8)."""
     response_body: str | None = None
     signature: str = ""
     """Hex HMAC-SHA256, see `schemas.signing`."""
@@ -189,7 +189,7 @@ class Identity(Contract):
     revoked_at: UtcTimestamp | None = None
 
     def chain(self) -> list[ChainLink]:
-        """Root first, this key last (invariant 2)."""
+        """Root first, this key last (docs/architecture.md, invariant 2)."""
         return [*self.ancestors, ChainLink(key_id=self.key_id, actor=self.actor)]
 
 

@@ -1,4 +1,4 @@
-"""Tamper evidence for gateway records (invariant 7).
+"""Tamper evidence for gateway records (docs/architecture.md, invariant 7).
 
 The signature of a record is the lowercase hex HMAC-SHA256, keyed with
 `TOKENTRAIL_SIGNING_KEY` (UTF-8 bytes), of its *canonical form*: the record as a JSON
@@ -16,10 +16,12 @@ from typing import Any
 
 import orjson
 
+from tokentrail.errors import TokentrailError
+
 SIGNATURE_FIELD = "signature"
 
 
-class InvalidSignature(ValueError):
+class InvalidSignature(TokentrailError, ValueError):
     """The record's signature is missing or does not match its content."""
 
 

@@ -8,14 +8,16 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.models import ControlRecord, RawRecord
+from tokentrail.errors import TokentrailError
 
 T = TypeVar("T", bound=BaseModel)
+V = TypeVar("V")
 
 RAW_RECORD = TypeAdapter(RawRecord)
 CONTROL_RECORD = TypeAdapter(ControlRecord)
 
 
-class SchemaError(ValueError):
+class SchemaError(TokentrailError, ValueError):
     """A record that does not match its contract; the message names every offending field."""
 
 
@@ -52,7 +54,7 @@ def loads(model: type[T], data: bytes | str) -> T:
     return validate(model, decode_json(data))
 
 
-def validate_adapter(adapter: TypeAdapter, obj: Any, name: str):
+def validate_adapter(adapter: TypeAdapter[V], obj: Any, name: str) -> V:
     try:
         return adapter.validate_python(obj)
     except ValidationError as exc:

@@ -172,7 +172,10 @@ def test_revoked_key_is_refused_within_a_second_with_an_event(gateway, mock_upst
     with pytest.raises(anthropic.AuthenticationError):
         anthropic.Anthropic(base_url=gateway.url, api_key="sk-ant-not-ours", max_retries=0).messages.create(**MESSAGE)
 
-    records = raw_records(kafka_topics, expected=10, timeout=5)
+    # one call before the revoke, those served after it, and three refusals (events)
+    expected = 1 + served_after_revoke + 3
+    records = raw_records(kafka_topics, expected=expected, timeout=10)
+    assert len(records) == expected
     events = [r["event"] for r in records if r["kind"] == "event"]
     assert len(events) == 3
     revoked = next(e for e in events if e["payload"]["reason"] == "revoked")
@@ -190,24 +193,35 @@ def test_frozen_tenant_gets_403_and_limits_give_429_with_retry_after(
 ):
     via, _ = openai_pair(gateway, mock_upstream, keys["child_key"])
     via_anthropic, _ = anthropic_pair(gateway, mock_upstream, keys["root_key"])
+    sent = 0  # every request is recorded: a call when served, a protection_decision when refused
+
+    def status(call) -> int:
+        nonlocal sent
+        sent += 1
+        return _status(call)
+
     control.put_control(Freeze(scope="tenant:acme", frozen=True, reason="incident 7", changed_at=_now()))
-    _eventually(lambda: _status(lambda: via.chat.completions.create(**CHAT)) == 403)
+    frozen_at = time.monotonic()
+    _eventually(lambda: status(lambda: via.chat.completions.create(**CHAT)) == 403)
+    assert time.monotonic() - frozen_at < 1.0, "the freeze took effect after more than a second (README)"
     with pytest.raises(openai.PermissionDeniedError, match="frozen: incident 7"):
         via.chat.completions.create(**CHAT)
     with pytest.raises(anthropic.PermissionDeniedError):
         via_anthropic.messages.create(**MESSAGE)
     control.put_control(Freeze(scope="tenant:acme", frozen=False, changed_at=_now()))
-    _eventually(lambda: _status(lambda: via.chat.completions.create(**CHAT)) == 200)
+    _eventually(lambda: status(lambda: via.chat.completions.create(**CHAT)) == 200)
 
     control.put_control(Limits(scope=f"key:{keys['root'].key_id}", requests_per_minute=2, changed_at=_now()))
-    _eventually(lambda: _status(lambda: via_anthropic.messages.create(**MESSAGE)) == 429)
+    _eventually(lambda: status(lambda: via_anthropic.messages.create(**MESSAGE)) == 429)
     with pytest.raises(anthropic.RateLimitError) as refused:
         via_anthropic.messages.create(**MESSAGE)
     assert int(refused.value.response.headers["retry-after"]) >= 1
     assert refused.value.body["error"]["type"] == "rate_limit_error"
     via.chat.completions.create(**CHAT)  # another identity of the tenant: its own bucket
 
-    records = raw_records(kafka_topics, expected=40, timeout=3)
+    expected = sent + 4  # and the four requests made directly above
+    records = raw_records(kafka_topics, expected=expected, timeout=10)
+    assert len(records) == expected
     decisions = [r["event"] for r in records if r["kind"] == "event"]
     assert {e["event_type"] for e in decisions} == {"protection_decision"}
     assert {e["payload"]["reason"] for e in decisions} == {"frozen", "rate_limited"}

@@ -18,6 +18,7 @@ from gateway.redaction import luhn_valid, redact
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 from gateway.usage import StreamScanner, body_usage, token_count
+from mock_upstream import replies
 from schemas import wire
 from schemas.models import Actor, Freeze, GatewayEvent, Limits, RawCall
 from schemas.signing import verify
@@ -25,7 +26,6 @@ from tokentrail.broker.server import free_port
 from tokentrail.control.limits import RateLimiter
 from tokentrail.control.records import mint_identity
 from tokentrail.control.registry import ControlState, IdentityRegistry
-from tokentrail.mock_upstream import replies
 
 KEY = b"unit-test-signing-key"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -253,7 +253,8 @@ def test_guard_freeze_then_limits():
     )
     controls.apply(f"freeze:key:{child.key_id}", None)
     controls.apply("limits:tenant:acme", Limits(scope="tenant:acme", requests_per_minute=2, changed_at=NOW))
-    assert guard.admit(child_key, 0.0) is not None and guard.admit(child_key, 0.0).key_id == child.key_id
+    admitted = [guard.admit(child_key, 0.0) for _ in range(2)]  # within the limit: entries, not denials
+    assert [(type(a).__name__, getattr(a, "key_id", None)) for a in admitted] == [("KeyEntry", child.key_id)] * 2
     limited = guard.admit(child_key, 0.0)
     assert (limited.status, limited.retry_after) == (429, 30)
 

@@ -14,9 +14,9 @@ import pytest
 
 from flows.pricing import Pricer
 from gateway.compatible import UPSTREAM_HEADER, UpstreamRouter, parse_upstreams
+from mock_upstream.process import spawn_mock_upstream
 from schemas.models import Actor, RawCall
 from tests.fixtures.gateway import raw_records, spawn_gateway
-from tokentrail.mock_upstream.process import spawn_mock_upstream
 
 GROQ = {"name": "groq", "base_url": "https://api.groq.com/openai/v1", "api_key_env": "GROQ_API_KEY"}
 

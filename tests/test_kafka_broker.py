@@ -1,4 +1,4 @@
-"""The local Kafka broker: real records through it, topics as DESIGN section 4 says, and the
+"""The local Kafka broker: real records through it, topics as docs/architecture.md, Contracts says, and the
 `tokentrail kafka up|down|status` CLI run as a user runs it (a subprocess in a fresh home)."""
 
 from __future__ import annotations

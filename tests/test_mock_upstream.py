@@ -21,9 +21,9 @@ import openai
 import orjson
 import pytest
 
-from tokentrail.mock_upstream import replies
-from tokentrail.mock_upstream.process import spawn_mock_upstream
-from tokentrail.mock_upstream.server import start_mock_in_thread
+from mock_upstream import replies
+from mock_upstream.process import spawn_mock_upstream
+from mock_upstream.server import start_mock_in_thread
 
 CHAT = [{"role": "user", "content": "Say hello"}]
 ANTHROPIC_MODEL = "claude-haiku-4-5"
@@ -487,7 +487,7 @@ def test_chunk_delay_spreads_the_stream_over_time(mock_upstream):
 def test_busy_port_is_a_one_line_error_naming_the_port(mock_upstream):
     port = mock_upstream.url.rsplit(":", 1)[1]
     run = subprocess.run(
-        [sys.executable, "-m", "tokentrail.mock_upstream", "--port", port], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "mock_upstream", "--port", port], capture_output=True, text=True, timeout=30
     )
     assert run.returncode == 2
     assert (
@@ -498,7 +498,7 @@ def test_busy_port_is_a_one_line_error_naming_the_port(mock_upstream):
 
 def test_bad_port_flag_is_refused():
     run = subprocess.run(
-        [sys.executable, "-m", "tokentrail.mock_upstream", "--port", "70000"],
+        [sys.executable, "-m", "mock_upstream", "--port", "70000"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tokentrail.cli import CliError
+from tokentrail.errors import CliError
 
 LOOK_BACK = timedelta(seconds=30)
 """How far before the call's time the raw topic is read (the gateway's clock vs the broker's)."""
@@ -91,15 +91,14 @@ def _raw_call(call_id: str, at: datetime) -> dict[str, Any] | None:
     """The RawCall of `call_id` on the raw topic, read from LOOK_BACK before `at`."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    from tokentrail.broker.admin import unreachable_message, wait_ready
     from tokentrail.kafka_log import kafka_logger
+    from tokentrail.kafka_reach import require_kafka
     from tokentrail.settings import CoreSettings, load
     from tokentrail.topics import CALLS_RAW
 
     core = load(CoreSettings)
     bootstrap, topic = core.bootstrap(), core.topic(CALLS_RAW)
-    if not wait_ready(bootstrap, timeout=KAFKA_WAIT_S):
-        raise CliError(unreachable_message(bootstrap, core.home) + " (the captured bodies are on its raw topic)")
+    require_kafka(bootstrap, core.home, KAFKA_WAIT_S)  # the captured bodies are on its raw topic
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

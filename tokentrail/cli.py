@@ -1,4 +1,4 @@
-"""`tokentrail` command line: one sub-command per surface of DESIGN section 6.
+"""`tokentrail` command line: one sub-command per surface of docs/architecture.md.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its parser(s) and
 sets `func(args) -> int`. Modules keep heavy imports inside `func`, so `tokentrail --help`
@@ -18,12 +18,14 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
-from tokentrail.settings import ConfigError
+from tokentrail.errors import CliError, TokentrailError
+
+__all__ = ["COMMAND_MODULES", "CliError", "OneLineParser", "build_parser", "fail", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.demo",
     "tokentrail.broker.cli",
-    "tokentrail.mock_upstream.cli",
+    "mock_upstream.cli",
     "tokentrail.control.cli",
     "gateway.cli",
     "flows.cli",
@@ -31,10 +33,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.calls",
 )
 USAGE_ERROR = 2
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,13 +46,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         command = self.prog if self.prog.startswith("tokentrail") else f"tokentrail {self.prog}"
         self.exit(USAGE_ERROR, f"{command}: {message} (see `{command} --help`)\n")
-
-
-def tcp_port(text: str) -> int:
-    """argparse type of a `--port` flag: 0-65535, 0 meaning any free port (the error names the flag)."""
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r} (0-65535, 0 picks a free one)")
-    return int(text)
 
 
 def package_version() -> str:
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         args._parser.error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CliError) as exc:
+    except TokentrailError as exc:
         return fail(args.command, exc)
     except KeyboardInterrupt:
         return 130

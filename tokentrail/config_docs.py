@@ -19,8 +19,8 @@ START, END = "<!-- config:start -->", "<!-- config:end -->"
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     from flows.settings import FlowSettings
     from gateway.settings import GatewaySettings
+    from mock_upstream.settings import MockUpstreamSettings
     from tokentrail.broker.jars import BrokerSettings
-    from tokentrail.mock_upstream.settings import MockUpstreamSettings
     from tokentrail.settings import CoreSettings
     from tokentrail.storage.settings import StorageSettings
 

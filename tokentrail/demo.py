@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import orjson
 
+from tokentrail.errors import CliError
 from tokentrail.processes import stop_process
 
 READY_TIMEOUT = 60.0
@@ -52,11 +53,10 @@ def say(message: str) -> None:
 
 
 def run(args) -> int:
+    from mock_upstream.process import spawn_mock_upstream
     from schemas.models import Actor, Freeze
     from tokentrail.broker import server
-    from tokentrail.cli import CliError
     from tokentrail.control.plane import ControlPlane
-    from tokentrail.mock_upstream.process import spawn_mock_upstream
     from tokentrail.settings import CoreSettings, load
 
     if args.calls < 1:
@@ -161,7 +161,6 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
 
 
 def _wait_http(url: str, process: subprocess.Popen) -> None:
-    from tokentrail.cli import CliError
 
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -265,7 +264,6 @@ def _wait_status(gateway_url: str, key: str, wanted: int) -> tuple[int, int]:
 
 def _wait_rows(sent: int, *tenants: str, flows: subprocess.Popen) -> int:
     """Count llm_calls rows of the demo's tenants through the flows' query server."""
-    from tokentrail.cli import CliError
     from tokentrail.storage import open_store
 
     deadline = time.monotonic() + ROWS_TIMEOUT

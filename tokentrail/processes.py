@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def die_with_parent() -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def stop_process(process: subprocess.Popen, timeout: float) -> int:
+def stop_process(process: subprocess.Popen[Any], timeout: float) -> int:
     """SIGTERM (let it flush), SIGKILL past `timeout`; safe to call twice. Returns the exit code."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""Settings every process reads (DESIGN section 6), one pydantic-settings class per concern.
+"""Settings every process reads (docs/architecture.md), one pydantic-settings class per concern.
 
 Process-specific settings (gateway, flows, storage) live beside their code and reuse
 `ENV` below. A CLI flag, where there is one, wins over the environment.
@@ -14,6 +14,10 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tokentrail.errors import ConfigError
+
+__all__ = ["ENV", "ConfigError", "CoreSettings", "load"]
+
 ENV = SettingsConfigDict(env_prefix="TOKENTRAIL_", extra="ignore", env_file=None, use_attribute_docstrings=True)
 """Shared by every settings class; field docstrings become descriptions (the README table)."""
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -25,10 +29,6 @@ def default_home() -> Path:
     state = os.environ.get("XDG_STATE_HOME")
     base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"
     return base / "tokentrail"
-
-
-class ConfigError(Exception):
-    """Configuration the process cannot start with; the message lists every problem at once."""
 
 
 def absolute_home(home: Path) -> Path:
@@ -72,7 +72,7 @@ class CoreSettings(BaseSettings):
         state = broker_state_file(self.home)
         if state.exists():
             try:
-                return orjson.loads(state.read_bytes())["bootstrap"]
+                return str(orjson.loads(state.read_bytes())["bootstrap"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass
         return DEFAULT_BOOTSTRAP
@@ -86,10 +86,10 @@ class CoreSettings(BaseSettings):
         return self.signing_key.get_secret_value().encode()
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+S = TypeVar("S", bound=BaseSettings)
 
 
-def load(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+def load(cls: type[S], **overrides: Any) -> S:
     """Build a settings object, turning pydantic's errors into one ConfigError naming every field."""
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,4 +1,4 @@
-"""Kafka topics of DESIGN section 4: names, keys and cleanup policies in one place."""
+"""Kafka topics of docs/architecture.md, Contracts: names, keys and cleanup policies in one place."""
 
 from dataclasses import dataclass
 

@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
+from mock_upstream.process import spawn_mock_upstream  # noqa: E402
 from schemas.models import Actor, Limits  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
 from tokentrail.control.plane import ControlPlane  # noqa: E402
-from tokentrail.mock_upstream.process import spawn_mock_upstream  # noqa: E402
 from tokentrail.settings import CoreSettings  # noqa: E402
 from tokentrail.topics import CALLS_RAW  # noqa: E402
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from tokentrail.mock_upstream import replies
+from mock_upstream import replies
 
 POST_LUA = Path(__file__).with_name("post.lua")
 

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from mock_upstream.process import spawn_mock_upstream  # noqa: E402
 from tokentrail.broker.server import free_port  # noqa: E402
-from tokentrail.mock_upstream.process import spawn_mock_upstream  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SERVER_CORE, CLIENT_CORE = "0", "1"

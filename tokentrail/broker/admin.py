@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -42,7 +41,7 @@ def wait_ready(bootstrap: str, timeout: float = 30.0, alive: Callable[[], bool] 
 def ensure_topics(
     bootstrap: str, prefix: str = "", partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0
 ) -> list[str]:
-    """Create every topic of DESIGN section 4 (named `prefix + name`) that does not exist yet,
+    """Create every topic of docs/architecture.md, Contracts (named `prefix + name`) that does not exist yet,
     with its cleanup policy, and wait until each one has a leader. Returns the names created."""
     admin = _admin(bootstrap)
     wanted = [
@@ -120,12 +119,3 @@ def _accepts(address: str) -> bool:
             return True
     except (OSError, ValueError):
         return False
-
-
-def unreachable_message(bootstrap: str, home: Path) -> str:
-    """The one-line error of a command that needs Kafka and found none: where it looked and
-    what to start."""
-    return (
-        f"no Kafka broker answers at {bootstrap} (TOKENTRAIL_HOME={home}): start one with "
-        "`tokentrail kafka up` (with this TOKENTRAIL_HOME), or set TOKENTRAIL_KAFKA_BOOTSTRAP"
-    )

@@ -1,4 +1,4 @@
-"""`tokentrail kafka up|down|status`: the local broker of DESIGN section 7."""
+"""`tokentrail kafka up|down|status`: the local broker of docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+from tokentrail.errors import CliError
 
 
 def register(subparsers) -> None:
@@ -86,7 +88,6 @@ def _home_and_prefix() -> tuple[Path, str]:
 def _user_errors():
     """Turn a BrokerError into the CLI's one-line error, printing its log lines first."""
     from tokentrail.broker.jars import BrokerError
-    from tokentrail.cli import CliError
 
     try:
         yield

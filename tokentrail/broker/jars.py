@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from tokentrail.errors import TokentrailError
 from tokentrail.settings import ENV
 
 POM = Path(__file__).with_name("pom.xml")
@@ -28,7 +29,7 @@ LOG4J_CONFIG = Path(__file__).with_name("log4j2.xml")
 MIN_JAVA = 17
 
 
-class BrokerError(Exception):
+class BrokerError(TokentrailError):
     """The local broker cannot be fetched, started or stopped; the message (one line) says what
     to do, and `details` (maybe empty) holds the log lines that show why."""
 

@@ -179,7 +179,7 @@ def up(
     die_with_parent: bool = False,
 ) -> tuple[BrokerHandle, bool, list[str]]:
     """What `tokentrail kafka up` does: start (or reuse) the broker, then make sure every topic
-    of DESIGN section 4 exists. Returns (handle, started, topics created)."""
+    of docs/architecture.md, Contracts exists. Returns (handle, started, topics created)."""
     handle, started = start_broker(home, port, data_dir, reset, die_with_parent)
     return handle, started, admin.ensure_topics(handle.bootstrap, prefix=topic_prefix)
 

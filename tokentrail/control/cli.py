@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC
 
-from tokentrail.cli import CliError
+from tokentrail.errors import CliError
 
 
 def register(subparsers) -> None:
@@ -77,13 +77,12 @@ KAFKA_WAIT_S = 3.0
 
 
 def _plane():
-    from tokentrail.broker.admin import unreachable_message, wait_ready
     from tokentrail.control.plane import ControlPlane
+    from tokentrail.kafka_reach import require_kafka
     from tokentrail.settings import CoreSettings, load
 
     core = load(CoreSettings)
-    if not wait_ready(core.bootstrap(), timeout=KAFKA_WAIT_S):
-        raise CliError(unreachable_message(core.bootstrap(), core.home))
+    require_kafka(core.bootstrap(), core.home, KAFKA_WAIT_S)
     return ControlPlane(core)
 
 

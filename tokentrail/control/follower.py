@@ -14,9 +14,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from tokentrail.errors import TokentrailError
 from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger("tokentrail.control.follower")
@@ -25,7 +27,7 @@ Handler = Callable[[bytes | None, bytes | None], None]
 """Applies one record: (key, value); value None is a tombstone."""
 
 
-class FollowerError(Exception):
+class FollowerError(TokentrailError):
     """The topics could not be read (Kafka did not answer in time)."""
 
 
@@ -59,7 +61,7 @@ class TopicFollower:
             self._check_deadline(deadline, timeout)
         ends = self._end_offsets(deadline, timeout)
         while True:
-            positions = self._consumer.position([TopicPartition(topic, partition) for topic, partition in ends])
+            positions = self._assigned().position([TopicPartition(topic, partition) for topic, partition in ends])
             if (
                 all(
                     tp.offset >= ends[(tp.topic, tp.partition)] or ends[(tp.topic, tp.partition)] == 0
@@ -71,13 +73,18 @@ class TopicFollower:
             self._check_deadline(deadline, timeout)
             self._step(min(0.2, max(0.0, deadline - time.monotonic())))
 
+    def _assigned(self) -> Consumer:
+        if self._consumer is None:
+            raise FollowerError("the consumer is not assigned yet")
+        return self._consumer
+
     def _end_offsets(self, deadline: float, timeout: float) -> dict[tuple[str, int], int]:
         """High watermark of every assigned partition, retried while a new topic elects its leaders."""
         while True:
             try:
                 return {
-                    (tp.topic, tp.partition): self._consumer.get_watermark_offsets(tp, timeout=1.0)[1]
-                    for tp in self._consumer.assignment()
+                    (tp.topic, tp.partition): self._assigned().get_watermark_offsets(tp, timeout=1.0)[1]
+                    for tp in self._assigned().assignment()
                 }
             except KafkaException as exc:
                 log.debug("watermarks not readable yet: %s", exc)
@@ -114,22 +121,23 @@ class TopicFollower:
         if self._consumer is None:
             if not self._assign(timeout):
                 return
-        for message in self._consumer.consume(num_messages=1000, timeout=timeout):
+        for message in self._assigned().consume(num_messages=1000, timeout=timeout):
+            topic = cast(str, message.topic())  # set on every consumed message
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    self._reached_end(message.topic(), message.partition())
+                    self._reached_end(topic, cast(int, message.partition()))
                 elif error.fatal():
                     raise KafkaException(error)
                 continue
-            handler = self.handlers[message.topic()]
+            handler = self.handlers[topic]
             try:
                 handler(message.key(), message.value())
                 self.records_applied += 1
             except ValueError as exc:
                 self.bad_records += 1
                 if self._on_bad_record:
-                    self._on_bad_record(message.topic(), exc)
+                    self._on_bad_record(topic, exc)
                 else:
                     log.warning("skipped a bad record on %s: %s", message.topic(), exc)
 

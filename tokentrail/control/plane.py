@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from schemas import wire
-from schemas.models import Actor, Identity, control_key
+from schemas.models import Actor, ControlRecord, Identity, control_key
 from tokentrail.control.follower import Handler, TopicFollower
 from tokentrail.control.publish import publish
 from tokentrail.control.records import decode_control, decode_identity, mint_identity
@@ -62,5 +62,5 @@ class ControlPlane:
         publish(self.bootstrap, self.identities_topic, key_id, wire.dumps(revoked))
         return revoked
 
-    def put_control(self, record) -> None:
+    def put_control(self, record: ControlRecord) -> None:
         publish(self.bootstrap, self.controls_topic, control_key(record), wire.dumps(record))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, Producer
 
+from tokentrail.errors import TokentrailError
 from tokentrail.kafka_log import kafka_logger
 
 
-class PublishError(Exception):
+class PublishError(TokentrailError):
     """The record was not acknowledged by Kafka; the message says why."""
 
 

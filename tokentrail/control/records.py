@@ -9,9 +9,10 @@ from pydantic import ValidationError
 from schemas import wire
 from schemas.models import Actor, ControlRecord, Identity, control_key
 from tokentrail.control import keys
+from tokentrail.errors import TokentrailError
 
 
-class RecordError(ValueError):
+class RecordError(TokentrailError, ValueError):
     """A record on a control topic that is not what the topic carries; the message says why."""
 
 

@@ -136,7 +136,7 @@ class ControlState:
         return f"tenant:{tenant_id}" in self._capture
 
     @staticmethod
-    def _set(table: dict, scope: str, value: Any | None) -> None:
+    def _set(table: dict[str, Any], scope: str, value: Any | None) -> None:
         if value is None:
             table.pop(scope, None)
         else:

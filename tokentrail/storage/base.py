@@ -58,7 +58,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def encode_rows(table: str, rows: Iterable[dict]) -> bytes:
+def encode_rows(table: str, rows: Iterable[dict[str, Any]]) -> bytes:
     """JSONEachRow body; datetimes become RFC 3339 (read back with best-effort parsing)."""
     try:
         return b"\n".join(orjson.dumps(row, default=_json_default) for row in rows) + b"\n"
@@ -100,7 +100,7 @@ def value_decoder(ch_type: str) -> Callable[[Any], Any]:
     return lambda v: v
 
 
-def decode_compact(body: bytes) -> list[dict]:
+def decode_compact(body: bytes) -> list[dict[str, Any]]:
     """Rows of a JSONCompactEachRowWithNamesAndTypes body, typed (see module docstring)."""
     lines = body.splitlines()
     if len(lines) < 2:

@@ -1,5 +1,5 @@
 """`tokentrail migrate`, `tokentrail events`, `tokentrail report cost`: the storage surfaces
-of DESIGN section 6. All three work while `tokentrail flows` holds the embedded store (they
+of docs/architecture.md. All three work while `tokentrail flows` holds the embedded store (they
 read through its query server; migrate then says it cannot write)."""
 
 from __future__ import annotations
@@ -7,10 +7,18 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import get_args
+from typing import TYPE_CHECKING, Any, get_args
+
+from tokentrail.errors import CliError
+
+if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wait for the command
+    from tokentrail.storage import StorageSettings, Store
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 # `--by` -> (rollup table prefix, grouping columns); fixed names, never user text.
 COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -27,7 +35,7 @@ LATEST = datetime(2105, 12, 31, tzinfo=UTC)
 """Open-ended report bounds, inside the range of ClickHouse's DateTime."""
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     subparsers.add_parser(
         "migrate",
         help="apply pending ClickHouse migrations (clickhouse/NNNN_*.sql) in order",
@@ -84,7 +92,6 @@ def register(subparsers) -> None:
 def parse_timestamp(flag: str, text: str | None) -> datetime | None:
     """ISO 8601 (`2026-03-01`, `2026-03-01T10:00`, `...Z`, `...+02:00`); naive means UTC.
     Parsed here rather than by argparse, so a bad value is one line (CliError), not usage text."""
-    from tokentrail.cli import CliError
 
     if text is None:
         return None
@@ -106,9 +113,8 @@ def _positive(text: str) -> int:
 
 
 @contextmanager
-def storage_errors():
+def storage_errors() -> Iterator[None]:
     """StorageError is something the user can act on (a held store, a bad URL): one line, exit 2."""
-    from tokentrail.cli import CliError
     from tokentrail.storage.errors import StorageError
 
     try:
@@ -122,7 +128,7 @@ def storage_errors():
 
 
 @contextmanager
-def opened_store(reading: bool = True):
+def opened_store(reading: bool = True) -> Iterator[tuple[Store, StorageSettings]]:
     """The store of TOKENTRAIL_HOME. A reader never creates one: with no store in the home it
     fails in one line that names the home and what to start (an empty new store would only
     answer "unknown table")."""
@@ -140,10 +146,8 @@ def opened_store(reading: bool = True):
             store.close()
 
 
-def require_embedded_store(settings) -> None:
+def require_embedded_store(settings: StorageSettings) -> None:
     """CliError unless TOKENTRAIL_HOME holds a migrated embedded store (or a query server)."""
-    from tokentrail.cli import CliError
-
     path = settings.embedded_path()
     if not (path / "metadata").is_dir():
         raise CliError(
@@ -152,7 +156,7 @@ def require_embedded_store(settings) -> None:
         )
 
 
-def _migrate(args) -> int:
+def _migrate(args: argparse.Namespace) -> int:
     from tokentrail.storage import migrate
 
     with opened_store(reading=False) as (store, settings), storage_errors():
@@ -165,8 +169,7 @@ def _migrate(args) -> int:
     return 0
 
 
-def _bounds(args) -> tuple[datetime | None, datetime | None]:
-    from tokentrail.cli import CliError
+def _bounds(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
 
     since, until = parse_timestamp("--since", args.since), parse_timestamp("--until", args.until)
     if since is not None and until is not None and since > until:
@@ -175,14 +178,13 @@ def _bounds(args) -> tuple[datetime | None, datetime | None]:
 
 
 def _check_choices(flag: str, given: list[str], allowed: tuple[str, ...]) -> None:
-    from tokentrail.cli import CliError
 
     unknown = [value for value in given if value not in allowed]
     if unknown:
         raise CliError(f"unknown {flag} {', '.join(map(repr, unknown))}; one of: {', '.join(allowed)}")
 
 
-def _events(args) -> int:
+def _events(args: argparse.Namespace) -> int:
     from schemas.models import EventSource, EventType
     from tokentrail.storage.event_rows import EVENT_COLUMNS, unified_event
 
@@ -227,7 +229,7 @@ def _events(args) -> int:
 EVENT_TABLE_COLUMNS = ("timestamp", "type", "severity", "source", "actor", "model", "status", "cost_usd", "details")
 
 
-def event_cells(event: dict) -> tuple[str, ...]:
+def event_cells(event: dict[str, Any]) -> tuple[str, ...]:
     """One `events` table line: the fields a reader looks for pulled out of the payload
     (model, status, cost or "unpriced"), then the rest as short key=value details."""
     payload = event["payload"]
@@ -277,7 +279,7 @@ def _whole_hour(moment: datetime | None) -> bool:
     return moment is None or (moment.minute, moment.second, moment.microsecond) == (0, 0, 0)
 
 
-def _report_cost(args) -> int:
+def _report_cost(args: argparse.Namespace) -> int:
     since, until = _bounds(args)
     hourly = _whole_hour(since) and _whole_hour(until)
     parameters = {
@@ -313,7 +315,7 @@ def _report_cost(args) -> int:
     return 0
 
 
-def _cost_cell(row: dict, column: str) -> str:
+def _cost_cell(row: dict[str, Any], column: str) -> str:
     """A report table cell; the cost of a group none of whose calls could be priced is
     unknown ('-'), not $0."""
     if column == "cost_usd" and row["calls"] and row["unpriced_calls"] == row["calls"]:
@@ -321,12 +323,12 @@ def _cost_cell(row: dict, column: str) -> str:
     return _cell(row[column])
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """JSON/CSV value: money as a decimal string with cents precision kept (no float)."""
     return f"{value:f}" if isinstance(value, Decimal) else value
 
 
-def _cell(value) -> str:
+def _cell(value: Any) -> str:
     if isinstance(value, Decimal):
         return f"{value.quantize(Decimal('0.000001')):f}"
     if isinstance(value, int):
@@ -334,12 +336,17 @@ def _cell(value) -> str:
     return str(value)
 
 
-def print_table(header, rows, numeric_from: int | None = None, rule_before_last: bool = False) -> None:
+def print_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    numeric_from: int | None = None,
+    rule_before_last: bool = False,
+) -> None:
     """A fixed-width table; columns from `numeric_from` on are right-aligned."""
     rows = [[str(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
-    def line(cells) -> str:
+    def line(cells: Sequence[str]) -> str:
         return "  ".join(
             cell.rjust(w) if numeric_from is not None and i >= numeric_from else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(cells, widths, strict=True))

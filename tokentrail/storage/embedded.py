@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 from pathlib import Path
+from typing import Any
 
 from chdb.session import Session
 
@@ -107,7 +108,7 @@ class EmbeddedStore:
             raise StorageError(f"the embedded store at {self.path} is closed")
         return self._session
 
-    def insert_rows(self, table: str, rows: list[dict], dedup_token: str | None = None) -> None:
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None:
         if rows:
             self.insert_json_lines(table, encode_rows(table, rows), dedup_token)
 
@@ -129,7 +130,7 @@ class EmbeddedStore:
             rows = body.count(b"\n")
             raise StorageError(f"insert of {rows} rows into {table} failed: {_engine_message(exc)}") from None
 
-    def query(self, sql: str, parameters: dict | None = None) -> list[dict]:
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         params = {name: format_parameter(value) for name, value in (parameters or {}).items()}
         return decode_compact(self.query_raw(self._live(), sql, params))
 
@@ -139,7 +140,7 @@ class EmbeddedStore:
         reply); `parameters` are already in bound-value text form (`format_parameter`)."""
         sql = single_statement(sql)
         try:
-            return session.query(sql, RESULT_FORMAT, params=parameters or None).bytes()
+            return bytes(session.query(sql, RESULT_FORMAT, params=parameters or None).bytes())
         except RuntimeError as exc:
             raise StorageError(f"query failed: {_engine_message(exc)}") from None
 

@@ -46,7 +46,8 @@ def load_migrations(directory: Path) -> list[Migration]:
     is an error, because running such files in an unspecified order is how schemas drift."""
     if not directory.is_dir():
         raise StorageError(f"migrations directory not found: {directory}")
-    migrations, numbers = [], {}
+    migrations: list[Migration] = []
+    numbers: dict[str, str] = {}
     for path in sorted(directory.glob("*.sql")):
         if path.name.endswith(".down.sql"):
             continue

@@ -37,6 +37,8 @@ from tokentrail.storage.settings import StorageSettings
 from tokentrail.storage.sqltext import format_parameter
 
 if TYPE_CHECKING:  # chdb costs ~250 MB and 0.2 s to import: only the embedded store loads it
+    from chdb.session import Session
+
     from tokentrail.storage.embedded import EmbeddedStore
 
 SERVER_FILE = "query-server.json"
@@ -59,7 +61,7 @@ class QueryServerHandle:
     file: Path
     _server: ThreadingHTTPServer
     _thread: threading.Thread
-    _session: object
+    _session: Session
 
     def stop(self) -> None:
         """Stop answering, close the read-only session and remove the server file."""
@@ -118,7 +120,7 @@ def start_query_server(store: EmbeddedStore, settings: StorageSettings | None = 
                 return self._reply(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             self._send(HTTPStatus.OK, body, "application/x-ndjson")
 
-        def _reply(self, status: HTTPStatus, payload: dict) -> None:
+        def _reply(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
             self._send(status, orjson.dumps(payload), "application/json")
 
         def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
@@ -128,7 +130,7 @@ def start_query_server(store: EmbeddedStore, settings: StorageSettings | None = 
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             """Quiet: one log line per query would drown the flows' own logs."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -161,11 +163,11 @@ class RemoteStore:
     def ping(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
-                return orjson.loads(reply.read()).get("pid") == self.pid
+                return bool(orjson.loads(reply.read()).get("pid") == self.pid)
         except (OSError, orjson.JSONDecodeError):
             return False
 
-    def query(self, sql: str, parameters: dict | None = None) -> list[dict]:
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         params = {name: format_parameter(value) for name, value in (parameters or {}).items()}
         request = urllib.request.Request(
             f"{self.url}/query",

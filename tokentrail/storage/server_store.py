@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlparse
 
 from tokentrail.storage.base import INSERT_SETTINGS, encode_rows, existing_ids_sql
@@ -29,7 +30,7 @@ class ServerStore:
         except ClickHouseError as exc:
             raise StorageError(f"cannot connect to ClickHouse at {self.where}: {_one_line(exc)}") from None
 
-    def insert_rows(self, table: str, rows: list[dict], dedup_token: str | None = None) -> None:
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], dedup_token: str | None = None) -> None:
         if rows:
             self.insert_json_lines(table, encode_rows(table, rows), dedup_token)
 
@@ -44,7 +45,7 @@ class ServerStore:
             rows = body.count(b"\n")
             raise StorageError(f"insert of {rows} rows into {table} failed: {_one_line(exc)}") from None
 
-    def query(self, sql: str, parameters: dict | None = None) -> list[dict]:
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         try:
             bound = {name: _server_value(value) for name, value in (parameters or {}).items()}
             return list(self._client.query(sql, parameters=bound or None).named_results())

@@ -23,7 +23,8 @@ from typing import NamedTuple
 import httptools
 import orjson
 
-from tokentrail.mock_upstream import replies
+from mock_upstream import replies
+from tokentrail.errors import TokentrailError
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -36,7 +37,7 @@ _WANTED_HEADERS = {name.encode(): name for name in replies.CONTROL_HEADERS | rep
 _TIMING_HEADERS = {name.encode() for name in replies.TIMING_HEADERS}
 
 
-class MockUpstreamError(Exception):
+class MockUpstreamError(TokentrailError):
     """The server cannot start (address in use, bad host); one line for the user."""
 
 
@@ -400,7 +401,7 @@ def start_mock_in_thread(host: str = "127.0.0.1", port: int = 0) -> RunningMock:
     """Serve from a daemon thread with its own uvloop loop; `stop()` closes it and joins.
 
     Shares the GIL with the caller, so use it for unit tests and tools, and the subprocess
-    (tokentrail.mock_upstream.process) when throughput matters.
+    (mock_upstream.process) when throughput matters.
     """
     import uvloop
 

@@ -1,4 +1,4 @@
-"""A fast, deterministic fake OpenAI + Anthropic provider (DESIGN section 7, docs/mock_upstream.md).
+"""A fast, deterministic fake OpenAI + Anthropic provider (docs/architecture.md, docs/mock_upstream.md).
 
 - `replies`: what is answered (pure functions, the wire shapes).
 - `server`: the raw asyncio/uvloop/httptools HTTP server; `start_mock_in_thread` for in-process use.

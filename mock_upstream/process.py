@@ -12,13 +12,14 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tokentrail.mock_upstream.cli import READY_PREFIX
+from mock_upstream.cli import READY_PREFIX
+from tokentrail.errors import TokentrailError
 from tokentrail.processes import stop_process
 
 START_TIMEOUT = 15.0
 
 
-class MockStartError(Exception):
+class MockStartError(TokentrailError):
     """The child did not come up: it exited, or did not answer /healthz in time."""
 
 
@@ -47,7 +48,7 @@ def spawn_mock_upstream(
     die_with_parent: bool = True,
     timeout: float = START_TIMEOUT,
 ) -> MockProcess:
-    """Start `python -m tokentrail.mock_upstream` and return once /healthz answers.
+    """Start `python -m mock_upstream` and return once /healthz answers.
 
     `prefix` goes before the command (the benchmark pins it with `taskset -c 0`). With
     `die_with_parent` Linux stops the child if this process dies, so no mock outlives a killed
@@ -57,7 +58,7 @@ def spawn_mock_upstream(
         *prefix,
         sys.executable,
         "-m",
-        "tokentrail.mock_upstream",
+        "mock_upstream",
         "--host",
         host,
         "--port",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from tokentrail.cli import tcp_port
+from tokentrail.arguments import tcp_port
+from tokentrail.errors import CliError
 
 READY_PREFIX = "mock-upstream listening on "
 """Start of the line printed once the port accepts connections; the URL follows it."""
@@ -37,9 +38,8 @@ def _workers(text: str) -> int:
 
 
 def _run(args) -> int:
-    from tokentrail.cli import CliError
-    from tokentrail.mock_upstream.server import MockUpstreamError, bind, serve, url_of
-    from tokentrail.mock_upstream.settings import MockUpstreamSettings
+    from mock_upstream.server import MockUpstreamError, bind, serve, url_of
+    from mock_upstream.settings import MockUpstreamSettings
     from tokentrail.settings import load
 
     settings = load(
