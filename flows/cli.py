@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             query_server = start_query_server(store, storage)
         context = FlowContext(LockedStore(store), settings, core)
         if settings.flows_metrics_port:
-            metrics_server = serve_metrics(settings.flows_metrics_port)
+            metrics_server = serve_metrics(settings.flows_metrics_port, settings.flows_metrics_host)
         recovery = None
         epoch = timedelta(seconds=settings.flows_snapshot_seconds)
         if settings.flows_recovery:
@@ -244,11 +244,40 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_metrics(port: int) -> ThreadingHTTPServer:
-    """`/metrics` (Prometheus text) and `/healthz` on 0.0.0.0:port, in a daemon thread."""
+METRICS_CONNECTIONS = 8
+"""Connections the metrics server serves at once; more are closed at once (a scraper needs one)."""
+METRICS_TIMEOUT_S = 5.0
+"""A metrics connection that sends nothing for this long is closed."""
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, but at most METRICS_CONNECTIONS of them."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(METRICS_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """`/metrics` (Prometheus text) and `/healthz` on host:port, in daemon threads (bounded, with
+    timeouts: docs/flows.md)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = METRICS_TIMEOUT_S
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             if self.path == "/metrics":
                 body, kind, status = generate_latest(), CONTENT_TYPE_LATEST, 200
@@ -266,7 +295,7 @@ def serve_metrics(port: int) -> ThreadingHTTPServer:
             pass
 
     try:
-        server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        server = _BoundedHTTPServer((host, port), Handler)
     except OSError as exc:
         raise CliError(
             f"cannot serve metrics on port {port}: {exc.strerror} (set TOKENTRAIL_FLOWS_METRICS_PORT or --metrics-port)"

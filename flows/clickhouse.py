@@ -19,6 +19,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows import metrics
 from flows.connectors import NumberedParts
+from flows.seen import SeenIds
 from flows.settings import FlowSettings
 from flows.sink import BatchingSink, Retry, Writer
 from tokentrail.storage import Store
@@ -60,6 +61,7 @@ class ClickHouseSink(NumberedParts, FixedPartitionedSink[Rows | None, dict[str, 
         self._settings = settings
         self._journal = journal
         self._writer: Writer | None = None
+        self._seen: SeenIds | None = None
         self._lock = threading.Lock()
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict[str, Any] | None) -> _ClickHousePartition:
@@ -67,6 +69,13 @@ class ClickHouseSink(NumberedParts, FixedPartitionedSink[Rows | None, dict[str, 
         with self._lock:
             if self._writer is None:
                 self._writer = Writer(self._store, self._tables, retry, on_flush=metrics.record_flush)
+            if self._seen is None:  # one filter of written ids per process (counted once: flows.seen)
+                self._seen = SeenIds.load(
+                    self._store,
+                    self._tables,
+                    self._settings.flows_dedup_capacity,
+                    self._settings.flows_dedup_window_hours,
+                )
         sink = BatchingSink(
             self._store,
             self._tables,
@@ -75,6 +84,7 @@ class ClickHouseSink(NumberedParts, FixedPartitionedSink[Rows | None, dict[str, 
             writer=self._writer,
             retry=retry,
             journal=self._journal / for_part if self._journal else None,
+            seen=self._seen,
         )
         sink.resume(resume_state)
         return _ClickHousePartition(sink)

@@ -16,10 +16,11 @@ from typing import Any, cast
 from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage, _list_parts
 from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, Producer
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Producer
 from confluent_kafka import Message as DeliveredMessage
 from confluent_kafka.admin import AdminClient
 
+from flows import metrics
 from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,27 @@ class NumberedParts:
         return int(item_key)
 
 
+PERMANENT_PRODUCE_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError._INVALID_ARG,
+    }
+)
+"""Errors about the record itself: producing it again can never succeed."""
+
+
+def undeliverable(topic: str, key: bytes | None, size: int, error: KafkaError) -> None:
+    """A record Kafka refuses for good (e.g. larger than the broker allows): logged with where it
+    was going and counted, then dropped, so it never holds up the records behind it or stops
+    the flow on every restart (docs/flows.md, "Dead letters")."""
+    metrics.UNDELIVERABLE.labels(error.name()).inc()
+    log.error("Kafka refused a %d-byte record for %s (key %r) for good, dropped: %s", size, topic, key, error)
+
+
 class _KafkaPartition(StatefulSinkPartition[list[Message], None]):
     def __init__(self, producer: Producer, failures: list[str]) -> None:
         self.producer = producer
@@ -101,6 +123,12 @@ class _KafkaPartition(StatefulSinkPartition[list[Message], None]):
                         break
                     except BufferError:  # local queue full: let the producer drain, then retry
                         self.producer.poll(0.05)
+                    except KafkaException as exc:
+                        error = exc.args[0]
+                        if error.code() not in PERMANENT_PRODUCE_ERRORS:
+                            raise
+                        undeliverable(topic, key, len(payload or b""), error)
+                        break
         self.producer.poll(0)
 
     def snapshot(self) -> None:
@@ -145,7 +173,11 @@ class KafkaOutSink(NumberedParts, FixedPartitionedSink[list[Message], None]):
             return _KafkaPartition(self._producer, self._failures)
 
     def _delivered(self, error: KafkaError | None, message: DeliveredMessage) -> None:
-        if error is not None:
+        if error is None:
+            return
+        if error.code() in PERMANENT_PRODUCE_ERRORS:
+            undeliverable(message.topic() or "", message.key(), len(message.value() or b""), error)
+        else:
             self._failures.append(f"{message.topic()}: {error}")
 
 

@@ -37,7 +37,7 @@ from flows.context import FlowContext
 from flows.events import call_outputs
 from flows.identity import Attribution, IdentityEntry, IdentityTable, attribute, decode_identity
 from flows.pricing import PricedUsage, Pricer
-from flows.records import RecordReader, Rejected, dead_letter
+from flows.records import RecordReader, Rejected, dead_letter, dead_letter_headers
 from flows.settings import FlowSettings
 from tokentrail import topics
 from tokentrail.control.records import RecordError
@@ -102,7 +102,7 @@ def _outputs() -> Outputs:
 
 def _dead_letter_message(rejected: Rejected, message: KafkaMessage, dlq_topic: str) -> Message:
     metrics.REJECTED.labels(metrics.reason_label(rejected.reason)).inc()
-    headers = [*(message.headers or []), ("tokentrail-reason", rejected.reason[:512].encode())]
+    headers = dead_letter_headers(message.headers, rejected.reason)
     source = message.topic or ""
     return dlq_topic, rejected.key, dead_letter(rejected, source, message.partition, message.offset), headers
 

@@ -58,6 +58,7 @@ def call_outputs(
         "endpoint": call["endpoint"],
         "requested_model": requested,
         "model": served,
+        "context_hash": call.get("context_hash"),
         "stream": call.get("stream", False),
         "status": status,
         "error_type": error_type,

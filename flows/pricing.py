@@ -55,6 +55,8 @@ class PricedUsage(NamedTuple):
 
 
 OPENAI_WIRE = "openai"
+MODEL_CACHE_SIZE = 4096
+"""Distinct (provider, model) lookups a Pricer remembers; past it the cache starts over."""
 
 
 class Pricer:
@@ -154,6 +156,8 @@ class Pricer:
                 found = self._snapshot.find_provider_model(model, None, provider, None)[1]
             except LookupError:
                 found = None
+        if len(self._models) >= MODEL_CACHE_SIZE:
+            self._models.clear()  # model strings come from clients: the cache must not grow with them
         self._models[key] = found
         return found
 

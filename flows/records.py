@@ -77,21 +77,57 @@ class RecordReader:
                 record[SIGNATURE_FIELD] = claimed
 
 
-def dead_letter(rejected: Rejected, source: str, partition: int | None, offset: int | None) -> bytes:
-    """The dead-letter record: the reason, where the record came from, and its exact bytes
-    (as a UTF-8 string when they decode, else base64, named by `encoding`)."""
+DEAD_LETTER_MAX_BYTES = 512 * 1024
+"""A dead letter never exceeds this, whatever the original: half of Kafka's default message size
+(1 MB), so re-escaping (a byte can take 6 in JSON, base64 takes 4 for 3) cannot make it one
+the broker refuses, which would stop the flow on every restart (docs/flows.md, "Dead letters")."""
+MAX_REASON_CHARS = 1024
+
+
+def dead_letter(
+    rejected: Rejected, source: str, partition: int | None, offset: int | None, max_bytes: int = DEAD_LETTER_MAX_BYTES
+) -> bytes:
+    """The dead-letter record: the reason, where the record came from, its size and SHA-256, and
+    its bytes (as a UTF-8 string when they decode, else base64, named by `encoding`), cut to a
+    prefix when the letter would exceed `max_bytes` (`truncated: true`; the hash and the
+    topic/partition/offset still name the whole original)."""
     original = rejected.original or b""
+    letter = {
+        "reason": rejected.reason[:MAX_REASON_CHARS],
+        "topic": source,
+        "partition": partition,
+        "offset": offset,
+        "original_bytes": len(original),
+        "original_sha256": hashlib.sha256(original).hexdigest(),
+        "truncated": False,
+    }
+    kept = original
+    while True:
+        encoded = orjson.dumps({**letter, **_original_text(kept, cut=kept is not original)})
+        if len(encoded) <= max_bytes or not kept:
+            return encoded
+        letter["truncated"] = True
+        kept = kept[: int(len(kept) * (max_bytes - 1024) / len(encoded))]
+
+
+def _original_text(original: bytes, cut: bool) -> dict[str, str]:
     try:
-        text, encoding = original.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(original).decode("ascii"), "base64"
-    return orjson.dumps(
-        {
-            "reason": rejected.reason,
-            "topic": source,
-            "partition": partition,
-            "offset": offset,
-            "encoding": encoding,
-            "original": text,
-        }
-    )
+        return {"encoding": "utf-8", "original": original.decode("utf-8")}
+    except UnicodeDecodeError as exc:
+        if cut and exc.start >= len(original) - 3:  # a character cut at the end of the prefix
+            return {"encoding": "utf-8", "original": original[: exc.start].decode("utf-8")}
+        return {"encoding": "base64", "original": base64.b64encode(original).decode("ascii")}
+
+
+def dead_letter_headers(
+    headers: list[tuple[str, bytes]] | None, reason: str, max_bytes: int = 16 * 1024
+) -> list[tuple[str, bytes]]:
+    """The original's Kafka headers (as many as fit in `max_bytes`) and `tokentrail-reason`."""
+    kept: list[tuple[str, bytes]] = []
+    room = max_bytes
+    for name, value in headers or []:
+        room -= len(name) + len(value or b"")
+        if room < 0:
+            break
+        kept.append((name, value))
+    return [*kept, ("tokentrail-reason", reason[:512].encode())]

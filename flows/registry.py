@@ -82,5 +82,10 @@ REGISTERED = (
     RegisteredFlow(
         "enrich", "flows.enrich", "verify raw calls, join identity, price; write events, dead letters, llm_calls rows"
     ),
+    RegisteredFlow(
+        "detect",
+        "flows.detect",
+        "burn rates, spend spikes, failure patterns over events; write alerts and their events",
+    ),
 )
 FLOWS = {flow.name: flow for flow in REGISTERED}

@@ -42,8 +42,17 @@ class FlowSettings(BaseSettings):
     """TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS: epoch length; state and offsets are committed (after
     the sinks flushed) this often, and a restart replays at most this much."""
 
+    flows_dedup_capacity: int = Field(default=10_000_000, gt=0)
+    """TOKENTRAIL_FLOWS_DEDUP_CAPACITY: ids the per-process filter of written ids is sized for
+    (1% false positives, ~12 MB at the default); more only means more exact lookups."""
+    flows_dedup_window_hours: float = Field(default=168.0, gt=0)
+    """TOKENTRAIL_FLOWS_DEDUP_WINDOW_HOURS: at start the filter is loaded with the ids of this
+    much time before the newest row (at least the raw topic's retention); older rows are always looked up."""
     flows_metrics_port: int = Field(default=9465, ge=0, le=65535)
     """TOKENTRAIL_FLOWS_METRICS_PORT: `/metrics` and `/healthz` of `tokentrail flows` (0: off)."""
+    flows_metrics_host: str = "127.0.0.1"
+    """TOKENTRAIL_FLOWS_METRICS_HOST: address the metrics server listens on (loopback unless a
+    scraper elsewhere needs it, e.g. 0.0.0.0 in a container)."""
 
     flows_release_memory_seconds: float = Field(default=2.0, ge=0)
     """TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS: how often `tokentrail flows` gives memory it

@@ -19,7 +19,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flows import metrics
 from flows.replay import ReplayGuard
+from flows.seen import SeenIds
 from tokentrail.storage import Store
 from tokentrail.storage.base import encode_rows
 from tokentrail.storage.sqltext import identifier
@@ -199,8 +201,10 @@ class BatchingSink:
         retry: Retry | None = None,
         clock: Callable[[], float] = time.monotonic,
         journal: Path | None = None,
+        seen: SeenIds | None = None,
     ) -> None:
         self._store = store
+        self._seen = seen
         self._max_rows = max_rows
         self._max_age = max_age
         self._clock = clock
@@ -303,14 +307,22 @@ class BatchingSink:
             in_flight.result()  # re-raises what killed the write (a crash, never a storage error)
 
     def _dedup(self, table: str, rows: list[Row]) -> tuple[list[Row], list[str]]:
-        """(rows whose ids storage does not hold yet, each id once; the ids it holds). Only
-        ids a replay may repeat are looked up, unless the position is unknown."""
+        """(rows whose ids storage does not hold yet, each id once; the ids it holds). Looked
+        up: ids a replay may repeat, and ids the process's filter of written ids (`seen`,
+        flows.seen) may have seen; everything when the position is unknown."""
         column = self._tables[table]
+        suspects = self._replay.suspects(table)
+        written = self._seen
         if self._replay.check_all:
             asked = [row[column] for row in rows]
-        else:
-            suspects = self._replay.suspects(table)
+        elif written is None:
             asked = [row[column] for row in rows if row[column] in suspects] if suspects else []
+        else:
+            asked = [
+                row[column]
+                for row in rows
+                if row[column] in suspects or written.suspect(table, row[column], row.get("timestamp", ""))
+            ]
         present = self._store.existing_ids(table, column, asked) if asked else set()
         fresh: list[Row] = []
         seen = set(present)
@@ -319,6 +331,10 @@ class BatchingSink:
             if row_id not in seen:
                 seen.add(row_id)
                 fresh.append(row)
+        if written is not None:
+            written.add(table, (row[column] for row in fresh))
+        if len(fresh) < len(rows):
+            metrics.DUPLICATES.labels(table).inc(len(rows) - len(fresh))
         return fresh, list(present)
 
     def _holds_rows(self, table: str) -> bool:

@@ -41,13 +41,26 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
     router = UpstreamRouter(settings.compatible_upstreams())
     metrics = GatewayMetrics()
     plane = ControlPlane(core, RateLimits(settings.default_requests_per_minute, settings.default_tokens_per_minute))
-    spool = Spool(settings.spool_path(Path(core.home)))
+    spool = Spool(
+        settings.spool_path(Path(core.home)),
+        max_bytes=settings.spool_max_bytes,
+        segment_bytes=settings.spool_segment_bytes,
+        segment_age_s=settings.spool_segment_age_s,
+        on_write_failure=metrics.spool_write_failures.inc,
+        on_corrupt_frame=metrics.spool_corrupt_frames.inc,
+    )
     delivery = Delivery(
-        producer_config(core.bootstrap(), settings.kafka_message_timeout_ms, settings.kafka_linger_ms),
+        producer_config(
+            core.bootstrap(),
+            settings.kafka_message_timeout_ms,
+            settings.kafka_linger_ms,
+            settings.spool_write_ahead,
+        ),
         core.topic(CALLS_RAW),
         spool,
         metrics,
         settings.spool_fsync_interval_s,
+        settings.spool_write_ahead,
     )
     metrics.watch(
         lambda: spool.records, lambda: spool.bytes, lambda: len(plane.identities), lambda: len(delivery.producer)

@@ -1,22 +1,27 @@
-"""Get every record to Kafka without ever blocking a request: the producer when Kafka takes
-records, the spool on local disk when it does not, and back in order when it returns.
+"""Get every record to Kafka exactly as written ahead, without ever blocking a request.
 
-- `submit()` (event loop) hands a record to librdkafka (idempotent, lz4, batched by
-  linger.ms): non-blocking, microseconds. A full producer queue (BufferError) sends the record
-  to the spool instead.
-- A background thread polls the producer. Delivery reports are on for failures only: a record
-  Kafka did not acknowledge within `message.timeout.ms` (broker down, or purged at shutdown)
-  comes back through the report and is appended to the spool, so nothing in librdkafka's
-  queue is lost when Kafka dies.
+- `submit()` (event loop) appends the signed record to the write-ahead log (`gateway.spool`,
+  one `write(2)`, a few microseconds) and hands it to librdkafka (idempotent, lz4, batched by
+  linger.ms) with its segment's delivery callback. A success report retires the record in
+  its segment; a segment with nothing owed is deleted. So a SIGKILL loses nothing that was
+  submitted: whatever Kafka had not acknowledged is still in the log.
+- A failure report (timeout, purge) carries the record into the current drain segment (a
+  new frame, marked as a possible redelivery unless librdkafka never sent it) and retires the
+  old frame. A permanent error (the record can never be taken: too large, invalid) sends it
+  to the quarantine file instead and counts it; it never blocks the records behind it.
 - When librdkafka reports that no broker is reachable, records it has not sent yet are purged
-  from its queue into the spool at once, rather than after the message timeout.
-- From the first spooled record on, new records go straight to the spool (keeping their
-  order) until it is drained. The thread fsyncs the spool once per interval and, when Kafka
-  answers a metadata request again, drains sealed segments in order through the same producer,
-  marks progress per batch and removes each finished segment; then new records go to Kafka
-  again. A drained record is either acknowledged or, if Kafka fails again, re-spooled by its
-  failure report, never both, so the topic gets each record once (see docs/gateway.md for
-  the crash cases).
+  from its queue into the drain segment at once, and new records go there directly (the log
+  is in spooling mode) until the drain, run by the delivery thread once Kafka answers a
+  metadata request, has sent every drain segment in order.
+- On start, every segment left on disk is replayed: its records are sent again with the
+  Kafka header `tokentrail-redelivery: 1` (the flows look such ids up before writing;
+  docs/architecture.md), and streams that had started but not finished are recorded from
+  the record their `STARTED` frame carries.
+- The delivery thread also fsyncs the log every `fsync_interval_s` (group commit) and rolls
+  segments by age.
+
+With `write_ahead=False` records go to Kafka directly and reach the spool only on failure
+(the behaviour before the write-ahead log, kept as the benchmark's baseline).
 """
 
 from __future__ import annotations
@@ -26,24 +31,43 @@ import os
 import shutil
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from gateway.spool import Spool
+from gateway.spool import FINISHED, MAYBE_SENT, RECORD, STARTED, Segment, Spool, drained_mark, encode, read_frames
 from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger("tokentrail.gateway.delivery")
 
 DRAIN_BATCH = 5000
-"""Records produced between flushes (and drained marks) while draining the spool."""
+DRAIN_BATCH_BYTES = 16 << 20
+"""Records / bytes produced between flushes (and drained marks) while draining the spool: what
+librdkafka holds during a drain, whatever the spool's size."""
 RETRY_DRAIN_AFTER_S = 1.0
 SPOOL_HEADROOM = 16 * 1024 * 1024
 """Free bytes below which the spool counts as full (/readyz)."""
+REDELIVERY_HEADER = "tokentrail-redelivery"
+REDELIVERY = [(REDELIVERY_HEADER, b"1")]
+PERMANENT_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError._INVALID_ARG,
+        KafkaError._BAD_MSG,
+    }
+)
+"""Errors a retry cannot fix: the record goes to the quarantine file."""
+NEVER_SENT = frozenset({KafkaError._PURGE_QUEUE})
 
 
-def producer_config(bootstrap: str, message_timeout_ms: int, linger_ms: int) -> dict[str, Any]:
+def producer_config(
+    bootstrap: str, message_timeout_ms: int, linger_ms: int, write_ahead: bool = True
+) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,  # retries never duplicate; acks=all
@@ -53,51 +77,96 @@ def producer_config(bootstrap: str, message_timeout_ms: int, linger_ms: int) -> 
         "queue.buffering.max.messages": 200_000,
         "queue.buffering.max.kbytes": 256 * 1024,
         "message.timeout.ms": message_timeout_ms,
-        "delivery.report.only.error": True,
+        "delivery.report.only.error": not write_ahead,  # the log retires records on success reports
         "reconnect.backoff.max.ms": 1000,
         "socket.keepalive.enable": True,
     }
 
 
+def stream_started_value(call_id: str, fallback: bytes) -> bytes:
+    """The value of a STARTED frame: the call id, a newline, the record to send if the
+    gateway dies before the stream ends."""
+    return call_id.encode() + b"\n" + fallback
+
+
 class Delivery:
     def __init__(
-        self, config: dict[str, Any], topic: str, spool: Spool, metrics, fsync_interval_s: float = 1.0
+        self,
+        config: dict[str, Any],
+        topic: str,
+        spool: Spool,
+        metrics: Any,
+        fsync_interval_s: float = 0.005,
+        write_ahead: bool = True,
     ) -> None:
         self.topic = topic
         self.spool = spool
         self.metrics = metrics
         self.fsync_interval_s = fsync_interval_s
-        self.spooling = bool(spool.segments())
-        """While True every record goes to the spool; a restart with a spool left keeps its order."""
+        self.write_ahead = write_ahead
+        self._replay_pending = bool(spool.segments)
+        spool.spooling = bool(spool.segments)  # a restart with a log left sends it first, in order
+        spool.bind = self._bind
+        for segment in spool.segments:
+            segment.on_delivery = self._bind(segment)
         self._config = {
             **config,
-            "on_delivery": self._on_delivery,
+            "on_delivery": self._delivered_unlogged,  # records not in the log (or no log)
             "error_cb": self._on_error,
             "logger": kafka_logger("tokentrail.gateway.librdkafka"),
         }
         self.producer = Producer(self._config)
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._drain_failed = False
         self._fatal: KafkaError | None = None
         self._brokers_down = False
+        self.quarantine = spool.directory / "quarantine" / f"quarantine{time.strftime('%Y%m%d')}.frames"
+
+    @property
+    def spooling(self) -> bool:
+        return self.spool.spooling
 
     # --- event loop side
 
     def submit(self, key: bytes, value: bytes) -> None:
-        if self.spooling:
-            with self._lock:
-                if self.spooling:
-                    self.spool.append(key, value)
-                    self.metrics.records_spooled.inc()
-                    return
+        if not self.write_ahead and not self.spool.spooling:
+            self._produce(key, value, None)
+            return
+        segment = self.spool.append(key, value)
+        if segment is not None and segment.drain:
+            self.metrics.records_spooled.inc()
+            return
+        self._produce(key, value, segment)
+
+    def stream_started(self, key: bytes, call_id: str, fallback: bytes) -> Segment | None:
+        """A stream's answer has begun: log the record to send should the gateway die before
+        it ends. Returns the segment to pass to `stream_finished` (None: not logged)."""
+        return self.spool.append(key, stream_started_value(call_id, fallback), STARTED)
+
+    def stream_finished(self, started: Segment | None, call_id: str) -> None:
+        """The stream's own record has been submitted: its STARTED frame is no longer needed."""
+        if started is not None:
+            self.spool.append(None, call_id.encode(), FINISHED)
+            self.spool.retire(started, record=False)
+
+    def _produce(self, key: bytes | None, value: bytes, segment: Segment | None) -> None:
         try:
-            self.producer.produce(self.topic, value, key)
+            if segment is None:
+                self.producer.produce(self.topic, value, key)
+            else:
+                self.producer.produce(self.topic, value, key, on_delivery=segment.on_delivery)
+            return
         except BufferError:
-            self._to_spool(key, value, "the producer queue is full")
+            self._carry(key, value, 0, "the producer queue is full")
         except KafkaException as exc:
-            self._to_spool(key, value, f"the producer refused the record: {exc}")
+            error = _error_of(exc)
+            if error is not None and error.code() in PERMANENT_ERRORS:
+                self._quarantine(key, value, error)
+            else:
+                self._carry(key, value, 0, f"the producer refused the record: {exc}")
+        if segment is not None:
+            self.spool.retire(segment)
 
     def spool_writable(self) -> bool:
         """Whether records could go to the spool now: its directory is writable and its disk
@@ -117,42 +186,64 @@ class Delivery:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued within `timeout`; whatever Kafka did not take goes to the spool."""
+        """Deliver what is queued within `timeout`. What Kafka did not acknowledge stays in the
+        log (the next start sends it again); without the write-ahead log it goes to the spool."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        if self.producer.flush(timeout) > 0:
+        if self.producer.flush(timeout) > 0 and not self.write_ahead:
             self.producer.purge(in_queue=True, in_flight=False)
             self.producer.flush(0)  # serves the purge reports: they spool the records
             self.producer.poll(0)
         self.spool.close()
 
     def _run(self) -> None:
-        next_sync = next_drain = time.monotonic()
+        now = time.monotonic()
+        next_drain = now
+        next_sync = now + self.fsync_interval_s
         while not self._stop.is_set():
             try:
-                self.producer.poll(0.05)
+                self.producer.poll(max(0.0, min(0.05, next_sync - time.monotonic())))
                 now = time.monotonic()
                 if now >= next_sync:
                     self.spool.sync()
+                    self.spool.roll_if_old()
                     next_sync = now + self.fsync_interval_s
                 if self._fatal is not None:
                     self._replace_producer()
                 if self._brokers_down:
                     self._brokers_down = False
                     self._spool_queued("no Kafka broker is reachable")
-                if self.spooling and now >= next_drain:
+                if self.spool.spooling and now >= next_drain:
                     if not self._drain():
                         next_drain = time.monotonic() + RETRY_DRAIN_AFTER_S
             except Exception:  # noqa: BLE001 - the delivery thread must outlive any one failure
                 log.exception("delivery thread step failed; retrying")
                 time.sleep(0.5)
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+    def _bind(self, segment: Segment) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                self.spool.retire(segment)
+                return
+            self._failed(error, message)
+            self.spool.retire(segment)  # after the record is safe elsewhere
+
+        return delivered
+
+    def _delivered_unlogged(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self.metrics.kafka_delivery_failures.inc()
-            self._drain_failed = True
-            self._to_spool(message.key(), message.value(), f"Kafka did not take a record: {error.str()}")
+            self._failed(error, message)
+
+    def _failed(self, error: KafkaError, message: Message) -> None:
+        key, value = message.key(), message.value() or b""
+        if error.code() in PERMANENT_ERRORS:
+            self._quarantine(key, value, error)
+            return
+        self.metrics.kafka_delivery_failures.inc()
+        self._drain_failed = True
+        flags = 0 if error.code() in NEVER_SENT and not message.headers() else MAYBE_SENT
+        self._carry(key, value, flags, f"Kafka did not take a record: {error.str()}")
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -164,72 +255,127 @@ class Delivery:
             log.debug("Kafka producer: %s", error.str())
 
     def _spool_queued(self, reason: str) -> None:
-        """Kafka is gone: new records go to the spool at once, and so do the ones librdkafka
-        has not sent yet (purged from its queue, they come back through their reports).
-        Records already in flight wait for their acknowledgement or message timeout."""
-        with self._lock:
-            if not self.spooling:
-                self.spooling = True
-                log.warning("spooling records to %s: %s", self.spool.directory, reason)
+        """Kafka is gone: new records go to the drain segment at once, and so do the ones
+        librdkafka has not sent yet (purged from its queue, they come back through their
+        reports). Records already in flight wait for their acknowledgement or timeout."""
+        self._enter_spooling(reason)
         self.producer.purge(in_queue=True, in_flight=False)
         self.producer.poll(0)
 
-    def _to_spool(self, key: bytes | None, value: bytes, reason: str) -> None:
-        with self._lock:
-            self.spool.append(key, value)
+    def _enter_spooling(self, reason: str) -> None:
+        if not self.spool.spooling:
+            self.spool.set_spooling(True)
+            log.warning("spooling records to %s: %s", self.spool.directory, reason)
+
+    def _carry(self, key: bytes | None, value: bytes, flags: int, reason: str) -> None:
+        """Put a record Kafka did not take into the drain segment."""
+        self._enter_spooling(reason)
+        if self.spool.append(key, value, RECORD, flags) is None:
+            self.metrics.records_lost.inc()
+            log.error("a record Kafka did not take could not be spooled either: it is lost (%s)", reason)
+        else:
             self.metrics.records_spooled.inc()
-            if not self.spooling:
-                self.spooling = True
-                log.warning("spooling records to %s: %s", self.spool.directory, reason)
+
+    def _quarantine(self, key: bytes | None, value: bytes, error: KafkaError) -> None:
+        """Kafka will never take this record: keep it aside (same frame format) and move on."""
+        self.metrics.records_quarantined.inc()
+        log.error("Kafka refused a record for good (%s): kept in %s", error.str(), self.quarantine)
+        try:
+            self.quarantine.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.quarantine, "ab") as file:
+                file.write(encode(RECORD, 0, key, value))
+        except OSError as exc:
+            log.error("could not write the quarantine file: %s", exc)
 
     def _drain(self) -> bool:
-        """Send the spool to Kafka in order. False if Kafka is not there (try again later)."""
+        """Send the drain segments to Kafka in order. False if Kafka is not there (later)."""
         if not self._kafka_answers():
             return False
+        if self._replay_pending:
+            self._recover_streams()
+            self._replay_pending = False
         while True:
-            for segment in self.spool.sealed_segments():
+            for segment in self.spool.to_drain():
                 if not self._drain_segment(segment):
                     return False
-            with self._lock:
-                if not self.spool.has_active():
-                    self.spooling = False
-                    log.warning("spool drained: records go to Kafka again")
-                    return True
-                self.spool.seal()
+            if self.spool.set_spooling(False):
+                log.warning("spool drained: records go to Kafka again")
+                return True
 
-    def _drain_segment(self, segment: Path) -> bool:
+    def _recover_streams(self) -> None:
+        """Start-up: count what the log holds; a stream that started and never finished is
+        recorded from its STARTED frame (Kafka may hold its own record: same call id, and the
+        flows keep the first)."""
+        open_streams: dict[bytes, tuple[bytes | None, bytes]] = {}
+        records = 0
+        for segment in self.spool.to_drain():
+            if not segment.replayed:
+                continue
+            mark = drained_mark(segment.path)
+            for frame in read_frames(segment.path, 0, self.spool.corrupt):  # STARTED frames may precede the mark
+                if frame.kind == RECORD:
+                    records += frame.end > mark
+                elif frame.kind == STARTED:
+                    call_id, _, fallback = frame.value.partition(b"\n")
+                    open_streams[call_id] = (frame.key, fallback)
+                elif frame.kind == FINISHED:
+                    open_streams.pop(frame.value, None)
+        self.spool.counted(records)
+        for key, fallback in open_streams.values():
+            self._carry(key, fallback, MAYBE_SENT, "a stream was cut by the gateway's end")
+        if open_streams:
+            log.warning("%d streams were cut by the gateway's end: recorded without usage", len(open_streams))
+
+    def _drain_segment(self, segment: Segment) -> bool:
         self._drain_failed = False
-        batch = 0
+        batch = batch_bytes = 0
         offset = None
-        for offset, key, value in self.spool.read(segment):
-            self._produce_waiting(key, value)
+        for frame in self.spool.frames(segment):
+            offset = frame.end
+            if frame.kind != RECORD:
+                continue
+            redelivery = segment.replayed or frame.flags & MAYBE_SENT
+            self.spool.owe(segment)
+            self._produce_waiting(segment, frame.key, frame.value, bool(redelivery))
             batch += 1
-            if batch == DRAIN_BATCH:
+            batch_bytes += len(frame.value)
+            if batch == DRAIN_BATCH or batch_bytes >= DRAIN_BATCH_BYTES:
                 self._finish_batch(segment, offset, batch)
-                batch = 0
+                batch = batch_bytes = 0
                 if self._drain_failed:
                     return False
         if offset is not None:
             self._finish_batch(segment, offset, batch)
         if self._drain_failed:
             return False
-        self.spool.remove(segment)
+        self.spool.drained(segment)
         return True
 
-    def _finish_batch(self, segment: Path, offset: int, count: int) -> None:
-        # Every record of the batch is now either acknowledged or back in the spool through
-        # its failure report (flush waits for both), so the mark may move past all of them.
+    def _finish_batch(self, segment: Segment, offset: int, count: int) -> None:
+        # Every record of the batch is now either acknowledged or carried into the drain
+        # segment by its failure report (flush waits for both): the mark may pass them all.
         self.producer.flush()
-        self.spool.mark_drained(segment, offset, count)
+        self.spool.mark_drained(segment, offset)
         self.metrics.records_drained.inc(count)
 
-    def _produce_waiting(self, key: bytes | None, value: bytes) -> None:
+    def _produce_waiting(self, segment: Segment, key: bytes | None, value: bytes, redelivery: bool) -> None:
         while True:
             try:
-                self.producer.produce(self.topic, value, key)
+                self.producer.produce(
+                    self.topic, value, key, headers=REDELIVERY if redelivery else None, on_delivery=segment.on_delivery
+                )
+                if redelivery:
+                    self.metrics.records_redelivered.inc()
                 return
             except BufferError:
                 self.producer.poll(0.1)
+            except KafkaException as exc:
+                error = _error_of(exc)
+                if error is not None and error.code() in PERMANENT_ERRORS:
+                    self._quarantine(key, value, error)
+                    self.spool.retire(segment)
+                    return
+                raise
 
     def _kafka_answers(self) -> bool:
         try:
@@ -241,8 +387,11 @@ class Delivery:
 
     def _replace_producer(self) -> None:
         old, self._fatal = self.producer, None
-        with self._lock:
-            self.spooling = True
+        self._enter_spooling("the Kafka producer failed fatally")
         self.producer = Producer(self._config)
         old.purge(in_queue=True, in_flight=True)
         old.flush(0)
+
+
+def _error_of(exc: KafkaException) -> KafkaError | None:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None

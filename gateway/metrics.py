@@ -55,8 +55,37 @@ class GatewayMetrics:
         self.records_drained = Counter(
             "tokentrail_gateway_records_drained", "Spooled records sent to Kafka after it came back", registry=r
         )
-        self._spool_records = Gauge("tokentrail_gateway_spool_records", "Records waiting in the spool", registry=r)
-        self._spool_bytes = Gauge("tokentrail_gateway_spool_bytes", "Bytes waiting in the spool", registry=r)
+        self.records_redelivered = Counter(
+            "tokentrail_gateway_records_redelivered",
+            "Records sent again that Kafka may already hold (marked tokentrail-redelivery)",
+            registry=r,
+        )
+        self.records_quarantined = Counter(
+            "tokentrail_gateway_records_quarantined",
+            "Records Kafka refused for good (too large, invalid), kept in the spool's quarantine file",
+            registry=r,
+        )
+        self.records_lost = Counter(
+            "tokentrail_gateway_records_lost",
+            "Records neither Kafka nor the spool took (the spool was full or the disk refused them)",
+            registry=r,
+        )
+        self.spool_write_failures = Counter(
+            "tokentrail_gateway_spool_write_failures",
+            "Records not written ahead: the spool was at TOKENTRAIL_SPOOL_MAX_BYTES or the disk refused the write",
+            registry=r,
+        )
+        self.spool_corrupt_frames = Counter(
+            "tokentrail_gateway_spool_corrupt_frames",
+            "Damaged stretches of the spool skipped while reading it",
+            registry=r,
+        )
+        self._spool_records = Gauge(
+            "tokentrail_gateway_spool_records",
+            "Records in the write-ahead log not yet acknowledged by Kafka",
+            registry=r,
+        )
+        self._spool_bytes = Gauge("tokentrail_gateway_spool_bytes", "Bytes of the write-ahead log on disk", registry=r)
         self._registry_keys = Gauge("tokentrail_gateway_registry_keys", "Keys in the identity registry", registry=r)
         self._kafka_unacknowledged = Gauge(
             "tokentrail_gateway_kafka_unacknowledged",

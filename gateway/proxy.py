@@ -12,6 +12,7 @@ recorded as failed calls.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -22,42 +23,27 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from multidict import CIMultiDict
 
+from gateway import bounds
 from gateway import usage as usage_reader
+from gateway.capture import StreamCapture, captured_text
 from gateway.compatible import UPSTREAM_HEADER, UpstreamRouter
+from gateway.context_hash import context_hash
 from gateway.delivery import Delivery
 from gateway.errors import error_body, provider_error
+from gateway.headers import AllowList, forwarded_path, upstream_headers
 from gateway.metrics import GatewayMetrics
+from gateway.pressure import FailedAuthentication, InFlight
 from gateway.protection import Denial, Guard
 from gateway.records import call_record, event_record, signed_bytes
-from gateway.redaction import redact
 from gateway.routes import ANTHROPIC, ANTHROPIC_MODELS, OPENAI, ROUTES, Route, provider_of_path
 from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from schemas.ids import new_id
+from schemas.models import SYSTEM_TENANT
 from tokentrail.control.registry import ControlState, KeyEntry
 
 log = logging.getLogger("tokentrail.gateway")
 
-_DROPPED_REQUEST_HEADERS = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-        b"expect",
-        b"authorization",
-        b"x-api-key",  # the client's tokentrail key never goes upstream
-        b"x-tokentrail-session",
-        UPSTREAM_HEADER.encode(),
-        b"accept-encoding",
-    }
-)
 _DROPPED_RESPONSE_HEADERS = frozenset(
     {
         b"connection",
@@ -71,16 +57,18 @@ _DROPPED_RESPONSE_HEADERS = frozenset(
         b"content-length",
     }
 )
-_DECODABLE_ENCODINGS = (b"gzip", b"deflate", b"identity")
 EVENT_STREAM = b"text/event-stream"
+DRAIN_AFTER_DISCONNECT_S = 60.0
+DRAIN_AFTER_DISCONNECT_BYTES = 16 * 1024 * 1024
+"""How much of a stream the gateway still reads after its client left, for the final usage."""
 
 
 def _trace_id(traceparent: str | None) -> tuple[str, str | None]:
-    """(trace id, traceparent to send upstream when the client sent none)."""
-    if traceparent:
-        parts = traceparent.split("-")
-        if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
-            return parts[1].lower(), None
+    """(trace id, traceparent to send upstream in place of the client's: None when the client
+    sent a valid one, which then goes upstream as it came)."""
+    client_trace = bounds.trace_id(traceparent)
+    if client_trace is not None:
+        return client_trace, None
     trace_id = secrets.token_hex(16)
     return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
 
@@ -112,6 +100,9 @@ class Gateway:
         self.gateway_id = settings.gateway_id
         self.max_body = settings.max_body_bytes
         self.capture_max = settings.capture_max_bytes
+        self.in_flight = InFlight(settings.max_in_flight, settings.max_in_flight_body_bytes)
+        self.failed_authentication = FailedAuthentication(settings.auth_failure_event_interval_s)
+        self.forwarded = AllowList(settings.forward_headers)
         self.credentials: dict[str, bytes] = {}
         if settings.openai_api_key is not None:
             self.credentials[OPENAI] = (
@@ -127,6 +118,19 @@ class Gateway:
                 self.credentials[compatible.name] = credential
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Within the in-flight bounds (503 with Retry-After past them), `_handle`."""
+        length = request.content_length
+        held = length if length is not None and length <= self.max_body else self.max_body
+        if not self.in_flight.enter(held):
+            self.metrics.denied("overloaded")
+            provider = provider_of_path(request.path, "anthropic-version" in request.headers)
+            return self._error(provider, 503, "the gateway is at its limit of requests in flight", None, 1)
+        try:
+            return await self._handle(request)
+        finally:
+            self.in_flight.leave(held)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         received_at = time.time()
         started = time.perf_counter()
         headers = request.headers
@@ -137,7 +141,9 @@ class Gateway:
             return self._error(provider, status, f"no route {request.method} {request.path}", None, None)
         if route.provider == OPENAI and route.method == "GET" and "anthropic-version" in headers:
             route = ANTHROPIC_MODELS
-        request_id = headers.get("x-request-id") or new_id()
+        client_request_id, bad_header = bounds.request_id(headers.get("x-request-id"))
+        request_id = client_request_id or new_id()
+        session_id, bad_session = bounds.session_id(headers.get("x-tokentrail-session"))
         trace_id, new_traceparent = _trace_id(headers.get("traceparent"))
 
         if not self.is_ready():
@@ -149,14 +155,16 @@ class Gateway:
             presented = authorization[7:].strip()
         else:
             presented = headers.get("x-api-key")
+        presented = bounds.presented_key(presented)
         admitted = self.guard.admit(presented, time.monotonic())
         if type(admitted) is Denial:
             return self._deny(admitted, route, request, request_id, trace_id, received_at)
         entry: KeyEntry = admitted
 
-        call = _Call(
-            self, entry, route, request_id, trace_id, received_at, started, headers.get("x-tokentrail-session")
-        )
+        call = _Call(self, entry, route, request_id, trace_id, received_at, started, session_id)
+        call.client_request_id = client_request_id is not None
+        if bad_header or bad_session:
+            return call.refuse(400, bad_header or bad_session or "")
         routed_by_header = None
         if self.router and route.provider == OPENAI:
             named = headers.get(UPSTREAM_HEADER)
@@ -181,8 +189,11 @@ class Gateway:
                 return call.refuse(400, f"request body is not valid JSON: {exc}")
             if type(parsed) is not dict:
                 return call.refuse(400, "request body must be a JSON object")
-            model = parsed.get("model")
-            call.requested_model = model if type(model) is str else None
+            call.requested_model, bad_model = bounds.body_string("model", parsed.get("model"))
+            call.end_user, bad_user = bounds.body_string("user", parsed.get("user"))
+            if bad_model or bad_user:
+                return call.refuse(400, bad_model or bad_user or "")
+            call.context_hash = context_hash(route.path, parsed)
             if self.router and route.provider == OPENAI:
                 routed = self.router.by_model(call.requested_model)
                 if routed is not None and routed_by_header in (None, routed[0]):
@@ -190,8 +201,6 @@ class Gateway:
                     parsed["model"] = routed[1]  # the provider knows the model without our prefix
                     upstream_body = orjson.dumps(parsed)
             call.stream = parsed.get("stream") is True
-            user = parsed.get("user")
-            call.end_user = user if type(user) is str else None
             if call.stream and route.streams_usage_on_request:
                 options = parsed.get("stream_options")
                 if not (type(options) is dict and options.get("include_usage") is True):
@@ -227,7 +236,18 @@ class Gateway:
             "gateway_id": self.gateway_id,
         }
         if denial.status == 401:
-            payload["client_ip"] = request.remote
+            # one event per client address and tenant per interval (docs/gateway.md, "Resource bounds")
+            source = f"{request.remote} {entry.tenant_id if entry else SYSTEM_TENANT}"
+            reported = self.failed_authentication.failed(source, time.monotonic())
+            self.metrics.denied(denial.reason)
+            self.metrics.request(route.path, denial.status, time.time() - received_at, None)
+            if reported is None:  # counted; this source's next event reports it
+                return self._error(route.provider, denial.status, denial.message, request_id, None)
+            payload["client_ip"], payload["attempts"] = request.remote, reported[1]
+            payload["interval_s"] = self.failed_authentication.interval_s
+        else:
+            self.metrics.denied(denial.reason)
+            self.metrics.request(route.path, denial.status, time.time() - received_at, None)
         record = event_record(
             event_type=denial.event_type,
             tenant_id=entry.tenant_id if entry else None,
@@ -238,8 +258,6 @@ class Gateway:
             payload=payload,
         )
         self.submit(record["event"]["tenant_id"], record)
-        self.metrics.denied(denial.reason)
-        self.metrics.request(route.path, denial.status, time.time() - received_at, None)
         log.warning(
             "denied %s %s: %s",
             request.method,
@@ -271,6 +289,7 @@ class _Call:
         "session_id",
         "requested_model",
         "served_model",
+        "context_hash",
         "stream",
         "end_user",
         "strip_injected_usage",
@@ -278,6 +297,8 @@ class _Call:
         "request_body",
         "first_byte",
         "provider",
+        "call_id",
+        "client_request_id",
     )
 
     def __init__(
@@ -302,12 +323,15 @@ class _Call:
         self.session_id = session_id
         self.requested_model: str | None = None
         self.served_model: str | None = None
+        self.context_hash: str | None = None
         self.stream = False
         self.end_user: str | None = None
         self.strip_injected_usage = False
         self.capture = gateway.controls.capture_enabled(entry.tenant_id)
         self.request_body: bytes | None = None
         self.first_byte: float | None = None
+        self.call_id = new_id()
+        self.client_request_id = False
 
     def refuse(self, status: int, message: str) -> web.Response:
         """A request the gateway answers itself (400/413/502/504), recorded as a failed call."""
@@ -319,10 +343,13 @@ class _Call:
 
     async def forward(self, request: web.BaseRequest, body: bytes, traceparent: str | None) -> web.StreamResponse:
         gateway = self.gateway
-        upstream_headers = self._upstream_headers(request, traceparent)
+        header_lines = self._upstream_headers(request, traceparent)
         try:
             upstream = await gateway.upstreams[self.provider].send(
-                request.method.encode(), request.raw_path.encode(), upstream_headers, body
+                request.method.encode(),
+                forwarded_path(self.route.path, request.rel_url.raw_query_string),
+                header_lines,
+                body,
             )
             self.first_byte = time.perf_counter()
             is_stream = any(
@@ -358,24 +385,36 @@ class _Call:
     async def _relay_stream(self, request: web.BaseRequest, upstream: UpstreamResponse) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, headers=self._response_headers(upstream))
         scanner = usage_reader.StreamScanner(self.provider, self.strip_injected_usage)
-        captured: list[bytes] | None = [] if self.capture else None
-        disconnected = False
+        captured = StreamCapture(self.gateway.capture_max) if self.capture else None
+        # Before the first byte: should the gateway die mid-stream, the restart records this.
+        delivery = self.gateway.delivery
+        started = (
+            delivery.stream_started(
+                self.entry.tenant_id.encode(), self.call_id, self._signed(upstream.status, "gateway_ended", None, None)
+            )
+            if delivery.write_ahead
+            else None
+        )
+        disconnected = recorded = False
         error_type = error_code = None
         try:
             await response.prepare(request)
             while (chunk := await upstream.next_chunk()) is not None:
                 out = scanner.feed(chunk)
                 if captured is not None:
-                    captured.append(chunk)
+                    captured.add(chunk)
                 if out:
                     await response.write(out)
             rest = scanner.finish()
             if rest:
                 await response.write(rest)
+            self._record_stream(upstream, scanner, None, None, False, captured)  # before the last byte
+            recorded = True
             await response.write_eof()
         except ConnectionError:
-            disconnected = True
-            upstream.close()
+            if not recorded:
+                disconnected = True
+                await _read_to_end(upstream, scanner)  # the provider bills the whole answer
         except UpstreamError as exc:
             # The answer started (status already sent): the client sees the stream end early.
             self.gateway.metrics.upstream_error(self.provider, exc.kind)
@@ -387,36 +426,35 @@ class _Call:
             if request.transport is not None:
                 request.transport.close()
         finally:
-            self.served_model = scanner.served_model
-            self.record(
-                upstream.status,
-                error_type or scanner.error_type,
-                error_code or scanner.error_code,
-                scanner.usage,
-                disconnected,
-                b"".join(captured) if captured is not None else None,
-            )
+            if not recorded:
+                self._record_stream(upstream, scanner, error_type, error_code, disconnected, captured)
+            delivery.stream_finished(started, self.call_id)
         return response
 
+    def _record_stream(
+        self,
+        upstream: UpstreamResponse,
+        scanner: usage_reader.StreamScanner,
+        error_type: str | None,
+        error_code: str | None,
+        disconnected: bool,
+        captured: StreamCapture | None,
+    ) -> None:
+        self.served_model = scanner.served_model
+        self.record(
+            upstream.status,
+            error_type or scanner.error_type,
+            error_code or scanner.error_code,
+            scanner.usage,
+            disconnected,
+            captured.text(self.provider, self.gateway.capture_max) if captured is not None else None,
+        )
+
     def _upstream_headers(self, request: web.BaseRequest, traceparent: str | None) -> bytes:
-        lines = []
-        dropped = _DROPPED_REQUEST_HEADERS
-        for name, value in request.raw_headers:
-            lowered = name.lower()
-            if lowered in dropped:
-                if lowered == b"accept-encoding":
-                    accepted = [
-                        token
-                        for token in value.split(b",")
-                        if token.strip().split(b";")[0].lower() in _DECODABLE_ENCODINGS
-                    ]
-                    if accepted:
-                        lines.append(b"Accept-Encoding: " + b",".join(accepted).strip() + b"\r\n")
-                elif lowered == b"connection":
-                    dropped = dropped | {token.strip().lower() for token in value.split(b",")}
-                continue
-            lines.append(name + b": " + value + b"\r\n")
-        if "x-request-id" not in request.headers:
+        """The allowed client headers (gateway/headers.py), our request id and traceparent when
+        the client sent none (or an invalid one), and the gateway's provider credential."""
+        lines = upstream_headers(request.raw_headers, self.gateway.forwarded, traceparent is None)
+        if not self.client_request_id:
             lines.append(b"x-request-id: " + self.request_id.encode() + b"\r\n")
         if traceparent is not None:
             lines.append(b"traceparent: " + traceparent.encode() + b"\r\n")
@@ -445,43 +483,17 @@ class _Call:
         error_code: str | None,
         usage: dict[str, Any] | None,
         client_disconnected: bool,
-        response_body: bytes | None,
+        response_body: bytes | str | None,
     ) -> None:
+        """Sign and submit this call's RawCall. `response_body`: captured bytes, or a streamed
+        answer's captured text (already redacted and bounded)."""
         gateway = self.gateway
-        finished = time.perf_counter()
-        latency = finished - self.started
+        latency = time.perf_counter() - self.started
         ttft = self.first_byte - self.started if self.first_byte is not None else None
-        capture = gateway.capture_max
-        record = call_record(
-            call_id=new_id(),
-            gateway_id=gateway.gateway_id,
-            received_at=self.received_at,
-            first_byte_at=self.received_at + ttft if ttft is not None else None,
-            completed_at=self.received_at + latency,
-            tenant_id=self.entry.tenant_id,
-            key_id=self.entry.key_id,
-            chain=self.entry.chain,
-            request_id=self.request_id,
-            trace_id=self.trace_id,
-            end_user=self.end_user,
-            session_id=self.session_id,
-            provider=self.provider,
-            api_flavor=self.route.api_flavor,
-            endpoint=self.route.path,
-            requested_model=self.requested_model,
-            served_model=self.served_model,
-            stream=self.stream,
-            status=status,
-            error_type=error_type,
-            error_code=error_code,
-            client_disconnected=client_disconnected,
-            usage=usage,
-            latency_ms=latency * 1000.0,
-            ttft_ms=ttft * 1000.0 if ttft is not None else None,
-            request_body=_captured(self.request_body, capture),
-            response_body=_captured(response_body, capture),
+        gateway.delivery.submit(
+            self.entry.tenant_id.encode(),
+            self._signed(status, error_type, error_code, usage, client_disconnected, response_body),
         )
-        gateway.submit(self.entry.tenant_id, record)
         gateway.metrics.request(self.route.path, status, latency, ttft)
         if usage:
             gateway.guard.charge(self.entry, usage_reader.token_count(usage), time.monotonic())
@@ -498,8 +510,65 @@ class _Call:
                 },
             )
 
+    def _signed(
+        self,
+        status: int,
+        error_type: str | None,
+        error_code: str | None,
+        usage: dict[str, Any] | None,
+        client_disconnected: bool = False,
+        response_body: bytes | str | None = None,
+    ) -> bytes:
+        """This call's signed RawCall as it stands now."""
+        gateway = self.gateway
+        latency = time.perf_counter() - self.started
+        ttft = self.first_byte - self.started if self.first_byte is not None else None
+        capture = gateway.capture_max
+        record = call_record(
+            call_id=self.call_id,
+            gateway_id=gateway.gateway_id,
+            received_at=self.received_at,
+            first_byte_at=self.received_at + ttft if ttft is not None else None,
+            completed_at=self.received_at + latency,
+            tenant_id=self.entry.tenant_id,
+            key_id=self.entry.key_id,
+            chain=self.entry.chain,
+            request_id=self.request_id,
+            trace_id=self.trace_id,
+            end_user=self.end_user,
+            session_id=self.session_id,
+            provider=self.provider,
+            api_flavor=self.route.api_flavor,
+            endpoint=self.route.path,
+            requested_model=self.requested_model,
+            served_model=bounds.from_provider(self.served_model),
+            context_hash=self.context_hash,
+            stream=self.stream,
+            status=status,
+            error_type=bounds.from_provider(error_type),
+            error_code=bounds.from_provider(error_code),
+            client_disconnected=client_disconnected,
+            usage=usage,
+            latency_ms=latency * 1000.0,
+            ttft_ms=ttft * 1000.0 if ttft is not None else None,
+            request_body=captured_text(self.request_body, capture) if self.request_body is not None else None,
+            response_body=captured_text(response_body, capture) if type(response_body) is bytes else response_body,
+        )
+        return signed_bytes(record, gateway.signing_key)
 
-def _captured(body: bytes | None, limit: int) -> str | None:
-    if body is None:
-        return None
-    return redact(body[:limit].decode("utf-8", "replace"))
+
+async def _read_to_end(upstream: UpstreamResponse, scanner: usage_reader.StreamScanner) -> None:
+    """The client left mid-stream: read the rest of the answer (at most `DRAIN_AFTER_DISCONNECT_S`
+    and `DRAIN_AFTER_DISCONNECT_BYTES`) so the usage the provider bills is recorded."""
+    budget = DRAIN_AFTER_DISCONNECT_BYTES
+    try:
+        async with asyncio.timeout(DRAIN_AFTER_DISCONNECT_S):
+            while budget > 0 and (chunk := await upstream.next_chunk()) is not None:
+                budget -= len(chunk)
+                scanner.feed(chunk)
+            if budget > 0:
+                scanner.finish()
+                return
+    except (UpstreamError, TimeoutError):
+        pass
+    upstream.close()

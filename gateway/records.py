@@ -62,6 +62,7 @@ def call_record(
     ttft_ms: float | None,
     request_body: str | None,
     response_body: str | None,
+    context_hash: str | None = None,
 ) -> dict[str, Any]:
     """The JSON form of a RawCall, exactly as `wire.to_dict(RawCall(...))` gives it, unsigned."""
     return {
@@ -84,6 +85,7 @@ def call_record(
         "endpoint": endpoint,
         "requested_model": requested_model,
         "served_model": served_model,
+        "context_hash": context_hash,
         "stream": stream,
         "status": status,
         "error_type": error_type,

@@ -48,8 +48,20 @@ class GatewaySettings(BaseSettings):
 
     spool_dir: Path | None = None
     """TOKENTRAIL_SPOOL_DIR: where records wait while Kafka is away (default $TOKENTRAIL_HOME/spool)."""
-    spool_fsync_interval_s: Annotated[float, Field(gt=0)] = 1.0
-    """TOKENTRAIL_SPOOL_FSYNC_INTERVAL_S: the spool is written per record and fsynced this often."""
+    spool_fsync_interval_s: Annotated[float, Field(gt=0)] = 0.005
+    """TOKENTRAIL_SPOOL_FSYNC_INTERVAL_S: every record is written ahead (one write(2), before the
+    answer ends) and the log is fsynced this often (group commit): a power loss loses at most this much."""
+    spool_write_ahead: bool = True
+    """TOKENTRAIL_SPOOL_WRITE_AHEAD: write every record to the spool before Kafka (false: only
+    records Kafka did not take, as before the write-ahead log; a SIGKILL then loses what Kafka had not acknowledged)."""
+    spool_max_bytes: Annotated[int, Field(gt=0)] = 8 << 30
+    """TOKENTRAIL_SPOOL_MAX_BYTES: past this size records are not written ahead (counted in
+    tokentrail_gateway_spool_write_failures_total and logged; answers are not affected)."""
+    spool_segment_bytes: Annotated[int, Field(gt=0)] = 64 << 20
+    """TOKENTRAIL_SPOOL_SEGMENT_BYTES: a spool segment file is closed at this size."""
+    spool_segment_age_s: Annotated[float, Field(gt=0)] = 2.0
+    """TOKENTRAIL_SPOOL_SEGMENT_AGE_S: a segment is also closed at this age, so acknowledged ones are deleted and
+    a restart re-sends at most about this much."""
     kafka_message_timeout_ms: Annotated[int, Field(ge=1000)] = 5000
     """TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS: a record Kafka has not acknowledged by then goes to the spool."""
     kafka_linger_ms: Annotated[int, Field(ge=0)] = 20
@@ -62,8 +74,21 @@ class GatewaySettings(BaseSettings):
     default_tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
     """TOKENTRAIL_DEFAULT_TOKENS_PER_MINUTE: per-identity LLM-token limit when no Limits record applies."""
 
-    capture_max_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
-    """TOKENTRAIL_CAPTURE_MAX_BYTES: captured bodies (capture on) are cut to this size before redaction."""
+    max_in_flight: Annotated[int, Field(gt=0)] = 1024
+    """TOKENTRAIL_MAX_IN_FLIGHT: requests handled at once; past it new ones get 503 with Retry-After."""
+    max_in_flight_body_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
+    """TOKENTRAIL_MAX_IN_FLIGHT_BODY_BYTES: request-body bytes held at once (a body of unknown
+    length counts as TOKENTRAIL_MAX_BODY_BYTES); past it new requests get 503 with Retry-After."""
+    auth_failure_event_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    """TOKENTRAIL_AUTH_FAILURE_EVENT_INTERVAL_S: at most one unauthorized_access_attempt event per
+    client address per interval, carrying the number of failures since the previous one."""
+    forward_headers: str = ""
+    """TOKENTRAIL_FORWARD_HEADERS: client headers sent upstream beyond the built-in allow-list
+    (comma-separated names; `x-mock-*` names a prefix)."""
+
+    capture_max_bytes: Annotated[int, Field(gt=0, le=256 * 1024)] = 64 * 1024
+    """TOKENTRAIL_CAPTURE_MAX_BYTES: each captured body (capture on) is redacted, then cut so that it
+    takes at most this many bytes in the record (at most 256 KiB, so a record stays under Kafka's 1 MB)."""
     log_level: str = "INFO"
     """TOKENTRAIL_LOG_LEVEL: DEBUG logs every request; INFO logs decisions, failures and spooling."""
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
-from schemas.models import Alert, ControlRecord, Identity, RawRecord, UnifiedEvent
+from schemas.models import Alert, ControlRecord, FailurePattern, Identity, RawRecord, UnifiedEvent
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -21,6 +21,7 @@ CONTRACTS: dict[str, Any] = {
     "identity": Identity,
     "control_record": ControlRecord,
     "alert": Alert,
+    "failure_pattern": FailurePattern,
 }
 
 

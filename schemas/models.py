@@ -139,6 +139,10 @@ class RawCall(Contract):
     endpoint: NonEmpty
     requested_model: str | None = None
     served_model: str | None = None
+    context_hash: str | None = Field(default=None, max_length=64)
+    """Request-shape hash (endpoint, model, tool names, response format type, system prompt digest;
+    never user text), part of a failure signature; see `gateway.context_hash`. None when the
+    gateway refused the request before reading its body."""
     stream: bool = False
     status: int = Field(ge=100, le=599)
     """HTTP status the client received (502/504 when the upstream failed or timed out)."""
@@ -249,18 +253,81 @@ def control_key(record: Freeze | Budget | Slo | Limits | Capture) -> str:
     return f"{record.kind}:{record.scope}"
 
 
+AlertRule = Literal[
+    "error_budget_burn", "budget_burn", "budget_exhausted", "spend_spike", "failure_pattern", "provider_incident"
+]
+
+
 class Alert(Contract):
-    """An alert state change on `tokentrail.alerts`, keyed by its stable fingerprint."""
+    """An alert state change on `tokentrail.alerts`, keyed by its stable fingerprint.
+
+    One alert is one (tenant, rule, scope). Its records on the topic are: the first firing
+    record (`revision` 0: notify), updates while it keeps firing (`revision` 1, 2, ...: refresh
+    receivers such as Alertmanager, do not notify again), and one resolved record (`ends_at`
+    set: notify). Times are event time (the records' timestamps), not wall-clock.
+    """
 
     fingerprint: NonEmpty
+    """Hex SHA-256 prefix of (tenant, rule, scope): the same condition always has the same one."""
     status: Literal["firing", "resolved"]
-    rule: NonEmpty
+    rule: AlertRule
     severity: Literal["page", "ticket", "info"]
     tenant_id: NonEmpty
+    """The tenant alerted; `_system` for provider or model incidents spanning tenants."""
+    scope: NonEmpty = "tenant"
+    """What inside the tenant: `tenant`, `model:<provider>/<model>`, `key:<key_id>`, `signature:<hash>`."""
     summary: NonEmpty
+    """One human sentence: who, what, how much, since when."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Identity of the alert (tenant, rule, scope, severity, key_id, root_actor, ...): what receivers group by."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Numbers and explanations (burn rates, spend, baseline, projected exhaustion, tenants)."""
+    key_id: str | None = None
+    """The identity (key) the alert is about, when it is about one."""
+    actor: Actor | None = None
+    """That identity's actor (a human or an agent)."""
+    root_actor: Actor | None = None
+    """The human at the root of the identity's delegation chain (invariant 2)."""
     value: float | None = None
     threshold: float | None = None
     starts_at: UtcTimestamp
+    """Event time of the record that completed the condition."""
+    updated_at: UtcTimestamp | None = None
+    """Event time of this state change (equal to `starts_at` for the first firing record)."""
     ends_at: UtcTimestamp | None = None
+    """Set on the resolved record only."""
+    revision: Annotated[int, Field(ge=0)] = 0
+    """0 for the first firing record; each update while firing adds one."""
+    evidence_sql: str | None = None
+    """A ClickHouse query over `llm_calls` that shows the calls behind the alert."""
     evidence_url: str | None = None
+
+
+class FailurePattern(Contract):
+    """The same failure signature seen from several identities (a tenant's pattern) or several
+    tenants (a provider or model incident, recorded under the system tenant): the payload of a
+    `pattern_detected` event and a row of the `failure_patterns` table."""
+
+    pattern_id: NonEmpty
+    """The fingerprint of the pattern's alert."""
+    tenant_id: NonEmpty
+    """The tenant, or `_system` for an incident across tenants."""
+    scope: Literal["tenant", "provider"]
+    signature: NonEmpty
+    """Hex hash of (provider, model, status, error type, error code[, context hash])."""
+    provider: str
+    model: str
+    status: int
+    error_type: str = ""
+    error_code: str = ""
+    context_hash: str = ""
+    """The request-shape hash the gateway computed; empty for provider incidents (shapes differ per tenant)."""
+    identities: list[str]
+    """Distinct key ids that failed with this signature in the window, sorted."""
+    tenants: list[str]
+    """Distinct tenants affected, sorted (one for a tenant's pattern)."""
+    count: Annotated[int, Field(ge=1)]
+    """Failures with this signature in the window."""
+    first_seen: UtcTimestamp
+    last_seen: UtcTimestamp
+    detected_at: UtcTimestamp

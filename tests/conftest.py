@@ -6,6 +6,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.flows",
     "tests.fixtures.mock_upstream",
     "tests.fixtures.gateway",
+    "tests.fixtures.alertmanager",
 ]
 
 

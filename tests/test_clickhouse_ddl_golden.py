@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 GOLDEN = Path(__file__).parent / "golden"
-CORE_TABLES = ["llm_calls", "events", "cost_by_tenant_1h", "incidents_by_error_1m"]
+CORE_TABLES = ["llm_calls", "events", "cost_by_tenant_1h", "incidents_by_error_1m", "alerts", "failure_patterns"]
 
 
 @pytest.mark.parametrize("table", CORE_TABLES)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
 from schemas import wire
-from schemas.models import Actor, Capture, Freeze, Limits
+from schemas.models import Actor, Budget, Capture, Freeze, Limits, Slo
 from tokentrail.control import keys
 from tokentrail.control.limits import RateLimiter
 from tokentrail.control.records import RecordError, decode_control, decode_identity, mint_identity
@@ -137,10 +138,22 @@ def test_capture_is_off_unless_a_record_turns_it_on():
     assert not state.capture_enabled("acme")
 
 
-def test_budget_and_slo_records_are_ignored_by_the_gateway_state():
+def test_slo_and_budget_records_are_kept_for_the_flows_and_change_nothing_the_gateway_enforces():
     state = ControlState()
-    state.apply("budget:tenant:acme", object())
-    assert state.freeze_of("acme", "k") is None and state.limits_of("acme", "k").unlimited
+    slo = Slo(scope="tenant:acme", target=0.995, changed_at=NOW)
+    tenant_budget = Budget(scope="tenant:acme", period="month", amount_usd=Decimal("500"), changed_at=NOW)
+    key_budget = Budget(scope="key:k1", period="day", amount_usd=Decimal("20"), changed_at=NOW)
+    state.apply("slo:tenant:acme", slo)
+    state.apply("budget:tenant:acme", tenant_budget)
+    state.apply("budget:key:k1", key_budget)
+    assert state.slo_of("acme") == slo and state.slo_of("globex") is None
+    assert state.budgets_of("acme", "k1") == [tenant_budget, key_budget]
+    assert state.budgets_of("acme") == [tenant_budget] and state.budgets_of("globex", "k2") == []
+    assert state.slos() == [slo] and len(state.budgets()) == 2
+    assert state.freeze_of("acme", "k1") is None and state.limits_of("acme", "k1").unlimited
+    state.apply("slo:tenant:acme", None)  # tombstone
+    state.apply("budget:key:k1", None)
+    assert state.slo_of("acme") is None and state.budgets_of("acme", "k1") == [tenant_budget]
 
 
 def test_request_bucket_admits_a_minutes_worth_then_says_when_to_retry():

@@ -96,3 +96,39 @@ def test_a_registered_flow_builds_from_its_module_and_unknown_names_are_refused(
     } <= steps
     with pytest.raises(ValueError, match="unknown flow 'nope'; registered: enrich"):
         build_dataflow(["enrich", "nope"], context)
+
+
+def test_the_metrics_server_listens_on_loopback_with_bounded_connections_and_timeouts():
+    import socket
+    import time
+    import urllib.request
+
+    from flows import cli
+    from tokentrail.broker.server import free_port
+
+    port = free_port()
+    server = cli.serve_metrics(port)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(cli.METRICS_CONNECTIONS)]
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # over the bound: closed at once
+        started = time.monotonic()
+        idle[0].settimeout(cli.METRICS_TIMEOUT_S + 5)
+        assert idle[0].recv(1) == b""  # silent connections are closed after the timeout
+        assert time.monotonic() - started < cli.METRICS_TIMEOUT_S + 4
+        for connection in idle + [extra]:
+            connection.close()
+        deadline = time.monotonic() + cli.METRICS_TIMEOUT_S + 5
+        while True:  # slots come back as the idle connections end
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+                    assert reply.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        server.shutdown()
+        server.server_close()

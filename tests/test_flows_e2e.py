@@ -291,3 +291,89 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(tmp_path, kafk
         "GROUP BY tenant_id ORDER BY tenant_id",
     )
     assert rollup == by_tenant
+
+
+def every_table(flows: FlowsProcess) -> dict[str, list]:
+    """Every table's rows, merged as its engine merges them (FINAL), in a stable order."""
+    remote = find_query_server(StorageSettings(home=flows.home))
+    tables = remote.query(
+        "SELECT name, engine FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree'"
+    )
+    out = {}
+    for table in tables:
+        final = " FINAL" if table["engine"] != "MergeTree" else ""
+        rows = remote.query(f"SELECT * FROM `{table['name']}`{final}")
+        out[table["name"]] = sorted(repr(sorted(row.items())) for row in rows)
+    return out
+
+
+def duplicates_dropped(flows_env) -> float:
+    port = flows_env["TOKENTRAIL_FLOWS_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith('tokentrail_flows_duplicates_dropped_total{table="llm_calls"}')
+    )
+
+
+def wait_dropped(flows: FlowsProcess, flows_env, count: int, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if duplicates_dropped(flows_env) >= count:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the duplicate was not seen: {flows.log.read_text()[-3000:]}")
+
+
+def test_the_same_signed_call_again_later_and_after_a_restart_changes_no_row_cost_or_rollup(
+    tmp_path, kafka_topics, flows_env
+):
+    """Invariant: counted once. The same signed RawCall produced again with a Kafka timestamp
+    an hour later (an operator re-producing it, no redelivery mark), and again after the flows
+    restarted (long after any replay window): the base table, every rollup and `report cost`
+    are what they were."""
+    identities = population()
+    produce(
+        kafka_topics.bootstrap,
+        kafka_topics.name(topics.IDENTITIES),
+        [(i.key_id.encode(), identity_bytes(i)) for i in identities],
+    )
+    calls = calls_for(identities, 300, seed=3)
+    raw = kafka_topics.name(topics.CALLS_RAW)
+    produce(kafka_topics.bootstrap, raw, [(c.tenant_id.encode(), signed_bytes(c)) for c in calls])
+    again = calls[17]
+    report = [sys.executable, "-m", "tokentrail", "report", "cost", "--by", "root", "--format", "jsonl"]
+
+    def produce_again() -> None:
+        producer = Producer({"bootstrap.servers": kafka_topics.bootstrap})
+        an_hour_later = int(time.time() * 1000) + 3600 * 1000
+        producer.produce(raw, signed_bytes(again), again.tenant_id.encode(), timestamp=an_hour_later)
+        assert producer.flush(30) == 0
+
+    flows = FlowsProcess(tmp_path, flows_env)
+    flows.start()
+    try:
+        assert flows.wait_for("llm_calls", len(calls)) == len(calls), flows.log.read_text()[-3000:]
+        assert flows.wait_for("events", len(calls)) == len(calls)
+        time.sleep(1.5)  # past a snapshot: the later copy is no replay
+        before = every_table(flows)
+        spend = subprocess.run(report, env=flows_env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        assert spend.strip()
+        produce_again()
+        wait_dropped(flows, flows_env, 1)
+        assert every_table(flows) == before
+        flows.kill(signal.SIGTERM)
+        produce_again()
+        flows.start()
+        assert flows.wait_for("llm_calls", len(calls)) == len(calls)
+        wait_dropped(flows, flows_env, 1)
+        assert every_table(flows) == before
+        after = subprocess.run(report, env=flows_env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        assert after == spend
+    finally:
+        flows.kill(signal.SIGTERM)

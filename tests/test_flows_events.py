@@ -54,8 +54,11 @@ def test_rows_have_exactly_the_contract_columns():
 
 
 def test_failed_calls_are_llm_call_failed_with_severity_by_status():
-    _, (event, row, _) = outputs(status=503, error_type="upstream_unavailable", usage=None)
+    _, (event, row, _) = outputs(
+        status=503, error_type="upstream_unavailable", usage=None, context_hash="3f2a9c0d1e4b5a67"
+    )
     assert event["event_type"] == "llm_call_failed" and event["severity"] == "ERROR"
+    assert event["payload"]["context_hash"] == "3f2a9c0d1e4b5a67", "part of the failure signature detection reads"
     assert row["failed"] and row["cost_usd"] == "0.0000000000"
     _, (event, _, _) = outputs(status=429, error_type="rate_limited", usage=None)
     assert event["severity"] == "WARN"

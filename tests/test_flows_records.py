@@ -1,11 +1,20 @@
 """Parse + verify + validate of raw records: every way a record can be bad, and the fast path."""
 
+import base64
 import copy
+import hashlib
 
 import orjson
 import pytest
 
-from flows.records import RecordReader, Rejected, dead_letter
+from flows.records import (
+    DEAD_LETTER_MAX_BYTES,
+    MAX_REASON_CHARS,
+    RecordReader,
+    Rejected,
+    dead_letter,
+    dead_letter_headers,
+)
 from flows.schema_check import compile_model_check
 from schemas import wire
 from schemas.models import Actor, EventContext, GatewayEvent, RawCall, UnifiedEvent
@@ -152,8 +161,41 @@ def test_dead_letter_keeps_reason_position_and_exact_bytes():
         "topic": "tokentrail.calls.raw",
         "partition": 2,
         "offset": 17,
+        "original_bytes": 5,
+        "original_sha256": hashlib.sha256(b'{"a":').hexdigest(),
+        "truncated": False,
         "encoding": "utf-8",
         "original": '{"a":',
     }
     binary = orjson.loads(dead_letter(Rejected("invalid JSON: x", b"\xff\xfe", None), "t", 0, 0))
     assert binary["encoding"] == "base64" and binary["original"] == "//4="
+
+
+def test_a_dead_letter_larger_than_kafka_allows_is_cut_and_names_the_whole_original():
+    for original in (b"\xff" * 900_000, b"\x01" * 900_000, "\u00e9".encode() * 450_000, b'"' * 900_000):
+        rejected = Rejected("invalid JSON: " + "x" * 100_000, original, b"acme")
+        encoded = dead_letter(rejected, "tokentrail.calls.raw", 1, 99)
+        assert len(encoded) <= DEAD_LETTER_MAX_BYTES
+        letter = orjson.loads(encoded)
+        assert letter["truncated"] is True and letter["original_bytes"] == len(original)
+        assert letter["original_sha256"] == hashlib.sha256(original).hexdigest()
+        assert (letter["topic"], letter["partition"], letter["offset"]) == ("tokentrail.calls.raw", 1, 99)
+        assert len(letter["reason"]) == MAX_REASON_CHARS
+        prefix = base64.b64decode(letter["original"]) if letter["encoding"] == "base64" else letter["original"].encode()
+        assert original.startswith(prefix) and len(prefix) > DEAD_LETTER_MAX_BYTES // 8
+    headers = dead_letter_headers([("h", b"v" * 10_000)] * 10, "schema: bad")
+    assert headers[:1] == [("h", b"v" * 10_000)] and headers[-1] == ("tokentrail-reason", b"schema: bad")
+
+
+def test_rejection_labels_are_a_fixed_set_never_a_key_id():
+    from flows.metrics import REASON_KINDS, reason_label
+    from tokentrail.control.records import RecordError, decode_identity
+
+    reasons = [f"identity k_{n}: 1 validation error" for n in range(50)]
+    try:
+        decode_identity(b"k_bad", b'{"key_id": "k_other"}')
+    except RecordError as exc:
+        reasons.append(str(exc))
+    reasons += ["identity record key 'k_x' does not match its key_id 'k_y'", "signature: forged", "weird"]
+    assert {reason_label(r) for r in reasons} == {"identity", "signature", "other"}
+    assert set(REASON_KINDS) >= {"identity", "signature", "schema", "invalid JSON"}

@@ -1,5 +1,5 @@
 """Gateway logic without a network: usage reading, stream rewriting, records vs. the wire
-models, admission, redaction, provider error shapes, the spool and the spool fallback."""
+models, admission, redaction, provider error shapes (the spool: tests/test_gateway_spool.py)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,16 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from gateway.delivery import Delivery, producer_config
 from gateway.errors import error_body, provider_error
-from gateway.metrics import GatewayMetrics
 from gateway.protection import Denial, Guard
 from gateway.records import call_record, event_record, signed_bytes, timestamp
 from gateway.redaction import luhn_valid, redact
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool
 from gateway.usage import StreamScanner, body_usage, token_count
 from mock_upstream import replies
 from schemas import wire
 from schemas.models import Actor, Freeze, GatewayEvent, Limits, RawCall
 from schemas.signing import verify
-from tokentrail.broker.server import free_port
 from tokentrail.control.limits import RateLimiter
 from tokentrail.control.records import mint_identity
 from tokentrail.control.registry import ControlState, IdentityRegistry
@@ -152,6 +148,7 @@ def full_call(**overrides):
         endpoint="/v1/chat/completions",
         requested_model="gpt-4o",
         served_model="gpt-4o-2024",
+        context_hash="3f2a9c0d1e4b5a67",
         stream=True,
         status=200,
         error_type=None,
@@ -308,50 +305,21 @@ def test_settings_read_provider_keys_without_prefix_and_normalize_urls(monkeypat
         GatewaySettings()
 
 
-def test_spool_keeps_order_across_reopen_and_stops_at_a_torn_tail(tmp_path):
-    spool = Spool(tmp_path)
-    for i in range(5):
-        spool.append(b"acme", b"record-%d" % i)
-    spool.append(None, b"no-key")
-    assert spool.records == 6 and spool.seal()
-    segment = spool.sealed_segments()[0]
-    with open(segment, "ab") as file:
-        file.write(b"\x00\x00\x00\x01\x00\x00")  # a write cut short by a crash
-    reopened = Spool(tmp_path)
-    assert reopened.records == 6
-    read = list(reopened.read(segment))
-    assert [value for _, _, value in read] == [b"record-%d" % i for i in range(5)] + [b"no-key"]
-    assert read[-1][1] is None
-    reopened.mark_drained(segment, read[2][0], 3)
-    assert [value for _, _, value in reopened.read(segment)] == [b"record-3", b"record-4", b"no-key"]
-    assert reopened.records == 3
-    reopened.remove(segment)
-    assert reopened.segments() == [] and reopened.records == 0
-
-
-def test_delivery_spools_what_an_unreachable_kafka_does_not_take(tmp_path):
-    metrics = GatewayMetrics()
-    spool = Spool(tmp_path)
-    config = producer_config(f"127.0.0.1:{free_port()}", message_timeout_ms=1000, linger_ms=5)
-    delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics, fsync_interval_s=0.1)
-    try:
-        started = time.perf_counter()
-        for i in range(50):
-            delivery.submit(b"acme", b"value-%d" % i)
-        submit_seconds = time.perf_counter() - started
-        # Started after the submits: its first poll reports the broker down, so all 50 are
-        # in librdkafka's queue and each comes back through a failure report (counted).
-        delivery.start()
-        deadline = time.monotonic() + 10
-        while spool.records < 50 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert delivery.spooling and spool.records == 50
-        delivery.submit(b"acme", b"after")  # straight to the spool now, after the others
-        assert spool.records == 51
-    finally:
-        delivery.stop(timeout=0.5)
-    assert submit_seconds < 0.5  # never waits for Kafka (each record would wait 1 s)
-    values = [value for segment in Spool(tmp_path).segments() for _, _, value in Spool(tmp_path).read(segment)]
-    assert sorted(values[:50]) == sorted(b"value-%d" % i for i in range(50)) and values[50] == b"after"
-    assert metrics.kafka_delivery_failures._value.get() == 50
-    assert metrics.records_spooled._value.get() == 51
+@pytest.mark.parametrize("indent", [False, True])
+def test_body_usage_of_a_large_body_is_the_top_level_one_whatever_metadata_holds(indent):
+    """A client-controlled `metadata` after `usage` (the Responses object's order), keys
+    named like ours inside content strings and nested objects: only the top-level values count."""
+    answer = {
+        "object": "response",
+        "output": [{"type": "message", "content": [{"text": 'say "usage": {"input_tokens": 1} ' * 4000}]}],
+        "model": "gpt-4.1",
+        "usage": {"input_tokens": 7, "output_tokens": 9},
+        "metadata": {"usage": {"input_tokens": 0}, "model": "cheap", "note": 'a"}{[usage é'},
+    }
+    body = orjson.dumps(answer, option=orjson.OPT_INDENT_2 if indent else 0)
+    assert len(body) > 64 * 1024
+    assert body_usage(body) == ({"input_tokens": 7, "output_tokens": 9}, "gpt-4.1")
+    many = {**answer, "metadata": {f"k{i}": {"usage": {"input_tokens": i}} for i in range(40)}}
+    assert body_usage(orjson.dumps(many)) == ({"input_tokens": 7, "output_tokens": 9}, "gpt-4.1")
+    without = {k: v for k, v in answer.items() if k != "usage"}
+    assert body_usage(orjson.dumps(without)) == (None, "gpt-4.1")

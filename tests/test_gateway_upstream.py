@@ -71,6 +71,7 @@ def odd_gateway(kafka_topics, recorder, tmp_path):
     env = {
         **gateway_env(kafka_topics, url),
         "TOKENTRAIL_UPSTREAM_TIMEOUT_S": "0.5",
+        "TOKENTRAIL_FORWARD_HEADERS": "x-delay-s",  # the recorder's delay control
         "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": f"http://127.0.0.1:{free_port()}",
     }
     process = spawn_gateway(env, tmp_path / "home")
@@ -78,7 +79,7 @@ def odd_gateway(kafka_topics, recorder, tmp_path):
     process.stop()
 
 
-def test_upstream_gets_the_provider_credential_never_the_clients_key_or_hop_by_hop_headers(
+def test_upstream_gets_the_route_path_the_provider_credential_and_allowed_headers_only(
     odd_gateway, control, kafka_topics
 ):
     _, key = control.create_key("acme", Actor(type="human", id="alice"))
@@ -88,7 +89,8 @@ def test_upstream_gets_the_provider_credential_never_the_clients_key_or_hop_by_h
     body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
     with socket.create_connection((host, int(port))) as connection:
         connection.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            b"POST http://evil.example/v1/chat/completions?beta=true HTTP/1.1\r\nHost: gateway\r\n"
+            b"Content-Type: application/json\r\nX-Stainless-Lang: python\r\nCookie: s=1\r\nOpenAI-Project: proj_x\r\n"
             b"Connection: keep-alive, x-secret-hop\r\nx-secret-hop: 1\r\nKeep-Alive: timeout=5\r\n"
             b"Proxy-Authorization: Basic abc\r\nTE: trailers\r\nUpgrade: h2c\r\nAccept-Encoding: br, gzip\r\n"
             b"x-tokentrail-session: s1\r\nOpenAI-Organization: org-1\r\n"
@@ -97,7 +99,7 @@ def test_upstream_gets_the_provider_credential_never_the_clients_key_or_hop_by_h
         reply = connection.recv(65536)
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(ANSWER)
     [(path, headers, forwarded)] = Recorder.seen
-    assert path == "/v1/chat/completions" and forwarded == body
+    assert path == "/v1/chat/completions?beta=true" and forwarded == body  # never the absolute form
     assert headers["authorization"] == "Bearer sk-gateway-openai-credential"
     assert key not in str(headers)
     for hop in (
@@ -109,9 +111,13 @@ def test_upstream_gets_the_provider_credential_never_the_clients_key_or_hop_by_h
         "x-secret-hop",
         "x-tokentrail-session",
         "x-api-key",
+        "cookie",
+        "openai-organization",  # who pays is the operator's choice (docs/gateway.md)
+        "openai-project",
+        "host",
     ):
-        assert hop not in headers, hop
-    assert headers["accept-encoding"] == "gzip" and headers["openai-organization"] == "org-1"
+        assert hop not in headers or (hop == "host" and headers[hop] != "gateway"), hop
+    assert headers["accept-encoding"] == "gzip" and headers["x-stainless-lang"] == "python"
     assert headers["x-request-id"] and headers["traceparent"].startswith("00-")
 
     # A refused request never reaches the upstream.

@@ -23,8 +23,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("schemas",),
     # adapters of the outside world, independent of each other
     ("tokentrail.storage", "tokentrail.control", "tokentrail.broker"),
+    # domain logic the parts wire into their engines (detection knows no Bytewax or Kafka)
+    ("detection",),
     # the product's parts and the fake provider, independent of each other
-    ("flows", "gateway", "detection", "mock_upstream"),
+    ("flows", "gateway", "alerting", "mock_upstream"),
     # the CLI hub and what drives every part
     ("tokentrail.cli", "tokentrail.demo", "tokentrail.config_docs", "tokentrail.__main__", "tokentrail"),
 ]

@@ -191,3 +191,14 @@ def test_a_bad_override_file_reports_every_problem(tmp_path):
         load_overrides(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_overrides(tmp_path / "missing.json")
+
+
+def test_the_model_cache_is_bounded_whatever_clients_send():
+    from flows.pricing import MODEL_CACHE_SIZE
+
+    pricer = Pricer()
+    usage = {"prompt_tokens": 10, "completion_tokens": 5}
+    for n in range(MODEL_CACHE_SIZE * 2 + 10):
+        assert pricer.price("openai", "chat", f"made-up-model-{n}", usage, AT).unpriced
+    assert len(pricer._models) <= MODEL_CACHE_SIZE
+    assert not pricer.price("openai", "chat", "gpt-4o", usage, AT).unpriced

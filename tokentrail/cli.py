@@ -27,9 +27,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokentrail.broker.cli",
     "mock_upstream.cli",
     "tokentrail.control.cli",
+    "tokentrail.control.objectives",
     "gateway.cli",
     "flows.cli",
     "tokentrail.storage.cli",
+    "alerting.cli",
     "tokentrail.calls",
 )
 USAGE_ERROR = 2

@@ -17,6 +17,8 @@ START, END = "<!-- config:start -->", "<!-- config:end -->"
 
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    from alerting.settings import AlertingSettings
+    from detection.settings import DetectSettings
     from flows.settings import FlowSettings
     from gateway.settings import GatewaySettings
     from mock_upstream.settings import MockUpstreamSettings
@@ -28,7 +30,9 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
         ("every process", CoreSettings),
         ("gateway", GatewaySettings),
         ("flows", FlowSettings),
+        ("detect flow", DetectSettings),
         ("storage", StorageSettings),
+        ("alert delivery", AlertingSettings),
         ("Kafka broker", BrokerSettings),
         ("mock provider", MockUpstreamSettings),
     ]

@@ -10,7 +10,9 @@ Set-up (all on loopback, private TOKENTRAIL_HOME):
 - `tokentrail mock-upstream` as both providers;
 - `bench/gateway/bare_proxy.py` (aiohttp server + aiohttp ClientSession, forward and return:
   the floor of this stack) and `python -m gateway` (auth, freeze check, limits, usage reading,
-  signing, Kafka), each one process.
+  signing, write-ahead log, Kafka), each one process; and the baseline `no-wal`, the same
+  gateway with `TOKENTRAIL_SPOOL_WRITE_AHEAD=false` (records straight to Kafka, as before the
+  write-ahead log), so the log's cost is a ratio from the same run.
 Pinning on this 2-core machine: the server under test (bare proxy or gateway, with all its
 threads) on core 1; wrk (-t1), the mock and the Kafka broker on core 0, so the measured
 process has a core to itself and the load generator never competes with it.
@@ -19,6 +21,9 @@ For 1 and 64 connections, non-streaming and streaming POST /v1/chat/completions,
 requests/s, p50/p99, latency added over the mock, the gateway/bare ratios, the gateway's CPU
 time per request (utime+stime of /proc/<pid>/stat over the run / requests) and its RSS, and
 checks that the raw topic holds one record per request the gateway answered.
+`--baseline REV` also runs the gateway of git revision REV (exported with `git archive`, run
+from that tree with this virtualenv) as target `base`, so a change is measured before and
+after in the same run: the script prints gateway/base ratios of req/s and p50.
 Installs wrk with apt-get when missing. Exits 1 when wrk saw errors or non-2xx answers.
 """
 
@@ -126,7 +131,9 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int | None
         timeout=duration + 60,
     ).stdout
     cpu = cpu_seconds(pid) - before if pid else None
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if "99" not in percentiles:
+        raise RuntimeError(f"wrk against {url} gave no latency distribution:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -184,6 +191,7 @@ def topic_records(bootstrap: str, topic: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--baseline", metavar="REV", help="also run the gateway of this git revision")
     args = parser.parse_args()
     ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-gateway-"))
@@ -241,23 +249,55 @@ def main() -> int:
             stderr=open(workdir / "gateway.log", "wb"),
         )
         processes.append(gateway)
+        # The baseline: the same gateway without the write-ahead log (records go to Kafka
+        # directly, to the spool only on failure), as before issue 11.
+        no_wal_port = free_port()
+        no_wal = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(no_wal_port)],
+            env={**env, "TOKENTRAIL_SPOOL_WRITE_AHEAD": "false", "TOKENTRAIL_SPOOL_DIR": str(home / "spool-no-wal")},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "gateway-no-wal.log", "wb"),
+        )
+        processes.append(no_wal)
         targets = {
             "mock": (mock.url, None),
             "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
+            "no-wal": (f"http://127.0.0.1:{no_wal_port}", no_wal.pid),
             "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid),
         }
-        wait_ready(targets["bare"][0], bare, "/healthz")
-        wait_ready(targets["gateway"][0], gateway, "/readyz")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the key and its limits reached the gateway
-            request = urllib.request.Request(
-                targets["gateway"][0] + "/v1/models", headers={"Authorization": f"Bearer {key}"}
+        gateways = {"gateway": gateway, "no-wal": no_wal}
+        if args.baseline:
+            tree = workdir / "baseline"
+            tree.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.baseline], capture_output=True, check=True
             )
-            try:
-                urllib.request.urlopen(request, timeout=1).read()
-                break
-            except urllib.error.HTTPError:
-                time.sleep(0.05)
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+            base_port = free_port()
+            base = subprocess.Popen(
+                ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(base_port)],
+                env={**env, "PYTHONPATH": str(tree)},
+                cwd=tree,
+                stdout=subprocess.DEVNULL,
+                stderr=open(workdir / "base.log", "wb"),
+            )
+            processes.append(base)
+            targets["base"] = (f"http://127.0.0.1:{base_port}", base.pid)
+            gateways["base"] = base
+        wait_ready(targets["bare"][0], bare, "/healthz")
+        for name, process in gateways.items():
+            wait_ready(targets[name][0], process, "/readyz")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the key and its limits reached the gateway
+                request = urllib.request.Request(
+                    targets[name][0] + "/v1/models", headers={"Authorization": f"Bearer {key}"}
+                )
+                try:
+                    urllib.request.urlopen(request, timeout=1).read()
+                    break
+                except urllib.error.HTTPError:
+                    time.sleep(0.05)
 
         scripts = {stream: lua_script(workdir, key, stream) for stream in (False, True)}
         for url, _ in targets.values():  # warm-up: connections, caches, JIT-free but page-ins
@@ -268,6 +308,7 @@ def main() -> int:
                 for name, (url, pid) in targets.items():
                     results[(name, stream, connections)] = wrk(url, scripts[stream], connections, args.duration, pid)
         gateway_rss = rss_mib(gateway.pid)
+        spool_left = sum(path.stat().st_size for path in (home / "spool").glob("*.wal"))
         bare_rss = rss_mib(bare.pid)
 
         print(
@@ -305,14 +346,27 @@ def main() -> int:
                     results[("gateway", stream, connections)],
                     results[("bare", stream, connections)],
                 )
+                no_wal_run = results[("no-wal", stream, connections)]
                 print(
                     f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
                     f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}"
                 )
+                print(
+                    f"{'':<10} {'':>5} write-ahead log (gateway vs no-wal): req/s "
+                    f"{gateway_run.rps / no_wal_run.rps:.3f}, p50 {gateway_run.p50_ms - no_wal_run.p50_ms:+.3f} ms, "
+                    f"p99 {gateway_run.p99_ms - no_wal_run.p99_ms:+.3f} ms"
+                )
+                if "base" in targets:
+                    base_run = results[("base", stream, connections)]
+                    print(
+                        f"{'':<10} {'':>5} gateway/base: req/s {gateway_run.rps / base_run.rps:.3f}, "
+                        f"p50 {gateway_run.p50_ms - base_run.p50_ms:+.3f} ms"
+                    )
         time.sleep(2)
-        answered = gateway_requests(targets["gateway"][0])
+        answered = sum(gateway_requests(targets[name][0]) for name in gateways)
         on_topic = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
         print(f"RSS after the runs: gateway {gateway_rss:.0f} MiB, bare proxy {bare_rss:.0f} MiB")
+        print(f"write-ahead log on disk after the runs: {spool_left} bytes (acknowledged segments are deleted)")
         print(
             f"raw topic: {on_topic} records, gateway answered {answered} requests "
             f"({'one record each' if on_topic == answered else 'MISMATCH'})"

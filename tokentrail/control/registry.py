@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from schemas.models import Capture, Freeze, Identity, Limits
+from schemas.models import Budget, Capture, Freeze, Identity, Limits, Slo
 from tokentrail.control import keys
 
 AuthFailure = Literal["missing", "malformed", "unknown", "revoked", "mismatch"]
@@ -97,19 +97,22 @@ UNLIMITED = RateLimits()
 
 
 class ControlState:
-    """Live freezes, limits and capture switches, by the control record's compaction key."""
+    """Live freezes, limits, capture switches, SLOs and budgets, by the control record's compaction key.
+
+    The gateway enforces the first three; SLOs and budgets are kept for the flows that follow
+    them (detection) and for `tokentrail slo list` / `tokentrail budget list`.
+    """
 
     def __init__(self, default_limits: RateLimits = UNLIMITED) -> None:
         self.default_limits = default_limits
         self._freezes: dict[str, Freeze] = {}
         self._limits: dict[str, RateLimits] = {}
         self._capture: dict[str, bool] = {}
+        self._slos: dict[str, Slo] = {}
+        self._budgets: dict[str, Budget] = {}
 
     def apply(self, key: str, record: Any | None) -> None:
-        """One record of the controls topic (key = `kind:scope`); None is a tombstone.
-
-        Kinds the gateway does not enforce (budgets, SLOs) are ignored here.
-        """
+        """One record of the controls topic (key = `kind:scope`); None is a tombstone."""
         kind, _, scope = key.partition(":")
         if kind == "freeze":
             self._set(self._freezes, scope, record if isinstance(record, Freeze) and record.frozen else None)
@@ -120,6 +123,10 @@ class ControlState:
             self._set(self._limits, scope, limits)
         elif kind == "capture":
             self._set(self._capture, scope, bool(isinstance(record, Capture) and record.enabled) or None)
+        elif kind == "slo":
+            self._set(self._slos, scope, record if isinstance(record, Slo) else None)
+        elif kind == "budget":
+            self._set(self._budgets, scope, record if isinstance(record, Budget) else None)
 
     def freeze_of(self, tenant_id: str, key_id: str) -> Freeze | None:
         """The freeze that stops this key, the key's own first, else its tenant's."""
@@ -134,6 +141,23 @@ class ControlState:
 
     def capture_enabled(self, tenant_id: str) -> bool:
         return f"tenant:{tenant_id}" in self._capture
+
+    def slo_of(self, tenant_id: str) -> Slo | None:
+        """The tenant's availability objective, None when it set none (detection then uses its default)."""
+        return self._slos.get(f"tenant:{tenant_id}")
+
+    def slos(self) -> list[Slo]:
+        return list(self._slos.values())
+
+    def budgets_of(self, tenant_id: str, key_id: str | None = None) -> list[Budget]:
+        """The budgets a call of this tenant (and key) spends from: the tenant's, then the key's."""
+        found = [self._budgets.get(f"tenant:{tenant_id}")]
+        if key_id is not None:
+            found.append(self._budgets.get(f"key:{key_id}"))
+        return [budget for budget in found if budget is not None]
+
+    def budgets(self) -> list[Budget]:
+        return list(self._budgets.values())
 
     @staticmethod
     def _set(table: dict[str, Any], scope: str, value: Any | None) -> None:

@@ -1,4 +1,4 @@
-"""`tokentrail migrate`, `tokentrail events`, `tokentrail report cost`: the storage surfaces
+"""`tokentrail migrate`, `tokentrail events`, `tokentrail report cost|alerts|patterns`: the storage surfaces
 of docs/architecture.md. All three work while `tokentrail flows` holds the embedded store (they
 read through its query server; migrate then says it cannot write)."""
 
@@ -87,6 +87,23 @@ def register(subparsers: Subparsers) -> None:
     cost.add_argument("--tenant", help="only this tenant")
     cost.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
     cost.set_defaults(func=_report_cost)
+
+    for name, help_text, func in (
+        ("alerts", "alert episodes (fired, resolved) from the alerts table, oldest first", _report_alerts),
+        ("patterns", "cross-identity failure patterns from the failure_patterns table", _report_patterns),
+    ):
+        detail = reports.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}, overlapping [--since, --until). "
+            "--since/--until take ISO 8601 or a duration back from now (30m, 24h, 7d).",
+        )
+        detail.add_argument("--tenant", help="only this tenant (patterns: also system-wide ones naming it)")
+        detail.add_argument("--since", help="start (ISO 8601 or a duration such as 24h; default: all)")
+        detail.add_argument("--until", help="end, exclusive (ISO 8601 or a duration; default: now and later)")
+        detail.add_argument("--json", action="store_true", help="one JSON object per line")
+        detail.add_argument("--limit", type=_positive, default=1000, help="at most N rows (default 1000)")
+        detail.set_defaults(func=func)
 
 
 def parse_timestamp(flag: str, text: str | None) -> datetime | None:
@@ -323,6 +340,167 @@ def _cost_cell(row: dict[str, Any], column: str) -> str:
     return _cell(row[column])
 
 
+ALERT_COLUMNS = (
+    "status",
+    "severity",
+    "rule",
+    "scope",
+    "key_id",
+    "actor",
+    "root_actor",
+    "summary",
+    "value",
+    "threshold",
+    "revision",
+    "labels",
+    "annotations",
+    "evidence_sql",
+    "evidence_url",
+)
+ALERTS_QUERY = (
+    "SELECT tenant_id, fingerprint, starts_at, episode_end AS ends_at, "
+    + ", ".join(f"latest.{n} AS {c}" for n, c in enumerate(ALERT_COLUMNS, 1))
+    + " FROM (SELECT tenant_id, fingerprint, starts_at, max(ends_at) AS episode_end, "
+    f"argMax(tuple({', '.join(ALERT_COLUMNS)}), (updated_at, status = 'resolved')) AS latest "
+    "FROM alerts FINAL WHERE ({tenant:String} = '' OR tenant_id = {tenant:String}) "
+    "AND starts_at < {until:DateTime64(3, 'UTC')} "
+    "GROUP BY tenant_id, fingerprint, starts_at) "
+    "WHERE episode_end IS NULL OR episode_end >= {since:DateTime64(3, 'UTC')} "
+    "ORDER BY starts_at, fingerprint LIMIT {limit:UInt64}"
+)
+"""One line per alert episode (fingerprint, starts_at) at its latest state; a resolution wins a tie."""
+
+PATTERNS_QUERY = (
+    "SELECT tenant_id, pattern_id, scope, signature, provider, model, status, error_type, error_code, "
+    "context_hash, identities, identity_count, tenants, tenant_count, calls, first_seen, last_seen, detected_at "
+    "FROM failure_patterns FINAL "
+    "WHERE ({tenant:String} = '' OR tenant_id = {tenant:String} OR has(tenants, {tenant:String})) "
+    "AND last_seen >= {since:DateTime64(3, 'UTC')} AND first_seen < {until:DateTime64(3, 'UTC')} "
+    "ORDER BY first_seen, tenant_id, signature LIMIT {limit:UInt64}"
+)
+
+
+def parse_moment(flag: str, text: str | None, now: datetime) -> datetime | None:
+    """ISO 8601 as `parse_timestamp`, or a duration back from `now`: `90s`, `30m`, `24h`, `7d`."""
+    import re
+    from datetime import timedelta
+
+    if text is not None and (match := re.fullmatch(r"(\d+)([smhd])", text.strip())):
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return now - timedelta(**{unit: int(match.group(1))})
+    return parse_timestamp(flag, text)
+
+
+def _window(args: argparse.Namespace) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    since, until = parse_moment("--since", args.since, now), parse_moment("--until", args.until, now)
+    if since is not None and until is not None and since > until:
+        raise CliError(f"--since ({since.isoformat()}) is after --until ({until.isoformat()})")
+    return {"tenant": args.tenant or "", "since": since or EARLIEST, "until": until or LATEST, "limit": args.limit}
+
+
+def _json_value(value: Any) -> Any:
+    from schemas.models import format_timestamp
+
+    return format_timestamp(value) if isinstance(value, datetime) else _plain(value)
+
+
+def _print_json_lines(rows: list[dict[str, Any]]) -> None:
+    import orjson
+
+    for row in rows:
+        sys.stdout.buffer.write(orjson.dumps({k: _json_value(v) for k, v in row.items()}) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _who(actor: str, root_actor: str) -> str:
+    """`agent:bot (for human:ana)`: the identity, and the human at the root of its chain."""
+    if actor and root_actor and root_actor != actor:
+        return f"{actor} (for {root_actor})"
+    return actor or root_actor
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def _detail_rows(args: argparse.Namespace, sql: str) -> list[dict[str, Any]] | None:
+    """The rows of a `report alerts|patterns` query; printed as JSON lines (None returned) with --json."""
+    with opened_store() as (store, _), storage_errors():
+        rows = store.query(sql, _window(args))
+    if not args.json:
+        return rows
+    _print_json_lines(rows)
+    return None
+
+
+def _report_alerts(args: argparse.Namespace) -> int:
+    rows = _detail_rows(args, ALERTS_QUERY)
+    if rows is None:
+        return 0
+    print_table(
+        (
+            "starts_at",
+            "ends_at",
+            "tenant",
+            "status",
+            "severity",
+            "rule",
+            "scope",
+            "who",
+            "value",
+            "threshold",
+            "summary",
+        ),
+        [
+            (
+                _when(r["starts_at"]),
+                _when(r["ends_at"]),
+                r["tenant_id"],
+                r["status"],
+                r["severity"],
+                r["rule"],
+                r["scope"],
+                _who(r["actor"], r["root_actor"]),
+                _number(r["value"]),
+                _number(r["threshold"]),
+                _clip(r["summary"], 80),
+            )
+            for r in rows
+        ],
+    )
+    return 0
+
+
+def _report_patterns(args: argparse.Namespace) -> int:
+    rows = _detail_rows(args, PATTERNS_QUERY)
+    if rows is None:
+        return 0
+    print_table(
+        ("first_seen", "last_seen", "tenant", "provider", "model", "status", "error", "identities", "tenants", "calls"),
+        [
+            (
+                _when(r["first_seen"]),
+                _when(r["last_seen"]),
+                r["tenant_id"],
+                r["provider"],
+                r["model"],
+                r["status"],
+                r["error_code"] or r["error_type"],
+                r["identity_count"],
+                ",".join(r["tenants"]) if r["tenant_count"] > 1 else r["tenant_count"],
+                f"{r['calls']:,}",
+            )
+            for r in rows
+        ],
+    )
+    return 0
+
+
 def _plain(value: Any) -> Any:
     """JSON/CSV value: money as a decimal string with cents precision kept (no float)."""
     return f"{value:f}" if isinstance(value, Decimal) else value
@@ -334,6 +512,10 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def print_table(

@@ -1,0 +1,283 @@
+"""The detect flow: `tokentrail.events` -> detectors -> alerts, detection events and rows.
+
+    tokentrail flows --flow enrich --flow detect      (embedded ClickHouse: one process)
+    tokentrail flows --flow detect -p 4              (ClickHouse server: its own processes)
+
+Call events are routed by tenant into `DETECT_BUCKETS` state buckets; each bucket's state is a
+`detection.engine.Detector` over its tenants. Failures go on, keyed to one `system` state, to
+`ProviderIncidents`, which sees every tenant. Both emit alert state changes and patterns, which
+become: Alert records on `tokentrail.alerts` (key = fingerprint) for delivery
+(`tokentrail alerts deliver`); `alert_fired` / `alert_resolved` / `pattern_detected` events on
+`tokentrail.events`; and rows in the `events`, `alerts` and `failure_patterns` tables
+(`tokentrail.storage.alert_rows`). Unreadable records go to the DLQ.
+
+Rows reach ClickHouse through this flow's own sink, in the process that runs it: with the
+embedded engine that is the process holding the store, so detect runs beside enrich
+(docs/architecture.md, "Where detection writes").
+
+State (the detectors) is snapshotted with the Kafka offsets at every epoch, so a restart
+resumes both; events replayed after a crash are recognized by their ids (`detection.dedup`).
+SLO targets and budgets come from `tokentrail.controls`, followed live, not snapshotted.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
+
+import orjson
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from detection.calls import EventError
+from detection.engine import Controls, DetectionConfig, Detector, ProviderFailure, ProviderIncidents, Result
+from detection.outputs import alert_event, alert_record, pattern_event
+from flows.clickhouse import Rows
+from flows.connectors import KafkaMessage, Message, Tick
+from flows.context import FlowContext
+from flows.records import Rejected, dead_letter, dead_letter_headers
+from tokentrail import topics
+from tokentrail.storage.alert_rows import alert_row, pattern_row
+from tokentrail.storage.event_rows import event_row
+
+log = logging.getLogger(__name__)
+
+DETECT_BUCKETS = 16
+"""Tenant state buckets. Fixed: recovery state is keyed by bucket."""
+SYSTEM_KEY = "system"
+TABLES = {"events": "event_id", "alerts": "alert_id", "failure_patterns": "detection_id"}
+
+
+class DetectTopics(NamedTuple):
+    events: str
+    alerts: str
+    dlq: str
+
+
+class EventBatch(NamedTuple):
+    events: list[dict[str, Any]]
+
+
+class FailureBatch(NamedTuple):
+    failures: list[ProviderFailure]
+
+
+class DetectOutputs(NamedTuple):
+    messages: list[Message]
+    rows: Rows
+
+
+def bucket_of(tenant_id: str) -> str:
+    """Stable across processes (unlike `hash`), so every worker routes a tenant the same way."""
+    return str(zlib.crc32(tenant_id.encode()) % DETECT_BUCKETS)
+
+
+def route_events(names: DetectTopics) -> Callable[[list[KafkaMessage]], list[tuple[str, EventBatch | DetectOutputs]]]:
+    """Kafka records -> one EventBatch of call events per bucket; unreadable records -> dead letters."""
+
+    def route(messages: list[KafkaMessage]) -> list[tuple[str, EventBatch | DetectOutputs]]:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        rejected: list[Message] = []
+        for message in messages:
+            value = message.value
+            try:
+                event = orjson.loads(value or b"")
+                if type(event) is not dict:
+                    raise ValueError("record is not a JSON object")
+                if event.get("event_type") not in ("llm_call", "llm_call_failed"):
+                    continue  # detection reads calls only (its own events come back here too)
+                tenant_id = event["tenant_id"]
+                if type(tenant_id) is not str:
+                    raise ValueError("tenant_id is not a string")
+            except (ValueError, KeyError) as exc:
+                rejected.append(_dead_letter(f"detect: {exc}", message, names.dlq))
+                continue
+            groups.setdefault(bucket_of(tenant_id), []).append(event)
+        items: list[tuple[str, EventBatch | DetectOutputs]] = [(b, EventBatch(e)) for b, e in groups.items()]
+        if rejected:
+            items.append(("0", DetectOutputs(rejected, {})))
+        return items
+
+    return route
+
+
+def _dead_letter(reason: str, message: KafkaMessage, dlq: str) -> Message:
+    rejected = Rejected(reason, message.value, message.key)
+    headers = dead_letter_headers(message.headers, reason)
+    return dlq, message.key, dead_letter(rejected, message.topic or "", message.partition, message.offset), headers
+
+
+def outputs_of(result: Result, names: DetectTopics) -> DetectOutputs:
+    """Alert records, detection events, their `events` rows, and the `alerts` / `failure_patterns` rows of one result."""
+    messages: list[Message] = []
+    rows: list[dict[str, Any]] = []
+    alert_rows = [alert_row(change.alert) for change in result.changes]
+    pattern_rows = [pattern_row(pattern) for pattern in result.patterns]
+    for change in result.changes:
+        alert = change.alert
+        messages.append((names.alerts, alert.fingerprint.encode(), alert_record(alert), []))
+        event = alert_event(change)
+        if event is not None:
+            messages.append((names.events, alert.tenant_id.encode(), orjson.dumps(event), []))
+            rows.append(event_row(event))
+    for pattern in result.patterns:
+        event = pattern_event(pattern)
+        messages.append((names.events, pattern.tenant_id.encode(), orjson.dumps(event), []))
+        rows.append(event_row(event))
+    tables = {"events": rows, "alerts": alert_rows, "failure_patterns": pattern_rows}
+    return DetectOutputs(messages, {table: batch for table, batch in tables.items() if batch})
+
+
+class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch, Detector]):
+    """One bucket of tenants: its Detector is the state."""
+
+    def __init__(self, detector: Detector, names: DetectTopics) -> None:
+        self.detector = detector
+        self.names = names
+
+    def on_batch(self, values: list[EventBatch]) -> tuple[list[DetectOutputs | FailureBatch], bool]:
+        result = Result()
+        rejected: list[Message] = []
+        observe = self.detector.observe
+        for batch in values:
+            for event in batch.events:
+                try:
+                    observe(event, result)
+                except EventError as exc:
+                    rejected.append(self._dead_letter(event, str(exc)))
+        out: list[DetectOutputs | FailureBatch] = []
+        outputs = outputs_of(result, self.names)
+        if outputs.messages or rejected:
+            out.append(DetectOutputs(outputs.messages + rejected, outputs.rows))
+        if result.provider_failures:
+            out.append(FailureBatch(result.provider_failures))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> Detector:
+        return self.detector
+
+    def _dead_letter(self, event: dict[str, Any], reason: str) -> Message:
+        """A call event detection cannot read (re-serialized: the record was parsed upstream)."""
+        key = str(event.get("tenant_id", "")).encode()
+        value = dead_letter(Rejected(reason, orjson.dumps(event), key), self.names.events, None, None)
+        return self.names.dlq, key, value, dead_letter_headers(None, reason)
+
+
+class DetectProviders(StatefulBatchLogic[FailureBatch, DetectOutputs, ProviderIncidents]):
+    """Every tenant's failures: provider or model incidents."""
+
+    def __init__(self, incidents: ProviderIncidents, names: DetectTopics) -> None:
+        self.incidents = incidents
+        self.names = names
+
+    def on_batch(self, values: list[FailureBatch]) -> tuple[list[DetectOutputs], bool]:
+        result = Result()
+        for batch in values:
+            for failure in batch.failures:
+                result.extend(self.incidents.observe(failure))
+        outputs = outputs_of(result, self.names)
+        return ([outputs] if outputs.messages else []), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> ProviderIncidents:
+        return self.incidents
+
+
+def _is_events(item: tuple[str, EventBatch | DetectOutputs]) -> bool:
+    return type(item[1]) is EventBatch
+
+
+def _is_failures(item: tuple[str, DetectOutputs | FailureBatch]) -> bool:
+    return type(item[1]) is FailureBatch
+
+
+def add_steps(
+    flow: Dataflow,
+    *,
+    events: Source[KafkaMessage],
+    kafka_out: Sink[tuple[str, list[Message]]],
+    clickhouse_out: Sink[tuple[str, Rows | None]] | None,
+    names: DetectTopics,
+    config: DetectionConfig,
+    controls: Controls,
+    ticks: Source[Tick] | None = None,
+) -> None:
+    """The detect steps over any sources and sinks (tests pass TestingSource/TestingSink)."""
+
+    def tenants(resume: Detector | None) -> DetectTenants:
+        detector = resume or Detector(config, controls)
+        detector.controls = controls
+        return DetectTenants(detector, names)
+
+    def providers(resume: ProviderIncidents | None) -> DetectProviders:
+        return DetectProviders(resume or ProviderIncidents(config), names)
+
+    read = op.input("detect_read_events", flow, events)  # KafkaMessage
+    routed = op.flat_map_batch("detect_route", read, route_events(names))
+    # (bucket, EventBatch | DetectOutputs of dead letters)
+    split = op.branch("detect_split_routed", routed, _is_events)
+    detected = op.stateful_batch("detect_tenants", cast(Any, split.trues), tenants)
+    # (bucket, DetectOutputs | FailureBatch)
+    by_kind = op.branch("detect_split_failures", detected, _is_failures)
+    to_system = op.key_on(
+        "detect_key_system", op.map("detect_unkey", by_kind.trues, lambda item: item[1]), lambda _: SYSTEM_KEY
+    )
+    incidents = op.stateful_batch("detect_providers", cast(Any, to_system), providers)
+    # ("system", DetectOutputs)
+    rekeyed = op.map("detect_key_part", incidents, lambda item: ("0", item[1]))
+    outputs = op.merge("detect_merge_outputs", by_kind.falses, rekeyed, split.falses)
+    # (partition number, DetectOutputs)
+    op.output("detect_write_kafka", op.map_value("detect_messages", outputs, lambda o: o.messages), kafka_out)
+    if clickhouse_out is not None:
+        rows: Any = op.map_value("detect_rows", outputs, lambda o: o.rows)
+        if ticks is not None:
+            rows = op.merge("detect_merge_ticks", rows, op.input("detect_sink_ticks", flow, ticks))
+        op.output("detect_write_clickhouse", rows, clickhouse_out)
+
+
+def follow_controls(bootstrap: str, topic: str) -> Controls:
+    """SLO targets and budgets from the compacted controls topic, kept up to date by a daemon
+    thread (`tokentrail.control.follower`); bad records are logged and skipped."""
+    from tokentrail.control.follower import TopicFollower
+    from tokentrail.control.records import decode_control
+
+    controls = Controls()
+
+    def apply(key: bytes | None, value: bytes | None) -> None:
+        name, record = decode_control(key, value)
+        if record is None:
+            kind, _, scope = name.partition(":")
+            controls.remove(kind, scope)
+        else:
+            controls.apply(record)
+
+    follower = TopicFollower(bootstrap, {topic: apply})
+    try:
+        follower.catch_up(timeout=10.0)
+    except Exception as exc:  # detection runs on defaults until the topic answers
+        log.warning("controls not read yet (%s); SLOs and budgets apply once they are", exc)
+    follower.start()
+    return controls
+
+
+def build(flow: Dataflow, context: FlowContext) -> None:
+    """The detect flow on Kafka and ClickHouse (registered in `flows.registry`)."""
+    from detection.settings import DetectSettings
+    from tokentrail.settings import load
+
+    settings = load(DetectSettings)
+    names = DetectTopics(context.topic(topics.EVENTS), context.topic(topics.ALERTS), context.topic(topics.DLQ))
+    add_steps(
+        flow,
+        events=context.kafka_source(topics.EVENTS),
+        kafka_out=context.kafka_sink(),
+        clickhouse_out=context.clickhouse_sink("detect", TABLES),
+        names=names,
+        config=settings.config(),
+        controls=follow_controls(context.core.bootstrap(), context.topic(topics.CONTROLS)),
+        ticks=context.sink_ticks(),
+    )

@@ -1,0 +1,210 @@
+"""The write-ahead log (gateway/spool.py) and the delivery around it, without a broker:
+frames, damage, bounds, a refusing disk, segments, and what a restart re-sends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.delivery import Delivery, producer_config, stream_started_value
+from gateway.metrics import GatewayMetrics
+from gateway.spool import FINISHED, HEADER, MAYBE_SENT, RECORD, STARTED, Spool, encode, read_frames
+from tokentrail.broker.server import free_port
+
+
+def values(path: Path, start: int = 0) -> list[bytes]:
+    return [frame.value for frame in read_frames(path, start)]
+
+
+def only_segment(directory: Path) -> Path:
+    (segment,) = sorted(directory.glob("*.wal"))
+    return segment
+
+
+def test_frames_keep_keys_order_and_kinds_across_reopen_and_a_torn_tail_is_ignored(tmp_path):
+    spool = Spool(tmp_path)
+    for i in range(5):
+        spool.append(b"acme", b"record-%d" % i)
+    spool.append(None, b"no-key", RECORD, MAYBE_SENT)
+    spool.append(b"acme", b"c1\nfallback", STARTED)
+    spool.close()
+    segment = only_segment(tmp_path)
+    with open(segment, "ab") as file:
+        file.write(encode(RECORD, 0, b"acme", b"cut short")[:-3])  # a write cut by a crash
+    frames = list(read_frames(segment))
+    assert [f.value for f in frames] == [b"record-%d" % i for i in range(5)] + [b"no-key", b"c1\nfallback"]
+    assert frames[0].key == b"acme" and frames[5].key is None and frames[5].flags & MAYBE_SENT
+    assert frames[6].kind == STARTED
+    assert values(segment, frames[2].end) == [b"record-3", b"record-4", b"no-key", b"c1\nfallback"]
+    reopened = Spool(tmp_path)
+    assert [s.path for s in reopened.segments] == [segment] and reopened.segments[0].replayed
+
+
+@pytest.mark.parametrize("damage", ["torn", "flipped"])
+def test_a_damaged_frame_in_the_middle_loses_only_that_frame(tmp_path, damage):
+    frames = [encode(RECORD, 0, b"acme", b"value-%d-" % i + b"x" * 300) for i in range(10)]
+    if damage == "torn":
+        frames[4] = frames[4][: len(frames[4]) // 2]  # half a frame, then the next ones
+    else:
+        middle = bytearray(frames[4])
+        middle[HEADER.size + 20] ^= 0xFF
+        frames[4] = bytes(middle)
+    segment = tmp_path / f"{1:020d}.wal"
+    segment.write_bytes(b"".join(frames))
+    corrupt = []
+    read = [f.value.split(b"x")[0] for f in read_frames(segment, 0, lambda: corrupt.append(1))]
+    assert read == [b"value-%d-" % i for i in range(10) if i != 4]
+    assert len(corrupt) == 1
+
+
+def test_reading_is_streamed_a_frame_spanning_read_chunks_is_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr("gateway.spool.READ_CHUNK", 64)
+    spool = Spool(tmp_path)
+    expected = [bytes([i]) * (i * 37 % 500 + 1) for i in range(60)]
+    for value in expected:
+        spool.append(b"k", value)
+    spool.close()
+    assert values(only_segment(tmp_path)) == expected
+
+
+def test_segments_roll_by_size_and_age_and_go_when_nothing_is_owed(tmp_path):
+    spool = Spool(tmp_path, segment_bytes=1000, segment_age_s=0.05)
+    appended = [spool.append(b"k", b"v" * 200) for _ in range(12)]
+    assert len({s.path for s in appended}) >= 3  # rolled by size
+    for segment in appended:
+        spool.retire(segment)  # Kafka acknowledged every record
+    spool.sync()
+    assert len(list(tmp_path.glob("*.wal"))) == 1  # only the active one is left
+    time.sleep(0.06)
+    spool.roll_if_old()
+    spool.sync()
+    assert list(tmp_path.glob("*.wal")) == [] and spool.records == 0 and spool.bytes == 0
+
+
+def test_a_stream_in_progress_keeps_its_segment(tmp_path):
+    spool = Spool(tmp_path, segment_bytes=100)
+    started = spool.append(b"k", b"c1\nfallback" + b"x" * 100, STARTED)  # fills the segment: rolled
+    assert started is not None and started.path.exists()
+    spool.sync()
+    assert started.path.exists()  # the stream still holds it
+    spool.retire(started, record=False)
+    assert not started.path.exists()
+
+
+def test_the_size_bound_refuses_frames_loudly_without_raising(tmp_path, caplog):
+    failures = []
+    spool = Spool(tmp_path, max_bytes=1000, on_write_failure=lambda: failures.append(1))
+    written = [spool.append(b"k", b"v" * 100) for _ in range(20)]
+    assert written[0] is not None and written[-1] is None
+    assert spool.bytes <= 1000 and spool.write_failures == len(failures) > 0
+    assert "TOKENTRAIL_SPOOL_MAX_BYTES" in caplog.text
+
+
+def test_a_refusing_disk_is_counted_and_leaves_no_torn_frame(tmp_path):
+    """RLIMIT_FSIZE makes write(2) fail (EFBIG) or write short past the limit, as a full disk
+    does with ENOSPC; run in a child so the limit touches nothing else."""
+    script = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from gateway.spool import Spool
+spool = Spool({str(tmp_path)!r})
+resource.setrlimit(resource.RLIMIT_FSIZE, (5000, resource.RLIM_INFINITY))
+results = [spool.append(b"k", b"v" * 700) is not None for _ in range(20)]
+spool.close()
+print(sum(results), spool.write_failures)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30)
+    written, failures = map(int, out.stdout.split())
+    assert 0 < written < 20 and failures == 20 - written
+    segment = only_segment(tmp_path)
+    assert len(values(segment)) == written
+    assert segment.stat().st_size == written * len(encode(RECORD, 0, b"k", b"v" * 700))  # cut back
+
+
+def test_delivery_without_kafka_carries_records_to_a_drain_segment_in_order(tmp_path):
+    metrics = GatewayMetrics()
+    spool = Spool(tmp_path)
+    config = producer_config(f"127.0.0.1:{free_port()}", message_timeout_ms=1000, linger_ms=5)
+    delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics, fsync_interval_s=0.01)
+    try:
+        started = time.perf_counter()
+        for i in range(50):
+            delivery.submit(b"acme", b"value-%d" % i)
+        submit_seconds = time.perf_counter() - started
+        assert len(list(tmp_path.glob("*.wal"))) == 1 and spool.records == 50  # written ahead
+        delivery.start()  # its first poll reports the broker down: the queue is purged into the spool
+        deadline = time.monotonic() + 10
+        while metrics.records_spooled._value.get() < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert delivery.spooling and spool.records == 50  # carried over, the originals retired
+        delivery.submit(b"acme", b"after")  # straight to the drain segment now
+        assert spool.records == 51
+    finally:
+        delivery.stop(timeout=0.5)
+    assert submit_seconds < 0.5  # never waits for Kafka
+    read = [value for path in sorted(tmp_path.glob("*.wal")) for value in values(path)]
+    assert sorted(read[-51:-1]) == sorted(b"value-%d" % i for i in range(50)) and read[-1] == b"after"
+    assert metrics.kafka_delivery_failures._value.get() == 50
+
+
+def test_a_record_kafka_can_never_take_is_quarantined_and_blocks_nothing(tmp_path):
+    metrics = GatewayMetrics()
+    spool = Spool(tmp_path)
+    config = producer_config(f"127.0.0.1:{free_port()}", message_timeout_ms=1000, linger_ms=5)
+    delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics)
+    try:
+        delivery.submit(b"acme", b"x" * (2 << 20))  # over message.max.bytes: refused at once
+        delivery.submit(b"acme", b"next")
+        assert metrics.records_quarantined._value.get() == 1
+        assert spool.records == 1  # the oversized one is retired, the next one waits for Kafka
+        assert [f.value[:1] for f in read_frames(delivery.quarantine)] == [b"x"]
+    finally:
+        delivery.stop(timeout=0.2)
+
+
+def test_a_restart_replays_the_log_and_records_cut_streams(tmp_path):
+    """A log left by a killed gateway: its records are sent again, marked; a stream that
+    started and never finished is recorded from its STARTED frame, one that finished is not."""
+    spool = Spool(tmp_path)
+    spool.append(b"acme", b"record-1")
+    spool.append(b"acme", stream_started_value("c-cut", b"fallback-cut"), STARTED)
+    spool.append(b"acme", stream_started_value("c-done", b"fallback-done"), STARTED)
+    spool.append(b"acme", b"record-done")
+    spool.append(None, b"c-done", FINISHED)
+    spool.close()  # then SIGKILL: nothing retired
+    metrics = GatewayMetrics()
+    restarted = Spool(tmp_path)
+    config = producer_config(f"127.0.0.1:{free_port()}", message_timeout_ms=1000, linger_ms=5)
+    delivery = Delivery({**config, "log_level": 0}, "t.calls", restarted, metrics)
+    assert delivery.spooling
+    delivery._recover_streams()
+    assert restarted.records == 2 + 1  # two replayed, one cut stream carried into a new segment
+    newest = sorted(tmp_path.glob("*.wal"))[-1]
+    (frame,) = read_frames(newest)
+    assert frame.value == b"fallback-cut" and frame.flags & MAYBE_SENT
+    delivery.stop(timeout=0.1)
+
+
+def test_a_spool_of_the_old_format_is_converted_from_its_drained_mark(tmp_path):
+    """Spool files written before the write-ahead log are not lost on upgrade."""
+    import struct
+    import zlib
+
+    def old_frame(key: bytes | None, value: bytes) -> bytes:
+        crc = zlib.crc32(value, zlib.crc32(key or b""))
+        return struct.pack(">III", crc, 0xFFFFFFFF if key is None else len(key), len(value)) + (key or b"") + value
+
+    frames = [old_frame(b"acme", b"old-%d" % i) for i in range(4)] + [old_frame(None, b"old-no-key")]
+    (tmp_path / f"{7:020d}.spool").write_bytes(b"".join(frames) + b"\x00\x01")  # and a torn tail
+    (tmp_path / f"{7:020d}.drained").write_text(str(len(frames[0])))
+    spool = Spool(tmp_path)
+    assert not list(tmp_path.glob("*.spool")) and not list(tmp_path.glob("*.drained"))
+    (segment,) = spool.segments
+    converted = list(read_frames(segment.path))
+    assert [f.value for f in converted] == [b"old-1", b"old-2", b"old-3", b"old-no-key"]
+    assert converted[0].key == b"acme" and converted[-1].key is None and segment.replayed
+    assert all(f.flags & MAYBE_SENT for f in converted)
