@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test demo schemas docs clean
+.PHONY: install lint test demo schemas dashboards docs clean
 
 install: $(STAMP)
 
@@ -29,8 +29,12 @@ demo: install
 schemas: install
 	$(BIN)/python -m schemas.generate
 
-# Regenerate what tests check for freshness: JSON Schemas and the README configuration table.
-docs: schemas
+# Grafana dashboards as code: tokentrail/dashboards/panels.py -> dashboards/*.json.
+dashboards: install
+	$(BIN)/python -m tokentrail.dashboards.grafana
+
+# Regenerate what tests check for freshness: JSON Schemas, dashboards, the README configuration table.
+docs: schemas dashboards
 	$(BIN)/python -m tokentrail.config_docs
 
 clean:

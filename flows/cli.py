@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
+    from tokentrail.broker.admin import require_credentials
     from tokentrail.kafka_reach import require_kafka
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
@@ -95,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     names = list(dict.fromkeys(args.flows or [DEFAULT_FLOW]))
     core = load(CoreSettings)
-    core.require_signing_key()
+    core.signing_keys()
+    core.operator_keys()
+    core.kafka_client_config()  # an incomplete TLS/SASL setup is a one-line error before anything starts
     settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
     if settings.price_overrides:
         load_overrides(settings.price_overrides)  # a bad file is a one-line error before anything starts
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             "the embedded engine is held by one process; use -w for more workers"
         )
     require_kafka(core.bootstrap(), core.home, KAFKA_WAIT_S)
+    require_credentials(core)  # a reachable broker that refuses our SASL credentials: one line too
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     store = open_store(storage)

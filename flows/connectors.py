@@ -43,15 +43,18 @@ Tick = tuple[str, None]
 CONSUMER_CONFIG = {"fetch.wait.max.ms": "50", "queued.min.messages": "20000", "queued.max.messages.kbytes": "8192"}
 
 
-def kafka_source(bootstrap: str, topics: list[str], *, from_beginning: bool, batch_size: int) -> Source[KafkaMessage]:
+def kafka_source(
+    kafka: dict[str, str], topics: list[str], *, from_beginning: bool, batch_size: int
+) -> Source[KafkaMessage]:
     """Records of `topics`; offsets live in the Bytewax recovery store, not a consumer group.
-    `from_beginning` is where a flow without recovery state starts."""
+    `from_beginning` is where a flow without recovery state starts. `kafka`: bootstrap and
+    security (`CoreSettings.kafka_client_config()`), for the consumers and the partition listing."""
     source = QuietKafkaSource(
-        [bootstrap],
+        [kafka["bootstrap.servers"]],
         topics,
         starting_offset=OFFSET_BEGINNING if from_beginning else OFFSET_END,
         batch_size=batch_size,
-        add_config={**CONSUMER_CONFIG, "logger": kafka_logger("flows.librdkafka")},  # type: ignore[dict-item]
+        add_config={**kafka, **CONSUMER_CONFIG, "logger": kafka_logger("flows.librdkafka")},  # type: ignore[dict-item]
     )
     return cast("Source[KafkaMessage]", source)  # raise_on_errors (the default): no KafkaError items
 
@@ -59,14 +62,12 @@ def kafka_source(bootstrap: str, topics: list[str], *, from_beginning: bool, bat
 class QuietKafkaSource(KafkaSource):
     """bytewax 0.21.1's KafkaSource hands its consumer settings to the AdminClient that lists
     partitions too, and librdkafka warns once per consumer-only property there (six CONFWARN
-    lines at every start). Listing partitions needs only the connection. (bytewax is pinned;
-    this is its `list_parts` without those settings.)"""
+    lines at every start). Listing partitions needs only the connection and its security
+    (TLS/SASL). (bytewax is pinned; this is its `list_parts` without the consumer settings.)"""
 
     def list_parts(self) -> list[str]:
-        config: dict[str, Any] = {
-            "bootstrap.servers": ",".join(self._brokers),
-            "logger": kafka_logger("flows.librdkafka"),
-        }
+        config: dict[str, Any] = {key: value for key, value in self._add_config.items() if key not in CONSUMER_CONFIG}
+        config["bootstrap.servers"] = ",".join(self._brokers)
         return list(_list_parts(AdminClient(config), self._topics))
 
 
@@ -149,8 +150,9 @@ class KafkaOutSink(NumberedParts, FixedPartitionedSink[list[Message], None]):
     """Kafka records (events, dead letters, alerts): produced asynchronously, flushed before
     each epoch commits (at-least-once). One producer per sink, shared by its partitions."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: dict[str, str]) -> None:
+        self._kafka = kafka
+        """Bootstrap and security (`CoreSettings.kafka_client_config()`)."""
         self._lock = threading.Lock()
         self._producer: Producer | None = None
         self._failures: list[str] = []
@@ -160,7 +162,7 @@ class KafkaOutSink(NumberedParts, FixedPartitionedSink[list[Message], None]):
             if self._producer is None:
                 self._producer = Producer(
                     {
-                        "bootstrap.servers": self._bootstrap,
+                        **self._kafka,
                         "linger.ms": 5,
                         "compression.type": "lz4",
                         "enable.idempotence": True,

@@ -41,7 +41,7 @@ class FlowContext:
         if from_beginning is None:
             from_beginning = self.settings.flows_start_at == "beginning"
         return kafka_source(
-            self.core.bootstrap(),
+            self.core.kafka_client_config(),
             [self.topic(name) for name in topics],
             from_beginning=from_beginning,
             batch_size=self.settings.flows_kafka_batch,
@@ -50,7 +50,7 @@ class FlowContext:
     def kafka_sink(self) -> KafkaOutSink:
         """The process's Kafka sink (one producer, flushed before every epoch commits)."""
         if self._kafka_out is None:
-            self._kafka_out = KafkaOutSink(self.core.bootstrap())
+            self._kafka_out = KafkaOutSink(self.core.kafka_client_config())
         return self._kafka_out
 
     def clickhouse_sink(self, flow_name: str, tables: Mapping[str, str]) -> ClickHouseSink:

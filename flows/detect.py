@@ -42,6 +42,7 @@ from flows.connectors import KafkaMessage, Message, Tick
 from flows.context import FlowContext
 from flows.records import Rejected, dead_letter, dead_letter_headers
 from tokentrail import topics
+from tokentrail.settings import CoreSettings
 from tokentrail.storage.alert_rows import alert_row, pattern_row
 from tokentrail.storage.event_rows import event_row
 
@@ -239,23 +240,22 @@ def add_steps(
         op.output("detect_write_clickhouse", rows, clickhouse_out)
 
 
-def follow_controls(bootstrap: str, topic: str) -> Controls:
+def follow_controls(core: CoreSettings, topic: str) -> Controls:
     """SLO targets and budgets from the compacted controls topic, kept up to date by a daemon
-    thread (`tokentrail.control.follower`); bad records are logged and skipped."""
+    thread (`tokentrail.control.follower`); bad records (unsigned ones and tombstones included,
+    `tokentrail.control.records`) are logged and skipped."""
+    from schemas.signing import KeySet
     from tokentrail.control.follower import TopicFollower
     from tokentrail.control.records import decode_control
 
     controls = Controls()
+    operator_keys = KeySet(*core.operator_keys())
 
     def apply(key: bytes | None, value: bytes | None) -> None:
-        name, record = decode_control(key, value)
-        if record is None:
-            kind, _, scope = name.partition(":")
-            controls.remove(kind, scope)
-        else:
-            controls.apply(record)
+        controls.apply(decode_control(key, value, operator_keys)[1])
 
-    follower = TopicFollower(bootstrap, {topic: apply})
+    kafka = core.kafka_client_config()
+    follower = TopicFollower(kafka["bootstrap.servers"], {topic: apply}, kafka_config=kafka)
     try:
         follower.catch_up(timeout=10.0)
     except Exception as exc:  # detection runs on defaults until the topic answers
@@ -278,6 +278,6 @@ def build(flow: Dataflow, context: FlowContext) -> None:
         clickhouse_out=context.clickhouse_sink("detect", TABLES),
         names=names,
         config=settings.config(),
-        controls=follow_controls(context.core.bootstrap(), context.topic(topics.CONTROLS)),
+        controls=follow_controls(context.core, context.topic(topics.CONTROLS)),
         ticks=context.sink_ticks(),
     )

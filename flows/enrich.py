@@ -39,6 +39,7 @@ from flows.identity import Attribution, IdentityEntry, IdentityTable, attribute,
 from flows.pricing import PricedUsage, Pricer
 from flows.records import RecordReader, Rejected, dead_letter, dead_letter_headers
 from flows.settings import FlowSettings
+from schemas.signing import KeySet
 from tokentrail import topics
 from tokentrail.control.records import RecordError
 from tokentrail.settings import CoreSettings
@@ -143,9 +144,10 @@ def verify_records(
 
 
 def decode_identities(
-    names: TopicNames,
+    names: TopicNames, operator_keys: KeySet
 ) -> Callable[[list[KafkaMessage]], list[tuple[str, IdentityBatch | Outputs]]]:
-    """Identities-topic messages -> one IdentityBatch per join bucket (bad ones: dead letters)."""
+    """Identities-topic messages -> one IdentityBatch per join bucket (bad ones, unsigned or
+    forged ones included: dead letters)."""
 
     def decode(messages: list[KafkaMessage]) -> list[tuple[str, IdentityBatch | Outputs]]:
         metrics.RECORDS_IN.labels("identities").inc(len(messages))
@@ -153,7 +155,7 @@ def decode_identities(
         rejected = _outputs()
         for message in messages:
             try:
-                key_id, entry = decode_identity(message.key, message.value)
+                key_id, entry = decode_identity(message.key, message.value, operator_keys)
             except RecordError as exc:
                 bad = Rejected(str(exc), message.value, message.key)
                 rejected.messages.append(_dead_letter_message(bad, message, names.dlq))
@@ -265,9 +267,12 @@ def verify_calls(step_id: str, up: Stream[KafkaMessage], reader: RecordReader, n
 
 
 @operator
-def read_identities(step_id: str, up: Stream[KafkaMessage], names: TopicNames) -> Split[IdentityBatch]:
-    """Identity records -> IdentityBatches per join bucket; bad records as dead-letter Outputs."""
-    decoded = op.flat_map_batch("decode_identities", up, decode_identities(names))
+def read_identities(
+    step_id: str, up: Stream[KafkaMessage], names: TopicNames, operator_keys: KeySet
+) -> Split[IdentityBatch]:
+    """Identity records -> IdentityBatches per join bucket; bad records (a missing or wrong
+    operator signature included) as dead-letter Outputs."""
+    decoded = op.flat_map_batch("decode_identities", up, decode_identities(names, operator_keys))
     split = op.branch("split_identities", decoded, _is_identity_batch)
     return Split(split.trues, cast("KeyedStream[Outputs]", split.falses))
 
@@ -297,15 +302,17 @@ def add_steps(
     identities: Source[KafkaMessage],
     kafka_out: Sink[tuple[str, list[Message]]],
     clickhouse_out: Sink[tuple[str, Rows | None]],
-    signing_key: bytes,
+    signing_key: KeySet | bytes,
+    operator_keys: KeySet,
     names: TopicNames,
     settings: FlowSettings,
     ticks: Source[Tick] | None,
 ) -> None:
     """The steps over any sources and sinks (tests pass TestingSource/TestingSink). `ticks`
-    yields (sink partition number, None) items that wake idle sink partitions."""
+    yields (sink partition number, None) items that wake idle sink partitions. `signing_key`
+    verifies RawCalls (a key set: rotation), `operator_keys` identity records."""
     calls = verify_calls("verify", op.input("read_raw", flow, raw), RecordReader(signing_key), names)
-    known = read_identities("identities", op.input("read_identities", flow, identities), names)
+    known = read_identities("identities", op.input("read_identities", flow, identities), names, operator_keys)
     join_inputs: KeyedStream[CallBatch | IdentityBatch] = op.merge("merge_join_inputs", known.joinable, calls.joinable)
     joined = op.stateful_batch("join_identity", join_inputs, JoinIdentity)
     built = price_and_build("enrich", joined, Pricer.from_file(settings.price_overrides), names)
@@ -333,7 +340,8 @@ def build(flow: Dataflow, context: FlowContext) -> None:
         identities=context.kafka_source(topics.IDENTITIES, from_beginning=True),
         kafka_out=context.kafka_sink(),
         clickhouse_out=context.clickhouse_sink("enrich", TABLES),
-        signing_key=context.core.require_signing_key(),
+        signing_key=KeySet(*context.core.signing_keys()),
+        operator_keys=KeySet(*context.core.operator_keys()),
         names=TopicNames.of(context.core),
         settings=context.settings,
         ticks=context.sink_ticks(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from schemas.models import Identity
+from schemas.signing import KeySet
 from tokentrail.control import records
 
 Link = tuple[str, str, str]
@@ -32,11 +33,11 @@ class IdentityEntry(NamedTuple):
         return cls(identity.tenant_id, chain, identity.revoked_at is not None)
 
 
-def decode_identity(key: bytes | None, value: bytes | None) -> tuple[str, IdentityEntry | None]:
+def decode_identity(key: bytes | None, value: bytes | None, operator_keys: KeySet) -> tuple[str, IdentityEntry | None]:
     """A record of the identities topic as (key_id, entry); a tombstone gives (key_id, None).
-    Raises `RecordError` naming the problem (the control plane's decoder, so the gateway and
-    the flows accept exactly the same records)."""
-    key_id, identity = records.decode_identity(key, value)
+    Raises `RecordError` naming the problem, a missing or wrong operator signature included
+    (the control plane's decoder, so the gateway and the flows accept exactly the same records)."""
+    key_id, identity = records.decode_identity(key, value, operator_keys)
     return key_id, None if identity is None else IdentityEntry.from_identity(identity)
 
 

@@ -71,8 +71,9 @@ class SeenIds:
         self._lock = threading.Lock()
 
     def suspect(self, table: str, row_id: str, timestamp: str) -> bool:
-        """Whether storage may hold this row (then look it up)."""
-        if timestamp < self.since:
+        """Whether storage may hold this row (then look it up). A row without a `timestamp`
+        (a table that has none, such as `alerts`) is not covered by the filter: looked up."""
+        if not timestamp or timestamp < self.since:
             return True
         with self._lock:
             return f"{table}\x00{row_id}".encode() in self._filter
@@ -93,7 +94,8 @@ class SeenIds:
         """A filter holding every id storage has with a timestamp within `window_hours` of its
         newest row (the raw topic's retention: an older record cannot come back from it; one
         re-produced by hand is older than `since` and looked up). `tables` is {table: id
-        column}; each needs a `timestamp` column."""
+        column}; tables without a `timestamp` column are left out (their rows are looked up)."""
+        tables = {table: column for table, column in tables.items() if _has_timestamp(store, table)}
         newest = ""
         for table in tables:
             rows = store.query(f"SELECT toString(max(timestamp)) AS t, count() AS n FROM {identifier(table)}")
@@ -130,3 +132,12 @@ class SeenIds:
             )
         log.info("dedup filter loaded: %d ids since %s", seen.count, seen.since)
         return seen
+
+
+def _has_timestamp(store: IdStore, table: str) -> bool:
+    rows = store.query(
+        "SELECT count() AS n FROM system.columns WHERE database = currentDatabase()"
+        " AND table = {table:String} AND name = 'timestamp'",
+        {"table": table},
+    )
+    return bool(rows and rows[0]["n"])

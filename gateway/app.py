@@ -8,11 +8,13 @@ spool), the upstream connection pools. `/healthz` (the process is alive), `/read
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.admin import KeyAdmin
 from gateway.compatible import UpstreamRouter
 from gateway.delivery import Delivery, producer_config
 from gateway.metrics import GatewayMetrics
@@ -22,6 +24,7 @@ from gateway.routes import ANTHROPIC, OPENAI
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 from gateway.upstream import UpstreamPool
+from schemas.signing import KeySet
 from tokentrail.control.limits import RateLimiter
 from tokentrail.control.plane import ControlPlane
 from tokentrail.control.registry import RateLimits
@@ -33,14 +36,21 @@ PLANE = web.AppKey("plane", ControlPlane)
 DELIVERY = web.AppKey("delivery", Delivery)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 SERVICE_PATHS = ("/healthz", "/readyz", "/metrics")
+STREAM_CHECK_INTERVAL_S = 0.2
+"""How often running streams are checked against revocations and freezes (cut within a second)."""
 
 
 def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application:
-    """Build the app; raises ConfigError (one line) without TOKENTRAIL_SIGNING_KEY."""
-    signing_key = core.require_signing_key()
+    """Build the app; raises ConfigError (one line) without usable TOKENTRAIL_SIGNING_KEY and
+    TOKENTRAIL_OPERATOR_KEY, or with a bad TOKENTRAIL_UPSTREAMS entry."""
+    signing_keys = KeySet(*core.signing_keys())
     router = UpstreamRouter(settings.compatible_upstreams())
     metrics = GatewayMetrics()
-    plane = ControlPlane(core, RateLimits(settings.default_requests_per_minute, settings.default_tokens_per_minute))
+    plane = ControlPlane(
+        core,
+        RateLimits(settings.default_requests_per_minute, settings.default_tokens_per_minute),
+        on_refused=metrics.control_record_refused,
+    )
     spool = Spool(
         settings.spool_path(Path(core.home)),
         max_bytes=settings.spool_max_bytes,
@@ -51,7 +61,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
     )
     delivery = Delivery(
         producer_config(
-            core.bootstrap(),
+            plane.kafka,
             settings.kafka_message_timeout_ms,
             settings.kafka_linger_ms,
             settings.spool_write_ahead,
@@ -96,40 +106,67 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
             )
         app[GATEWAY] = Gateway(
             settings,
-            signing_key,
+            signing_keys,
             Guard(plane.identities, plane.controls, RateLimiter()),
             plane.controls,
             delivery,
             metrics,
             upstreams,
-            plane.follower.ready.is_set,
+            unready_reason,
             router,
         )
         yield
         for pool in upstreams.values():
             pool.close()
 
-    app.cleanup_ctx.extend([follow_control_plane, run_delivery, open_upstreams])
+    async def cut_withdrawn_streams(app: web.Application):
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(STREAM_CHECK_INTERVAL_S)
+                app[GATEWAY].cut_withdrawn_streams()
+
+        task = asyncio.create_task(watch())
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.extend([follow_control_plane, run_delivery, open_upstreams, cut_withdrawn_streams])
+
+    stale_after = settings.control_stale_after_s
+
+    def unready_reason() -> str | None:
+        """Fail closed: deny by default until the registry is loaded, and again whenever the
+        control topics have been silent for TOKENTRAIL_CONTROL_STALE_AFTER_S (docs/gateway.md)."""
+        follower = plane.follower
+        if not follower.ready.is_set():
+            return "the gateway is still loading its identity registry"
+        if stale_after and follower.silent_for() > stale_after:
+            return (
+                f"the gateway has not heard from the control topics for over {stale_after:g}s "
+                "and cannot tell revoked keys; refusing new requests until Kafka answers"
+            )
+        return None
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        """Ready = a call sent now is admitted and recorded: the identity registry is loaded,
-        and records reach Kafka or, while it is away, the spool (docs/gateway.md)."""
-        registry_loaded = plane.follower.ready.is_set()
+        """Ready = a call sent now is admitted and recorded: the identity registry is loaded and
+        the control topics are not silent for too long (fail closed), and records reach Kafka
+        or, while it is away, the spool (docs/gateway.md)."""
+        reason = unready_reason()
         spool_writable = delivery.spool_writable()
-        ready = registry_loaded and (not delivery.spooling or spool_writable)
-        return web.json_response(
-            {
-                "ready": ready,
-                "registry_loaded": registry_loaded,
-                "registry_keys": len(plane.identities),
-                "spooling": delivery.spooling,
-                "spool_writable": spool_writable,
-            },
-            status=200 if ready else 503,
-        )
+        if reason is None and delivery.spooling and not spool_writable:
+            reason = "Kafka is unreachable and the spool cannot be written"
+        body: dict[str, object] = {
+            "ready": reason is None,
+            "registry_loaded": plane.follower.ready.is_set(),
+            "registry_keys": len(plane.identities),
+            "spooling": delivery.spooling,
+            "spool_writable": spool_writable,
+        }
+        if reason is not None:
+            body["reason"] = reason
+        return web.json_response(body, status=200 if reason is None else 503)
 
     async def prometheus(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -137,6 +174,8 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
     async def provider_route(request: web.Request) -> web.StreamResponse:
         return await request.app[GATEWAY].handle(request)
 
+    token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
+    KeyAdmin(plane, token).register(app.router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)

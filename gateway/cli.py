@@ -61,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.app import create_app
     from gateway.settings import GatewaySettings
+    from tokentrail.broker.admin import require_credentials
     from tokentrail.settings import CoreSettings, load
 
     settings = load(GatewaySettings, gateway_host=args.host, gateway_port=args.port)
@@ -69,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     host, port = settings.gateway_host, settings.gateway_port
     source = "--port" if args.port is not None else "TOKENTRAIL_GATEWAY_PORT or its default"
     sock = listen(host, port, source)
+    require_credentials(core)
     port = sock.getsockname()[1]
     app = create_app(settings, core)
     app.on_startup.append(_freeze_startup_objects)

@@ -2,7 +2,7 @@
 
 Two calls have the same context hash when they hit the same endpoint with the same model,
 the same set of tool names, the same response format type and the same system prompt. It is
-one part of a failure signature (DESIGN 5): a pattern like "every call of the support bot's
+one part of a failure signature (docs/detection.md): a pattern like "every call of the support bot's
 JSON-schema prompt to gpt-4o fails with 400" is visible across identities while the user's
 messages, which differ on every call, never enter it.
 

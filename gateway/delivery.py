@@ -66,10 +66,11 @@ NEVER_SENT = frozenset({KafkaError._PURGE_QUEUE})
 
 
 def producer_config(
-    bootstrap: str, message_timeout_ms: int, linger_ms: int, write_ahead: bool = True
+    kafka: dict[str, Any], message_timeout_ms: int, linger_ms: int, write_ahead: bool = True
 ) -> dict[str, Any]:
+    """`kafka`: bootstrap and security (`CoreSettings.kafka_client_config()`)."""
     return {
-        "bootstrap.servers": bootstrap,
+        **kafka,
         "enable.idempotence": True,  # retries never duplicate; acks=all
         "compression.type": "lz4",
         "linger.ms": linger_ms,

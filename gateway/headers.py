@@ -27,6 +27,8 @@ FORWARDED_HEADERS = frozenset(
 FORWARDED_PREFIXES = (b"x-stainless-",)
 """Families of client headers sent upstream: the official SDKs' own telemetry."""
 _DECODABLE_ENCODINGS = (b"gzip", b"deflate", b"identity")
+_FILTERED = frozenset({b"accept-encoding", b"traceparent", b"tracestate"})
+"""Client headers forwarded in part or only when valid."""
 
 
 def forwarded_path(route_path: str, raw_query: str) -> bytes:
@@ -60,18 +62,19 @@ def upstream_headers(
     keeps only encodings the gateway can read; a client's `traceparent` (and its `tracestate`)
     goes only when it is valid."""
     lines = []
+    names, prefixes = allowed.names, allowed.prefixes  # hot path: no method call per header
     for name, value in raw_headers:
         lowered = name.lower()
-        if allowed.allows(lowered):
+        if lowered in names or lowered.startswith(prefixes):
             lines.append(name + b": " + value + b"\r\n")
+        elif lowered not in _FILTERED:
+            continue
         elif lowered == b"accept-encoding":
             accepted = [
                 token for token in value.split(b",") if token.strip().split(b";")[0].lower() in _DECODABLE_ENCODINGS
             ]
             if accepted:
                 lines.append(b"Accept-Encoding: " + b",".join(accepted).strip() + b"\r\n")
-        elif traceparent_valid and lowered == b"traceparent":
-            lines.append(name + b": " + value + b"\r\n")
-        elif traceparent_valid and lowered == b"tracestate" and bounds.tracestate(value.decode("latin-1")):
+        elif traceparent_valid and (lowered == b"traceparent" or bounds.tracestate(value.decode("latin-1"))):
             lines.append(name + b": " + value + b"\r\n")
     return lines

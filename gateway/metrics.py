@@ -46,6 +46,12 @@ class GatewayMetrics:
         self._decisions = Counter(
             "tokentrail_gateway_denied", "Requests refused before reaching the upstream", ["reason"], registry=r
         )
+        self._control_refused = Counter(
+            "tokentrail_gateway_control_records_refused",
+            "Identity and control records refused (bad or missing operator signature, malformed, tombstone)",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.kafka_delivery_failures = Counter(
             "tokentrail_gateway_kafka_delivery_failures",
             "Records Kafka did not acknowledge (they went to the spool)",
@@ -121,6 +127,10 @@ class GatewayMetrics:
 
     def upstream_error(self, provider: str, kind: str) -> None:
         self._upstream_errors.labels(provider, kind).inc()
+
+    def control_record_refused(self, topic: str, reason: str) -> None:
+        """Labels are bounded: topic `identities`/`controls`, reason a `RecordError.kind`."""
+        self._control_refused.labels(topic, reason).inc()
 
     def denied(self, reason: str) -> None:
         self._decisions.labels(reason).inc()

@@ -15,7 +15,8 @@ UNAUTHORIZED_MESSAGES = {
     "malformed": "not a tokentrail key",
     "unknown": "unknown tokentrail key",
     "mismatch": "unknown tokentrail key",
-    "revoked": "this tokentrail key has been revoked",
+    "revoked": "this tokentrail key (or a key it was delegated from) has been revoked",
+    "expired": "this tokentrail key has expired",
 }
 
 
@@ -47,7 +48,11 @@ class Guard:
             payload: dict[str, Any] = {"decision": "deny", "reason": entry}
             if presented:
                 payload.update(keys.fingerprint(presented))
-            known = self.identities.get(keys.key_id_of(presented) or "") if entry in ("revoked", "mismatch") else None
+            known = (
+                self.identities.get(keys.key_id_of(presented) or "")
+                if entry in ("revoked", "mismatch", "expired")
+                else None
+            )
             if known is not None:
                 payload["key_id"] = known.key_id
             return Denial(
@@ -55,10 +60,10 @@ class Guard:
                 entry,
                 UNAUTHORIZED_MESSAGES[entry],
                 "unauthorized_access_attempt",
-                entry=known if entry == "revoked" else None,
+                entry=known if entry in ("revoked", "expired") else None,
                 payload=payload,
             )
-        freeze = self.controls.freeze_of(entry.tenant_id, entry.key_id)
+        freeze = self.controls.freeze_of(entry.tenant_id, entry.key_id, entry.ancestors)
         if freeze is not None:
             what = "key" if freeze.scope.startswith("key:") else "tenant"
             message = f"this {what} is frozen" + (f": {freeze.reason}" if freeze.reason else "")
@@ -99,6 +104,15 @@ class Guard:
                     },
                 )
         return entry
+
+    def withdrawn(self, entry: KeyEntry) -> str | None:
+        """Why a key admitted earlier may no longer call (`revoked` or `frozen`, itself or an
+        ancestor), or None: running streams are cut on it."""
+        if not self.identities.still_admitted(entry):
+            return "revoked"
+        if self.controls.freeze_of(entry.tenant_id, entry.key_id, entry.ancestors) is not None:
+            return "frozen"
+        return None
 
     def charge(self, entry: KeyEntry, tokens: int, now: float) -> None:
         """Count a finished call's LLM tokens against its identity's token limit."""

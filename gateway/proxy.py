@@ -16,6 +16,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -40,6 +41,7 @@ from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from schemas.ids import new_id
 from schemas.models import SYSTEM_TENANT
+from schemas.signing import KeySet
 from tokentrail.control.registry import ControlState, KeyEntry
 
 log = logging.getLogger("tokentrail.gateway")
@@ -79,24 +81,28 @@ class Gateway:
     def __init__(
         self,
         settings: GatewaySettings,
-        signing_key: bytes,
+        signing_keys: KeySet,
         guard: Guard,
         controls: ControlState,
         delivery: Delivery,
         metrics: GatewayMetrics,
         upstreams: dict[str, UpstreamPool],
-        is_ready,
+        unready_reason: Callable[[], str | None],
         router: UpstreamRouter | None = None,
     ) -> None:
         self.settings = settings
-        self.signing_key = signing_key
+        self.signing_keys = signing_keys
         self.guard = guard
         self.controls = controls
         self.delivery = delivery
         self.metrics = metrics
         self.upstreams = upstreams
-        self.is_ready = is_ready
+        self.unready_reason = unready_reason
+        """None while the gateway may admit requests, else the 503 message (registry not loaded,
+        control topics silent too long)."""
         self.router = router or UpstreamRouter([])
+        self.streams: dict[_Call, UpstreamResponse] = {}
+        """Streams being relayed, so `cut_withdrawn_streams` can end those of a revoked or frozen key."""
         self.gateway_id = settings.gateway_id
         self.max_body = settings.max_body_bytes
         self.capture_max = settings.capture_max_bytes
@@ -146,10 +152,9 @@ class Gateway:
         session_id, bad_session = bounds.session_id(headers.get("x-tokentrail-session"))
         trace_id, new_traceparent = _trace_id(headers.get("traceparent"))
 
-        if not self.is_ready():
-            return self._error(
-                route.provider, 503, "the gateway is still loading its identity registry", request_id, None
-            )
+        unready = self.unready_reason()
+        if unready is not None:
+            return self._error(route.provider, 503, unready, request_id, None)
         authorization = headers.get("Authorization")
         if authorization is not None and authorization[:7].lower() == "bearer ":
             presented = authorization[7:].strip()
@@ -193,6 +198,8 @@ class Gateway:
             call.end_user, bad_user = bounds.body_string("user", parsed.get("user"))
             if bad_model or bad_user:
                 return call.refuse(400, bad_model or bad_user or "")
+            if entry.models is not None and call.requested_model not in entry.models:
+                return call.refuse(403, f"this tokentrail key may not call model {call.requested_model!r}")
             call.context_hash = context_hash(route.path, parsed)
             if self.router and route.provider == OPENAI:
                 routed = self.router.by_model(call.requested_model)
@@ -271,8 +278,18 @@ class Gateway:
         )
         return self._error(route.provider, denial.status, denial.message, request_id, denial.retry_after)
 
+    def cut_withdrawn_streams(self) -> None:
+        """End every running stream whose key (or an ancestor) was revoked or frozen since it was
+        admitted; called several times a second, so a revoke or freeze reaches streams too."""
+        for call, upstream in list(self.streams.items()):
+            reason = self.guard.withdrawn(call.entry)
+            if reason is not None and call.cut is None:
+                call.cut = reason
+                log.warning("cut a running stream: key %s", reason, extra={"request_id": call.request_id})
+                upstream.close()
+
     def submit(self, tenant_id: str, record: dict[str, Any]) -> None:
-        self.delivery.submit(tenant_id.encode(), signed_bytes(record, self.signing_key))
+        self.delivery.submit(tenant_id.encode(), signed_bytes(record, self.signing_keys))
 
 
 class _Call:
@@ -299,6 +316,7 @@ class _Call:
         "provider",
         "call_id",
         "client_request_id",
+        "cut",
     )
 
     def __init__(
@@ -322,6 +340,8 @@ class _Call:
         self.started = started
         self.session_id = session_id
         self.requested_model: str | None = None
+        self.cut: str | None = None
+        """Set (`revoked` / `frozen`) when the gateway cuts this call's stream."""
         self.served_model: str | None = None
         self.context_hash: str | None = None
         self.stream = False
@@ -397,35 +417,42 @@ class _Call:
         )
         disconnected = recorded = False
         error_type = error_code = None
+        streams = self.gateway.streams
+        streams[self] = upstream
         try:
             await response.prepare(request)
-            while (chunk := await upstream.next_chunk()) is not None:
+            while (chunk := await upstream.next_chunk()) is not None and self.cut is None:
                 out = scanner.feed(chunk)
                 if captured is not None:
                     captured.add(chunk)
                 if out:
                     await response.write(out)
-            rest = scanner.finish()
-            if rest:
-                await response.write(rest)
-            self._record_stream(upstream, scanner, None, None, False, captured)  # before the last byte
-            recorded = True
-            await response.write_eof()
+            if self.cut is None:
+                rest = scanner.finish()
+                if rest:
+                    await response.write(rest)
+                self._record_stream(upstream, scanner, None, None, False, captured)  # before the last byte
+                recorded = True
+                await response.write_eof()
         except ConnectionError:
             if not recorded:
                 disconnected = True
                 await _read_to_end(upstream, scanner)  # the provider bills the whole answer
         except UpstreamError as exc:
             # The answer started (status already sent): the client sees the stream end early.
-            self.gateway.metrics.upstream_error(self.provider, exc.kind)
-            error_type, error_code = f"upstream_{exc.kind}", None
-            log.warning(
-                "upstream %s %s mid-stream: %s", self.provider, exc.kind, exc, extra={"request_id": self.request_id}
-            )
+            if self.cut is None:
+                self.gateway.metrics.upstream_error(self.provider, exc.kind)
+                error_type, error_code = f"upstream_{exc.kind}", None
+                log.warning(
+                    "upstream %s %s mid-stream: %s", self.provider, exc.kind, exc, extra={"request_id": self.request_id}
+                )
             upstream.close()
-            if request.transport is not None:
-                request.transport.close()
         finally:
+            streams.pop(self, None)
+            if self.cut is not None:
+                error_type, error_code = f"key_{self.cut}", None
+            if error_type is not None and request.transport is not None:
+                request.transport.close()
             if not recorded:
                 self._record_stream(upstream, scanner, error_type, error_code, disconnected, captured)
             delivery.stream_finished(started, self.call_id)
@@ -554,7 +581,7 @@ class _Call:
             request_body=captured_text(self.request_body, capture) if self.request_body is not None else None,
             response_body=captured_text(response_body, capture) if type(response_body) is bytes else response_body,
         )
-        return signed_bytes(record, gateway.signing_key)
+        return signed_bytes(record, gateway.signing_keys)
 
 
 async def _read_to_end(upstream: UpstreamResponse, scanner: usage_reader.StreamScanner) -> None:

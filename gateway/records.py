@@ -15,7 +15,7 @@ import orjson
 
 from schemas.ids import new_id
 from schemas.models import SCHEMA_VERSION, SYSTEM_TENANT
-from schemas.signing import sign
+from schemas.signing import KeySet
 
 ANONYMOUS = {"type": "system", "id": "anonymous"}
 
@@ -131,7 +131,8 @@ def event_record(
     }
 
 
-def signed_bytes(record: dict[str, Any], key: bytes) -> bytes:
-    """Sign with `schemas.signing.sign` and serialize: the value put on the topic."""
-    record["signature"] = sign(record, key)
+def signed_bytes(record: dict[str, Any], keys: KeySet) -> bytes:
+    """Sign with the current signing key (`<key id>:<hex>`, `schemas.signing`) and serialize:
+    the value put on the topic."""
+    record["signature"] = keys.sign(record)
     return orjson.dumps(record)

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
 from gateway.compatible import CompatibleUpstream, parse_upstreams
-from tokentrail.settings import ENV
+from tokentrail.settings import ENV, MIN_KEY_LENGTH
 
 
 class GatewaySettings(BaseSettings):
@@ -74,6 +74,16 @@ class GatewaySettings(BaseSettings):
     default_tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
     """TOKENTRAIL_DEFAULT_TOKENS_PER_MINUTE: per-identity LLM-token limit when no Limits record applies."""
 
+    admin_token: SecretStr | None = None
+    """TOKENTRAIL_ADMIN_TOKEN: bearer token with operator rights on the key admin API
+    (`/tokentrail/v1/keys`), at least 32 characters; unset, only tokentrail keys use the API
+    (each for the keys delegated from itself)."""
+
+    control_stale_after_s: Annotated[float, Field(ge=0)] = 30.0
+    """TOKENTRAIL_CONTROL_STALE_AFTER_S: a replica that has not heard from Kafka's control topics
+    (identities, controls) for this long refuses new requests with 503 and reports not ready on
+    /readyz, since it could be admitting keys revoked elsewhere; 0 turns the check off."""
+
     max_in_flight: Annotated[int, Field(gt=0)] = 1024
     """TOKENTRAIL_MAX_IN_FLIGHT: requests handled at once; past it new ones get 503 with Retry-After."""
     max_in_flight_body_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
@@ -91,6 +101,13 @@ class GatewaySettings(BaseSettings):
     takes at most this many bytes in the record (at most 256 KiB, so a record stays under Kafka's 1 MB)."""
     log_level: str = "INFO"
     """TOKENTRAIL_LOG_LEVEL: DEBUG logs every request; INFO logs decisions, failures and spooling."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_KEY_LENGTH} characters")
+        return token
 
     @field_validator("upstream_openai_url", "upstream_anthropic_url")
     @classmethod

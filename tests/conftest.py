@@ -6,6 +6,8 @@ pytest_plugins: list[str] = [
     "tests.fixtures.flows",
     "tests.fixtures.mock_upstream",
     "tests.fixtures.gateway",
+    "tests.fixtures.dashboards",
+    "tests.fixtures.chromium",
     "tests.fixtures.alertmanager",
 ]
 

@@ -50,13 +50,17 @@ def test_alert_records_on_the_topic_reach_alertmanager_and_resolve_there(kafka_t
     stop = threading.Event()
     bad_before = REGISTRY.get_sample_value("tokentrail_alerts_bad_records_total") or 0.0
     worker = threading.Thread(
-        target=relay, args=(kafka_topics.bootstrap, topic, delivery, stop, f"relay-{uuid.uuid4().hex}"), daemon=True
+        target=relay,
+        args=({"bootstrap.servers": kafka_topics.bootstrap}, topic, delivery, stop, f"relay-{uuid.uuid4().hex}"),
+        daemon=True,
     )
     worker.start()
     try:
         firing = spike("firing")
-        publish(kafka_topics.bootstrap, topic, "garbage", b'{"not": "an alert"}')
-        publish(kafka_topics.bootstrap, topic, firing.fingerprint, firing.model_dump_json().encode())
+        publish({"bootstrap.servers": kafka_topics.bootstrap}, topic, "garbage", b'{"not": "an alert"}')
+        publish(
+            {"bootstrap.servers": kafka_topics.bootstrap}, topic, firing.fingerprint, firing.model_dump_json().encode()
+        )
         [shown] = wait_for(lambda: ours(alertmanager.url, firing.fingerprint), timeout=30)
         assert {k: shown["labels"][k] for k in ("alertname", "tenant", "scope", "actor", "root_actor")} == {
             "alertname": "spend_spike",
@@ -69,7 +73,12 @@ def test_alert_records_on_the_topic_reach_alertmanager_and_resolve_there(kafka_t
         assert (REGISTRY.get_sample_value("tokentrail_alerts_bad_records_total") or 0.0) - bad_before == 1
 
         resolved = spike("resolved", ends_at=datetime.now(UTC))
-        publish(kafka_topics.bootstrap, topic, resolved.fingerprint, resolved.model_dump_json().encode())
+        publish(
+            {"bootstrap.servers": kafka_topics.bootstrap},
+            topic,
+            resolved.fingerprint,
+            resolved.model_dump_json().encode(),
+        )
         wait_for(lambda: not ours(alertmanager.url, firing.fingerprint), timeout=30)
     finally:
         stop.set()

@@ -18,6 +18,11 @@ import pytest
 from tokentrail.settings import default_home
 
 ROOT = Path(__file__).resolve().parents[1]
+KEYS = {
+    "TOKENTRAIL_SIGNING_KEY": "cli-errors-test-signing-key-0123456789",
+    "TOKENTRAIL_OPERATOR_KEY": "cli-errors-test-operator-key-0123456789",
+}
+"""Valid keys (32+ characters, distinct), so the misuse under test is the only one."""
 
 
 def run_cli(args: list[str], cwd: Path, home: Path, timeout: float = 90, **env: str) -> subprocess.CompletedProcess:
@@ -62,12 +67,12 @@ def closed_port() -> int:
 
 
 def test_gateway_on_a_busy_port(tmp_path, busy_port):
-    result = run_cli(["gateway", "--port", str(busy_port)], tmp_path, tmp_path / "home", TOKENTRAIL_SIGNING_KEY="k")
+    result = run_cli(["gateway", "--port", str(busy_port)], tmp_path, tmp_path / "home", **KEYS)
     assert_one_line(result, "gateway", f"127.0.0.1:{busy_port}", "(port from --port)", "already in use")
 
 
 def test_gateway_port_out_of_range_is_blamed_on_the_flag(tmp_path):
-    result = run_cli(["gateway", "--port", "99999"], tmp_path, tmp_path / "home", TOKENTRAIL_SIGNING_KEY="k")
+    result = run_cli(["gateway", "--port", "99999"], tmp_path, tmp_path / "home", **KEYS)
     line = assert_one_line(result, "gateway", "--port", "99999")
     assert "TOKENTRAIL_GATEWAY_PORT" not in line
 
@@ -83,7 +88,7 @@ def test_kafka_up_on_a_busy_port(tmp_path, busy_port):
 
 
 def test_flows_unknown_flag(tmp_path):
-    result = run_cli(["flows", "--wokers", "2"], tmp_path, tmp_path / "home", TOKENTRAIL_SIGNING_KEY="k")
+    result = run_cli(["flows", "--wokers", "2"], tmp_path, tmp_path / "home", **KEYS)
     assert_one_line(result, "flows", "unrecognized arguments: --wokers 2")
 
 
@@ -147,7 +152,7 @@ def test_flows_without_a_broker_is_one_line(tmp_path, closed_port):
         tmp_path,
         tmp_path / "home",
         timeout=90,
-        TOKENTRAIL_SIGNING_KEY="k",
+        **KEYS,
         TOKENTRAIL_KAFKA_BOOTSTRAP=f"127.0.0.1:{closed_port}",
     )
     assert_one_line(result, "flows", f"no Kafka broker answers at 127.0.0.1:{closed_port}", "tokentrail kafka up")

@@ -5,18 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from schemas import wire
 from schemas.models import Actor, Budget, Capture, Freeze, Limits, Slo
+from schemas.signing import KeySet
 from tokentrail.control import keys
 from tokentrail.control.limits import RateLimiter
-from tokentrail.control.records import RecordError, decode_control, decode_identity, mint_identity
+from tokentrail.control.records import RecordError, decode_control, decode_identity, encode, mint_identity
 from tokentrail.control.registry import ControlState, IdentityRegistry, RateLimits
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 HUMAN = Actor(type="human", id="alice")
 AGENT = Actor(type="agent", id="planner")
+OPERATOR = KeySet(b"control-test-operator-key-0123456789")
+
+
+def encode_dict(record: dict) -> bytes:
+    return orjson.dumps({**record, "signature": OPERATOR.sign(record)})
 
 
 def test_key_carries_its_id_and_only_the_hash_matches():
@@ -85,23 +92,57 @@ def test_mint_refuses_a_revoked_parent_or_another_tenant():
 def test_identity_record_decoding():
     identity, _ = mint_identity("acme", HUMAN, None, NOW)
     key = identity.key_id.encode()
-    assert decode_identity(key, wire.dumps(identity)) == (identity.key_id, identity)
-    assert decode_identity(key, None) == (identity.key_id, None)
+    decoded = decode_identity(key, encode(identity, OPERATOR), OPERATOR)[1]
+    assert decoded.model_copy(update={"signature": ""}) == identity and decoded.signature.startswith(
+        OPERATOR.current_id
+    )
+    assert decode_identity(key, None, OPERATOR) == (identity.key_id, None)
     with pytest.raises(RecordError, match="not valid JSON"):
-        decode_identity(key, b"{nope")
+        decode_identity(key, b"{nope", OPERATOR)
     with pytest.raises(RecordError, match="does not match its key_id"):
-        decode_identity(b"other", wire.dumps(identity))
+        decode_identity(b"other", encode(identity, OPERATOR), OPERATOR)
     with pytest.raises(RecordError, match="without a key"):
-        decode_identity(None, wire.dumps(identity))
+        decode_identity(None, encode(identity, OPERATOR), OPERATOR)
+
+
+def test_identity_and_control_records_need_the_operator_signature():
+    identity, _ = mint_identity("acme", HUMAN, None, NOW)
+    key = identity.key_id.encode()
+    for forged in (wire.dumps(identity), encode(identity, KeySet(b"someone-elses-key-0123456789abcdef"))):
+        with pytest.raises(RecordError, match="operator signature") as refused:
+            decode_identity(key, forged, OPERATOR)
+        assert refused.value.kind == "signature"
+    tampered = encode(identity, OPERATOR).replace(b'"acme"', b'"globex"')
+    with pytest.raises(RecordError, match="forged or altered"):
+        decode_identity(key, tampered, OPERATOR)
+    thaw = Freeze(scope="tenant:acme", frozen=False, changed_at=NOW)
+    with pytest.raises(RecordError, match="operator signature"):
+        decode_control(b"freeze:tenant:acme", wire.dumps(thaw), OPERATOR)
+    with pytest.raises(RecordError, match="tombstone cannot be signed") as refused:
+        decode_control(b"freeze:tenant:acme", None, OPERATOR)
+    assert refused.value.kind == "tombstone"
+
+
+def test_records_signed_with_a_previous_operator_key_still_verify():
+    old, new = b"old-operator-key-0123456789abcdef0", b"new-operator-key-0123456789abcdef0"
+    identity, _ = mint_identity("acme", HUMAN, None, NOW)
+    before = encode(identity, KeySet(old))
+    rotated = KeySet(new, [old])
+    assert decode_identity(identity.key_id.encode(), before, rotated)[1].key_id == identity.key_id
+    after = encode(identity, rotated)
+    assert orjson.loads(after)["signature"].startswith(rotated.current_id + ":")
+    with pytest.raises(RecordError, match="not among the keys"):
+        decode_identity(identity.key_id.encode(), after, KeySet(old))
 
 
 def test_control_record_decoding():
     freeze = Freeze(scope="tenant:acme", frozen=True, changed_at=NOW)
-    assert decode_control(b"freeze:tenant:acme", wire.dumps(freeze)) == ("freeze:tenant:acme", freeze)
+    name, decoded = decode_control(b"freeze:tenant:acme", encode(freeze, OPERATOR), OPERATOR)
+    assert name == "freeze:tenant:acme" and decoded.model_copy(update={"signature": ""}) == freeze
     with pytest.raises(RecordError, match="does not match its kind and scope"):
-        decode_control(b"freeze:tenant:other", wire.dumps(freeze))
+        decode_control(b"freeze:tenant:other", encode(freeze, OPERATOR), OPERATOR)
     with pytest.raises(RecordError, match="ControlRecord"):
-        decode_control(b"freeze:tenant:acme", b'{"kind": "freeze"}')
+        decode_control(b"freeze:tenant:acme", encode_dict({"kind": "freeze"}), OPERATOR)
 
 
 def test_freeze_by_key_or_tenant_and_lifting_it():
@@ -182,3 +223,74 @@ def test_a_changed_limit_applies_at_once_and_removing_it_admits_all():
     assert limiter.admit("k1", RateLimits(requests_per_minute=2), 0.0) == 0
     assert limiter.admit("k1", RateLimits(requests_per_minute=2), 0.0) > 0
     assert limiter.admit("k1", RateLimits(), 0.0) == 0
+
+
+def test_revoking_or_deleting_a_key_cuts_every_key_delegated_from_it():
+    human, human_key = mint_identity("acme", HUMAN, None, NOW)
+    agent, agent_key = mint_identity("acme", AGENT, human, NOW)
+    sub, sub_key = mint_identity("acme", Actor(type="agent", id="searcher"), agent, NOW)
+    registry = _registry_with(human, agent, sub)
+    entries = [registry.authenticate(key) for key in (human_key, agent_key, sub_key)]
+    assert all(not isinstance(entry, str) for entry in entries)
+    registry.apply(agent.key_id, agent.model_copy(update={"revoked_at": NOW}))
+    assert [registry.authenticate(key) for key in (agent_key, sub_key)] == ["revoked", "revoked"]
+    assert registry.authenticate(human_key) == entries[0]
+    assert not registry.still_admitted(entries[2]) and registry.still_admitted(entries[0])
+    registry.apply(agent.key_id, agent)
+    assert registry.still_admitted(entries[2])
+    registry.apply(human.key_id, None)  # a deleted ancestor cuts its descendants too
+    assert [registry.authenticate(key) for key in (agent_key, sub_key)] == ["revoked", "revoked"]
+
+
+def test_freezing_a_key_freezes_every_key_delegated_from_it():
+    human, _ = mint_identity("acme", HUMAN, None, NOW)
+    agent, _ = mint_identity("acme", AGENT, human, NOW)
+    sub, _ = mint_identity("acme", Actor(type="agent", id="searcher"), agent, NOW)
+    lineage = tuple(link.key_id for link in sub.ancestors)
+    state = ControlState()
+    state.apply(f"freeze:key:{human.key_id}", Freeze(scope=f"key:{human.key_id}", frozen=True, changed_at=NOW))
+    assert state.freeze_of("acme", sub.key_id, lineage).scope == f"key:{human.key_id}"
+    assert state.freeze_of("acme", agent.key_id, (human.key_id,)).scope == f"key:{human.key_id}"
+    assert state.freeze_of("acme", "k_other") is None
+    state.apply(f"freeze:key:{agent.key_id}", Freeze(scope=f"key:{agent.key_id}", frozen=True, changed_at=NOW))
+    assert state.freeze_of("acme", sub.key_id, lineage).scope == f"key:{agent.key_id}"  # the nearest first
+
+
+def test_limits_off_on_a_key_falls_back_to_its_tenants_limit():
+    state = ControlState(default_limits=RateLimits(requests_per_minute=1000))
+    state.apply("limits:tenant:acme", Limits(scope="tenant:acme", requests_per_minute=10, changed_at=NOW))
+    state.apply("limits:key:k1", Limits(scope="key:k1", requests_per_minute=5, changed_at=NOW))
+    assert state.limits_of("acme", "k1") == RateLimits(5, None)
+    state.apply("limits:key:k1", Limits(scope="key:k1", changed_at=NOW))  # what `limits --key k1 --off` publishes
+    assert state.limits_of("acme", "k1") == RateLimits(10, None)
+
+
+def test_a_delegated_key_is_never_wider_than_its_parent():
+    from datetime import timedelta
+
+    parent, _ = mint_identity("acme", HUMAN, None, NOW, expires_at=NOW + timedelta(days=1), models=["gpt-4o", "o3"])
+    child, _ = mint_identity("acme", AGENT, parent, NOW)
+    assert child.expires_at == parent.expires_at and child.models == ["gpt-4o", "o3"]  # inherited
+    narrower, _ = mint_identity("acme", AGENT, parent, NOW, expires_at=NOW + timedelta(hours=1), models=["o3"])
+    assert narrower.models == ["o3"]
+    with pytest.raises(ValueError, match="cannot outlive its parent"):
+        mint_identity("acme", AGENT, parent, NOW, expires_at=NOW + timedelta(days=2))
+    with pytest.raises(ValueError, match="may not call gpt-5"):
+        mint_identity("acme", AGENT, parent, NOW, models=["o3", "gpt-5"])
+    with pytest.raises(ValueError, match="has expired"):
+        mint_identity("acme", AGENT, parent, NOW + timedelta(days=2))
+    with pytest.raises(ValueError, match="in the future"):
+        mint_identity("acme", HUMAN, None, NOW, expires_at=NOW)
+
+
+def test_an_expired_key_is_refused():
+    from datetime import timedelta
+
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    identity, key = mint_identity("acme", HUMAN, None, datetime.now(UTC), expires_at=soon)
+    registry = _registry_with(identity)
+    assert not isinstance(registry.authenticate(key), str)
+    import time
+
+    time.sleep(0.35)
+    assert registry.authenticate(key) == "expired"

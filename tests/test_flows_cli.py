@@ -23,12 +23,31 @@ def flows(*args, tmp_path, **env):
     )
 
 
+KEYS = {"TOKENTRAIL_SIGNING_KEY": "flows-cli-test-signing-key-0123456789", "TOKENTRAIL_OPERATOR_KEY": "o" * 32}
+
+
 def test_missing_signing_key_is_one_line_and_exit_2(tmp_path):
     result = flows(tmp_path=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "tokentrail flows: TOKENTRAIL_SIGNING_KEY is not set: set it to a shared secret (the demo sets its own)"
     ]
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"TOKENTRAIL_SIGNING_KEY": "short"}, "TOKENTRAIL_SIGNING_KEY is too short: 5 characters, at least 32"),
+        ({**KEYS, "TOKENTRAIL_OPERATOR_KEY": ""}, "TOKENTRAIL_OPERATOR_KEY is not set"),
+        (
+            {**KEYS, "TOKENTRAIL_OPERATOR_KEY": KEYS["TOKENTRAIL_SIGNING_KEY"]},
+            "must differ from TOKENTRAIL_SIGNING_KEY",
+        ),
+    ],
+)
+def test_short_missing_or_shared_keys_are_one_line(tmp_path, env, message):
+    result = flows(tmp_path=tmp_path, **env)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -40,22 +59,22 @@ def test_missing_signing_key_is_one_line_and_exit_2(tmp_path):
     ],
 )
 def test_bad_arguments_are_rejected(tmp_path, args, message):
-    result = flows(*args, tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k")
+    result = flows(*args, tmp_path=tmp_path, **KEYS)
     assert result.returncode == 2 and message in result.stderr
 
 
 def test_several_processes_need_a_clickhouse_server(tmp_path):
-    result = flows("-p", "2", tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k")
+    result = flows("-p", "2", tmp_path=tmp_path, **KEYS)
     assert result.returncode == 2
     assert "TOKENTRAIL_CLICKHOUSE_URL" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_bad_settings_and_price_file_are_one_line(tmp_path):
-    result = flows(tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k", TOKENTRAIL_FLOWS_FLUSH_MS="soon")
+    result = flows(tmp_path=tmp_path, **KEYS, TOKENTRAIL_FLOWS_FLUSH_MS="soon")
     assert result.returncode == 2 and "TOKENTRAIL_FLOWS_FLUSH_MS" in result.stderr
     prices = tmp_path / "prices.json"
     prices.write_text('{"openai": {"m": {"input_mtok": -1}}}')
-    result = flows(tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k", TOKENTRAIL_PRICE_OVERRIDES=str(prices))
+    result = flows(tmp_path=tmp_path, **KEYS, TOKENTRAIL_PRICE_OVERRIDES=str(prices))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"tokentrail flows: TOKENTRAIL_PRICE_OVERRIDES: {prices}: openai.m.input_mtok: must be a non-negative number, got -1"
@@ -63,7 +82,7 @@ def test_bad_settings_and_price_file_are_one_line(tmp_path):
 
 
 def test_negative_memory_release_interval_is_one_line(tmp_path):
-    result = flows(tmp_path=tmp_path, TOKENTRAIL_SIGNING_KEY="k", TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS="-1")
+    result = flows(tmp_path=tmp_path, **KEYS, TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS="-1")
     assert result.returncode == 2 and "TOKENTRAIL_FLOWS_RELEASE_MEMORY_SECONDS" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -85,7 +104,15 @@ def test_a_registered_flow_builds_from_its_module_and_unknown_names_are_refused(
     from tests.fixtures.flows import FakeStore
     from tokentrail.settings import CoreSettings
 
-    context = FlowContext(FakeStore(), FlowSettings(), CoreSettings(signing_key="k", kafka_bootstrap="127.0.0.1:1"))
+    context = FlowContext(
+        FakeStore(),
+        FlowSettings(),
+        CoreSettings(
+            signing_key=KEYS["TOKENTRAIL_SIGNING_KEY"],
+            operator_key=KEYS["TOKENTRAIL_OPERATOR_KEY"],
+            kafka_bootstrap="127.0.0.1:1",
+        ),
+    )
     flow = build_dataflow([DEFAULT_FLOW], context)
     assert flow.flow_id == "tokentrail_enrich"
     steps = {step.step_id for step in flow.substeps}

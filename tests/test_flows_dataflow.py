@@ -19,6 +19,7 @@ from tests.fixtures.flows import (
     ALICE,
     BILLING,
     BOB,
+    OPERATOR_KEYS,
     ORG,
     PLANNER,
     SEARCHER,
@@ -55,6 +56,7 @@ def run(raw_values, identities=ORG, workers=1, store=None):
         kafka_out=TestingSink(out),
         clickhouse_out=ClickHouseSink(store, TABLES, FlowSettings(flows_batch_rows=7, flows_flush_ms=10_000)),
         signing_key=SIGNING_KEY,
+        operator_keys=OPERATOR_KEYS,
         names=NAMES,
         settings=FlowSettings(),
         ticks=TestingSource([(str(i), None) for i in range(SINK_PARTITIONS)]),
@@ -151,6 +153,7 @@ def test_bad_identity_records_go_to_the_dlq():
         kafka_out=TestingSink(out),
         clickhouse_out=ClickHouseSink(store, TABLES, FlowSettings()),
         signing_key=SIGNING_KEY,
+        operator_keys=OPERATOR_KEYS,
         names=NAMES,
         settings=FlowSettings(),
         ticks=None,
@@ -159,3 +162,26 @@ def test_bad_identity_records_go_to_the_dlq():
     ((topic, key, value, _),) = [m for _, batch in out for m in batch]
     assert topic == "dlq" and key == b"k_x"
     assert orjson.loads(value)["reason"].startswith("identity k_x: not valid JSON")
+
+
+def test_identity_records_without_the_operator_signature_go_to_the_dlq_and_are_not_applied():
+    forged = ALICE.model_copy(update={"tenant_id": "globex"})
+    unsigned = KafkaSourceMessage(key=b"k_alice", value=wire.dumps(forged), topic="identities", partition=0, offset=9)
+    out: list = []
+    store = FakeStore()
+    flow = build_flow(
+        raw=TestingSource([raw_message(signed_bytes(make_call(ALICE)), 0)]),
+        identities=TestingSource([unsigned]),
+        kafka_out=TestingSink(out),
+        clickhouse_out=ClickHouseSink(store, TABLES, FlowSettings(flows_batch_rows=1)),
+        signing_key=SIGNING_KEY,
+        operator_keys=OPERATOR_KEYS,
+        names=NAMES,
+        settings=FlowSettings(),
+        ticks=None,
+    )
+    run_main(flow, epoch_interval=timedelta(seconds=1))
+    [dead] = [m for _, batch in out for m in batch if m[0] == "dlq"]
+    assert "operator signature: record has no signature" in orjson.loads(dead[2])["reason"]
+    [row] = store.tables["llm_calls"].values()
+    assert row["tenant_id"] == "acme" and not row["identity_known"]  # from the signed call, not the forgery

@@ -78,3 +78,11 @@ def test_the_filter_is_loaded_from_storage_within_the_window(store):
     assert all(seen.suspect("llm_calls", f"r{i}", "2026-11-28 12:00:00.000") for i in range(5))
     assert seen.suspect("llm_calls", "old", "2026-11-20 12:00:00.000")  # before `since`: looked up
     assert sum(seen.suspect("llm_calls", f"x{i}", "2026-11-28 12:00:00.000") for i in range(200)) < 10
+
+
+def test_tables_without_a_timestamp_load_and_their_rows_are_always_looked_up(store):
+    """The detect flow's sink also writes `alerts` and `failure_patterns`, which have no `timestamp`."""
+    store.insert_rows("llm_calls", [call_row(call_id="r0", timestamp="2026-11-28 12:00:00.000")])
+    seen = SeenIds.load(store, {**TABLES, "alerts": "alert_id"}, capacity=1000, window_hours=24)
+    assert seen.suspect("llm_calls", "r0", "2026-11-28 12:00:00.000")
+    assert seen.suspect("alerts", "never-seen", "")

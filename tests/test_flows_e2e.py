@@ -23,6 +23,7 @@ from schemas import wire
 from schemas.models import Actor
 from tests.fixtures.flows import (
     ANTHROPIC_USAGE,
+    OPERATOR_KEY,
     ORG,
     SIGNING_KEY,
     T0,
@@ -138,6 +139,7 @@ def flows_env(tmp_path, kafka_topics):
         **kafka_topics.env,
         "TOKENTRAIL_HOME": str(tmp_path),
         "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY.decode(),
+        "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY.decode(),
         "TOKENTRAIL_FLOWS_METRICS_PORT": str(free_port()),
         "TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS": "1",
         "TOKENTRAIL_CLICKHOUSE_URL": "",

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.kafka
 
 def test_a_record_too_large_for_kafka_is_dropped_and_the_ones_behind_it_are_delivered(kafka_topics):
     dlq = kafka_topics.name(topics.DLQ)
-    sink = KafkaOutSink(kafka_topics.bootstrap)
+    sink = KafkaOutSink({"bootstrap.servers": kafka_topics.bootstrap})
     part = sink.build_part("out", "0", None)
     before = metrics.UNDELIVERABLE.labels("MSG_SIZE_TOO_LARGE")._value.get()
     too_large = (dlq, b"mallory", b"x" * 2_000_000, [])

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests import test_flows_e2e as flows_e2e
-from tests.fixtures.flows import SIGNING_KEY, identity_bytes, signed_bytes
+from tests.fixtures.flows import OPERATOR_KEY, SIGNING_KEY, identity_bytes, signed_bytes
 from tests.fixtures.kafka import consume_all
 from tokentrail import topics
 from tokentrail.broker.server import free_port
@@ -29,6 +29,7 @@ def test_a_dead_letter_over_the_brokers_limit_is_cut_and_the_records_behind_it_l
         **kafka_topics.env,
         "TOKENTRAIL_HOME": str(tmp_path),
         "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY.decode(),
+        "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY.decode(),
         "TOKENTRAIL_FLOWS_METRICS_PORT": str(free_port()),
         "TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS": "1",
     }

@@ -18,7 +18,7 @@ from flows.records import (
 from flows.schema_check import compile_model_check
 from schemas import wire
 from schemas.models import Actor, EventContext, GatewayEvent, RawCall, UnifiedEvent
-from tests.fixtures.flows import SIGNING_KEY, T0, make_call, sign_dict, signed_bytes
+from tests.fixtures.flows import OPERATOR_KEYS, SIGNING_KEY, T0, make_call, sign_dict, signed_bytes
 
 reader = RecordReader(SIGNING_KEY)
 
@@ -193,7 +193,7 @@ def test_rejection_labels_are_a_fixed_set_never_a_key_id():
 
     reasons = [f"identity k_{n}: 1 validation error" for n in range(50)]
     try:
-        decode_identity(b"k_bad", b'{"key_id": "k_other"}')
+        decode_identity(b"k_bad", b'{"key_id": "k_other"}', OPERATOR_KEYS)
     except RecordError as exc:
         reasons.append(str(exc))
     reasons += ["identity record key 'k_x' does not match its key_id 'k_y'", "signature: forged", "weird"]

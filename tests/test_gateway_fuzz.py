@@ -16,7 +16,7 @@ import pytest
 
 from schemas.models import Actor
 from tests import test_flows_e2e as flows_e2e
-from tests.fixtures.gateway import SIGNING_KEY, gateway_env, spawn_gateway, wait_for_key
+from tests.fixtures.gateway import OPERATOR_KEY, SIGNING_KEY, gateway_env, spawn_gateway, wait_for_key
 from tests.fixtures.kafka import consume_all
 from tokentrail import topics
 from tokentrail.broker.server import free_port
@@ -136,6 +136,7 @@ def stack(tmp_path, kafka_topics, mock_upstream, control):
             **kafka_topics.env,
             "TOKENTRAIL_HOME": str(flows_home),
             "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
             "TOKENTRAIL_FLOWS_METRICS_PORT": str(free_port()),
             "TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS": "1",
         },

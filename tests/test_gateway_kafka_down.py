@@ -24,7 +24,7 @@ import pytest
 from gateway.delivery import REDELIVERY_HEADER
 from gateway.spool import RECORD, encode
 from schemas.models import Actor
-from tests.fixtures.gateway import gateway_env, spawn_gateway, wait_for_key
+from tests.fixtures.gateway import OPERATOR_KEY, gateway_env, spawn_gateway, wait_for_key
 from tests.fixtures.kafka import KafkaTopics, consume_all, require_java_and_maven
 from tokentrail.broker.server import free_port, running_broker, stop_broker, up
 from tokentrail.control.plane import ControlPlane
@@ -98,7 +98,9 @@ class Load:
 
 
 def mint(topics: KafkaTopics) -> str:
-    plane = ControlPlane(CoreSettings(kafka_bootstrap=topics.bootstrap, topic_prefix=topics.prefix))
+    plane = ControlPlane(
+        CoreSettings(kafka_bootstrap=topics.bootstrap, topic_prefix=topics.prefix, operator_key=OPERATOR_KEY)
+    )
     return plane.create_key("acme", Actor(type="system", id="load"))[1]
 
 
@@ -143,7 +145,13 @@ def wait_drained(gateway, timeout: float = 60.0) -> None:
 def test_kafka_stopped_mid_load_every_request_succeeds_and_every_call_lands_once(own_broker, mock_upstream, tmp_path):
     home, port, topics = own_broker
     key = mint(topics)
-    env = {**gateway_env(topics, mock_upstream.url), "TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS": "3000"}
+    env = {
+        **gateway_env(topics, mock_upstream.url),
+        "TOKENTRAIL_KAFKA_MESSAGE_TIMEOUT_MS": "3000",
+        # This test is about the spool: a broker restart on a loaded machine can outlast the
+        # fail-closed limit (30 s), which test_control_trust.py covers on its own.
+        "TOKENTRAIL_CONTROL_STALE_AFTER_S": "0",
+    }
     gateway = spawn_gateway(env, tmp_path / "gateway-home")
     try:
         wait_delivering(gateway, key, topics)

@@ -172,10 +172,13 @@ def test_revoked_key_is_refused_within_a_second_with_an_event(gateway, mock_upst
     with pytest.raises(anthropic.AuthenticationError):
         anthropic.Anthropic(base_url=gateway.url, api_key="sk-ant-not-ours", max_retries=0).messages.create(**MESSAGE)
 
-    # one call before the revoke, those served after it, and three refusals (events)
-    expected = 1 + served_after_revoke + 3
-    records = raw_records(kafka_topics, expected=expected, timeout=10)
-    assert len(records) == expected
+    # One call before the revoke, those served after it, the revoked key's refusal event, and
+    # at most one event for this client's unknown keys: failed attempts become one event per
+    # client address and tenant per interval, and the gateway process may already have opened
+    # that interval for an earlier test's probes (then the guesses are only counted).
+    certain = 1 + served_after_revoke + 1
+    records = raw_records(kafka_topics, expected=certain + 1, timeout=3)
+    assert len(records) in (certain, certain + 1)
     events = [r["event"] for r in records if r["kind"] == "event"]
     revoked = next(e for e in events if e["payload"]["reason"] == "revoked")
     assert revoked["event_type"] == "unauthorized_access_attempt" and revoked["tenant_id"] == "acme"
@@ -184,7 +187,7 @@ def test_revoked_key_is_refused_within_a_second_with_an_event(gateway, mock_upst
     # Failed attempts are one event per client address and tenant per interval, all counted:
     # the unknown keys share the _system event with wait_for_key's probes.
     unknown = [e for e in events if e["payload"]["reason"] in ("unknown", "malformed")]
-    assert len(events) == 1 + len(unknown) and len(unknown) <= 1
+    assert len(events) == 1 + len(unknown) and len(unknown) == len(records) - certain
     assert [(e["tenant_id"], e["actor"]["id"]) for e in unknown] == [("_system", "anonymous")] * len(unknown)
     samples = gateway.metrics()
     assert samples['tokentrail_gateway_denied_total{reason="malformed"}'] == 1.0

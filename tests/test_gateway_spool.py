@@ -128,7 +128,7 @@ print(sum(results), spool.write_failures)
 def test_delivery_without_kafka_carries_records_to_a_drain_segment_in_order(tmp_path):
     metrics = GatewayMetrics()
     spool = Spool(tmp_path)
-    config = producer_config(f"127.0.0.1:{free_port()}", message_timeout_ms=1000, linger_ms=5)
+    config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=1000, linger_ms=5)
     delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics, fsync_interval_s=0.01)
     try:
         started = time.perf_counter()
@@ -154,7 +154,7 @@ def test_delivery_without_kafka_carries_records_to_a_drain_segment_in_order(tmp_
 def test_a_record_kafka_can_never_take_is_quarantined_and_blocks_nothing(tmp_path):
     metrics = GatewayMetrics()
     spool = Spool(tmp_path)
-    config = producer_config(f"127.0.0.1:{free_port()}", message_timeout_ms=1000, linger_ms=5)
+    config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=1000, linger_ms=5)
     delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics)
     try:
         delivery.submit(b"acme", b"x" * (2 << 20))  # over message.max.bytes: refused at once
@@ -178,7 +178,7 @@ def test_a_restart_replays_the_log_and_records_cut_streams(tmp_path):
     spool.close()  # then SIGKILL: nothing retired
     metrics = GatewayMetrics()
     restarted = Spool(tmp_path)
-    config = producer_config(f"127.0.0.1:{free_port()}", message_timeout_ms=1000, linger_ms=5)
+    config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=1000, linger_ms=5)
     delivery = Delivery({**config, "log_level": 0}, "t.calls", restarted, metrics)
     assert delivery.spooling
     delivery._recover_streams()

@@ -18,12 +18,13 @@ from gateway.usage import StreamScanner, body_usage, token_count
 from mock_upstream import replies
 from schemas import wire
 from schemas.models import Actor, Freeze, GatewayEvent, Limits, RawCall
-from schemas.signing import verify
+from schemas.signing import KeySet, verify
 from tokentrail.control.limits import RateLimiter
 from tokentrail.control.records import mint_identity
 from tokentrail.control.registry import ControlState, IdentityRegistry
 
-KEY = b"unit-test-signing-key"
+KEY = b"unit-test-signing-key-0123456789abcdef"
+KEYS = KeySet(KEY)
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
@@ -168,7 +169,7 @@ def test_call_record_is_exactly_the_wire_form_of_a_raw_call_and_verifies():
     model = wire.validate_adapter(wire.RAW_RECORD, record, "RawRecord")
     assert isinstance(model, RawCall)
     assert wire.to_dict(model) == record
-    value = orjson.loads(signed_bytes(record, KEY))
+    value = orjson.loads(signed_bytes(record, KEYS))
     verify(value, KEY)
     value["usage"]["completion_tokens"] = 400
     with pytest.raises(ValueError, match="forged or altered"):
@@ -207,7 +208,7 @@ def test_event_record_is_a_valid_gateway_event():
     model = wire.validate_adapter(wire.RAW_RECORD, record, "RawRecord")
     assert isinstance(model, GatewayEvent) and wire.to_dict(model) == record
     assert model.event.tenant_id == "_system" and model.event.actor.id == "anonymous"
-    verify(orjson.loads(signed_bytes(record, KEY)), KEY)
+    verify(orjson.loads(signed_bytes(record, KEYS)), KEY)
 
 
 def guard_with(*records):

@@ -4,14 +4,15 @@ import pytest
 
 from flows.identity import IdentityEntry, IdentityTable, attribute, decode_identity
 from schemas import wire
-from tests.fixtures.flows import ALICE, BILLING, PLANNER, SEARCHER, identity_bytes, make_call
-from tokentrail.control.records import RecordError
+from schemas.signing import KeySet
+from tests.fixtures.flows import ALICE, BILLING, OPERATOR_KEYS, PLANNER, SEARCHER, identity_bytes, make_call
+from tokentrail.control.records import RecordError, encode
 
 
 def table_of(*identities) -> IdentityTable:
     table = IdentityTable()
     for identity in identities:
-        table.apply(*decode_identity(identity.key_id.encode(), identity_bytes(identity)))
+        table.apply(*decode_identity(identity.key_id.encode(), identity_bytes(identity), OPERATOR_KEYS))
     return table
 
 
@@ -44,9 +45,9 @@ def test_the_registry_wins_over_the_recorded_chain_when_it_knows_the_key():
 def test_tombstone_deletes_and_revocation_is_kept():
     table = table_of(ALICE)
     revoked = ALICE.model_copy(update={"revoked_at": ALICE.created_at})
-    table.apply(*decode_identity(b"k_alice", wire.dumps(revoked)))
+    table.apply(*decode_identity(b"k_alice", identity_bytes(revoked), OPERATOR_KEYS))
     assert table.get("k_alice").revoked
-    table.apply(*decode_identity(b"k_alice", None))
+    table.apply(*decode_identity(b"k_alice", None, OPERATOR_KEYS))
     assert table.get("k_alice") is None and len(table) == 0
 
 
@@ -55,21 +56,25 @@ def test_tombstone_deletes_and_revocation_is_kept():
     [
         (None, b"{}", "identity record without a key"),
         (b"k_x", b"{oops", "identity k_x: not valid JSON: "),
-        (b"k_x", b"{}", "identity k_x: Identity: key_id: Field required"),
+        (b"k_x", b'{"signature": "' + OPERATOR_KEYS.sign({}).encode() + b'"}', "identity k_x: Identity: key_id: Field"),
+        (b"k_x", b"{}", "identity k_x: operator signature: record has no signature"),
+        (b"k_alice", wire.dumps(ALICE), "identity k_alice: operator signature: record has no signature"),
+        (b"k_alice", identity_bytes(ALICE).replace(b"alice", b"mallory"), "does not match the record"),
+        (b"k_alice", encode(ALICE, KeySet(b"not-the-operator-key-0123456789abcdef")), "not among the keys accepted"),
         (b"k_other", None, None),
     ],
 )
 def test_bad_identity_records_say_why(key, value, reason):
     if reason is None:
-        assert decode_identity(key, value) == ("k_other", None)
+        assert decode_identity(key, value, OPERATOR_KEYS) == ("k_other", None)
         return
     with pytest.raises(RecordError, match=reason.replace("(", r"\(")):
-        decode_identity(key, value)
+        decode_identity(key, value, OPERATOR_KEYS)
 
 
 def test_identity_key_must_match_its_record():
     with pytest.raises(RecordError, match="does not match"):
-        decode_identity(b"k_wrong", identity_bytes(ALICE))
+        decode_identity(b"k_wrong", identity_bytes(ALICE), OPERATOR_KEYS)
 
 
 def test_entries_are_compact_and_picklable():

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.fixtures.gateway import SIGNING_KEY, gateway_env, spawn_gateway
+from tests.fixtures.gateway import OPERATOR_KEY, SIGNING_KEY, gateway_env, spawn_gateway
 from tokentrail.broker.server import free_port
 from tokentrail.processes import die_with_parent, stop_process
 
@@ -40,6 +40,7 @@ def test_flows_stopped_with_sigterm_exits_0_without_a_panic(kafka_topics, tmp_pa
         **kafka_topics.env,
         "TOKENTRAIL_HOME": str(tmp_path),
         "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+        "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
         "TOKENTRAIL_FLOWS_METRICS_PORT": "0",
         "RUST_BACKTRACE": "1",  # a panic would print its whole backtrace
     }
@@ -91,6 +92,7 @@ def test_gateway_without_kafka_is_live_not_ready_and_logs_a_few_lines(tmp_path):
         "TOKENTRAIL_KAFKA_BOOTSTRAP": f"127.0.0.1:{dead_kafka}",
         "TOKENTRAIL_HOME": str(tmp_path),
         "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+        "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
         "OPENAI_API_KEY": "sk-x",
         "ANTHROPIC_API_KEY": "sk-ant-x",
     }

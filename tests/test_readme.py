@@ -62,6 +62,7 @@ CHECKS = [
     (". .venv/bin/activate", lambda rc, out, err: rc == 0),
     ("cd ~", lambda rc, out, err: rc == 0),
     ("export TOKENTRAIL_SIGNING_KEY", lambda rc, out, err: rc == 0),
+    ("export TOKENTRAIL_OPERATOR_KEY", lambda rc, out, err: rc == 0),
     (
         "tokentrail kafka up",
         lambda rc, out, err: (

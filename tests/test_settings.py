@@ -27,6 +27,7 @@ def test_env_example_loads_into_core_settings(monkeypatch):
     settings = load(CoreSettings)
     assert settings.bootstrap() == values["TOKENTRAIL_KAFKA_BOOTSTRAP"]
     assert settings.require_signing_key() == values["TOKENTRAIL_SIGNING_KEY"].encode()
+    assert settings.operator_keys()[0] == values["TOKENTRAIL_OPERATOR_KEY"].encode()
 
 
 def test_bootstrap_prefers_env_then_broker_state_then_default(tmp_path, monkeypatch):
@@ -44,6 +45,23 @@ def test_missing_signing_key_is_one_clear_error(monkeypatch):
     monkeypatch.delenv("TOKENTRAIL_SIGNING_KEY", raising=False)
     with pytest.raises(ConfigError, match="TOKENTRAIL_SIGNING_KEY is not set"):
         CoreSettings().require_signing_key()
+
+
+def test_keys_have_a_minimum_length_and_previous_keys_verify(monkeypatch):
+    from schemas.signing import KeySet
+
+    with pytest.raises(ConfigError, match="TOKENTRAIL_SIGNING_KEY is too short: 9 characters, at least 32"):
+        CoreSettings(signing_key="too-short").signing_keys()
+    current, old = "c" * 32, "o" * 32
+    with pytest.raises(ConfigError, match=r"TOKENTRAIL_OPERATOR_KEYS_PREVIOUS \(key 2\) is too short"):
+        CoreSettings(operator_key=current, operator_keys_previous=f"{old}, short").operator_keys()
+    keys = KeySet(*CoreSettings(signing_key=current, signing_keys_previous=f"{old},").signing_keys())
+    record = {"kind": "call"}
+    record["signature"] = KeySet(old.encode()).sign(record)
+    keys.verify(record)  # signed before the rotation, still accepted
+    assert keys.sign({"kind": "call"}).startswith(KeySet(current.encode()).current_id + ":")
+    with pytest.raises(ConfigError, match="must differ"):
+        CoreSettings(signing_key=current, operator_key=current).operator_keys()
 
 
 def test_signing_key_is_never_printed(monkeypatch):

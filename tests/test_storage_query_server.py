@@ -83,6 +83,8 @@ def test_the_cli_reads_through_the_query_server_of_the_process_holding_the_store
     )
     assert events.returncode == 0, events.stderr
     assert [orjson.loads(line)["event_id"] for line in events.stdout.splitlines()] == ["e1", "e2"]
+    # The query server is read-only: the read cannot be recorded, and the CLI says so (docs/dashboards.md).
+    assert events.stderr.startswith("tokentrail: this read was not recorded (cannot insert into reads")
 
     report = tokentrail(env, "report", "cost", "--format", "csv")
     assert report.returncode == 0, report.stderr

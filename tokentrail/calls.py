@@ -101,7 +101,7 @@ def _raw_call(call_id: str, at: datetime) -> dict[str, Any] | None:
     require_kafka(bootstrap, core.home, KAFKA_WAIT_S)  # the captured bodies are on its raw topic
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **core.kafka_client_config(),
             "group.id": f"tokentrail-calls-{uuid.uuid4().hex}",  # assign() only: never joined
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli",
     "flows.cli",
     "tokentrail.storage.cli",
+    "tokentrail.dashboards.html",  # `report --html`: after storage.cli, which makes `report`
     "alerting.cli",
     "tokentrail.calls",
 )

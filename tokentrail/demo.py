@@ -62,6 +62,7 @@ def run(args) -> int:
     if args.calls < 1:
         raise CliError("--calls must be at least 1")
     os.environ.setdefault("TOKENTRAIL_SIGNING_KEY", "demo-" + secrets.token_hex(16))
+    os.environ.setdefault("TOKENTRAIL_OPERATOR_KEY", "demo-operator-" + secrets.token_hex(16))
     core = load(CoreSettings)
     home = core.home.resolve()
     children: list[subprocess.Popen] = []

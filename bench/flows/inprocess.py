@@ -26,14 +26,15 @@ sys.path.insert(0, str(ROOT / "bench" / "flows"))
 from bytewax.connectors.kafka import KafkaSourceMessage  # noqa: E402
 from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
 from bytewax.testing import TestingSource, run_main  # noqa: E402
-from run import KEY, call_record, make_identities  # noqa: E402
+from run import KEY, OPERATOR_KEY, call_record, make_identities  # noqa: E402
 
 from flows.cli import tune_gc  # noqa: E402
 from flows.clickhouse import ClickHouseSink  # noqa: E402
 from flows.connectors import SINK_PARTITIONS  # noqa: E402
 from flows.enrich import TABLES, TopicNames, build_flow  # noqa: E402
 from flows.settings import FlowSettings  # noqa: E402
-from schemas import wire  # noqa: E402
+from schemas.signing import KeySet  # noqa: E402
+from tokentrail.control.records import encode  # noqa: E402
 from tokentrail.storage import LockedStore  # noqa: E402
 
 
@@ -80,7 +81,9 @@ def main() -> int:
         KafkaSourceMessage(key=b"t", value=value, topic="raw", partition=0, offset=i) for i, value in enumerate(calls)
     ]
     known = [
-        KafkaSourceMessage(key=x.key_id.encode(), value=wire.dumps(x), topic="identities", partition=0, offset=i)
+        KafkaSourceMessage(
+            key=x.key_id.encode(), value=encode(x, KeySet(OPERATOR_KEY)), topic="identities", partition=0, offset=i
+        )
         for i, x in enumerate(identities)
     ]
 
@@ -102,6 +105,7 @@ def main() -> int:
                 LockedStore(store), TABLES, settings, Path(home) / "flows-journal"
             ),  # as `tokentrail flows`
             signing_key=KEY,
+            operator_keys=KeySet(OPERATOR_KEY),
             names=TopicNames("raw", "identities", "events", "dlq"),
             settings=settings,
             ticks=TestingSource([(str(i), None) for i in range(SINK_PARTITIONS)]),

@@ -36,16 +36,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from schemas import signing, wire  # noqa: E402
+from schemas import signing  # noqa: E402
 from schemas.ids import new_id  # noqa: E402
 from schemas.models import Actor, Identity, format_timestamp  # noqa: E402
 from tokentrail import topics  # noqa: E402
 from tokentrail.broker.admin import produce_all  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
+from tokentrail.control.records import encode  # noqa: E402
 from tokentrail.storage import StorageSettings  # noqa: E402
 from tokentrail.storage.query_server import find_query_server  # noqa: E402
 
-KEY = b"bench-signing-key"
+KEY = b"bench-signing-key-0123456789abcdef"
+OPERATOR_KEY = b"bench-operator-key-0123456789abcdef"
 PREFIX = "bench."
 
 
@@ -198,7 +200,11 @@ def main() -> int:
 
         t = time.perf_counter()
         identities = make_identities(args.identities)
-        produce_all(producer, PREFIX + topics.IDENTITIES, ((i.key_id.encode(), wire.dumps(i)) for i in identities))
+        produce_all(
+            producer,
+            PREFIX + topics.IDENTITIES,
+            ((i.key_id.encode(), encode(i, signing.KeySet(OPERATOR_KEY))) for i in identities),
+        )
         active = identities[: args.active]
         at = datetime(2026, 11, 28, 12, tzinfo=UTC)
         raw_topic = PREFIX + topics.CALLS_RAW
@@ -223,6 +229,7 @@ def main() -> int:
             "TOKENTRAIL_KAFKA_BOOTSTRAP": bootstrap,
             "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
             "TOKENTRAIL_SIGNING_KEY": KEY.decode(),
+            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY.decode(),
             "TOKENTRAIL_FLOWS_METRICS_PORT": str(free_port()),
         }
         env.pop("TOKENTRAIL_CLICKHOUSE_URL", None)

@@ -58,7 +58,8 @@ from tokentrail.topics import CALLS_RAW  # noqa: E402
 HERE = Path(__file__).resolve().parent
 SERVER_CORE, LOAD_CORE = "1", "0"
 PREFIX = "bench."
-SIGNING_KEY = "bench-signing-key"
+SIGNING_KEY = "bench-signing-key-0123456789abcdef"
+OPERATOR_KEY = "bench-operator-key-0123456789abcdef"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -201,7 +202,9 @@ def main() -> int:
     try:
         handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
         subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CORE, str(handle.pid)], check=True, capture_output=True)
-        plane = ControlPlane(CoreSettings(home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX))
+        plane = ControlPlane(
+            CoreSettings(home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX, operator_key=OPERATOR_KEY)
+        )
         identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
         plane.put_control(
             Limits(
@@ -236,6 +239,7 @@ def main() -> int:
             "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
             "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
             "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
             "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url,
             "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": mock.url,
             "OPENAI_API_KEY": "sk-bench",

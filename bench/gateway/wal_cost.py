@@ -83,7 +83,7 @@ def records(count: int) -> list[bytes]:
 def one_round(bootstrap: str, spool_dir: Path, values: list[bytes], write_ahead: bool) -> tuple[float, float, float]:
     """(median submit µs, mean submit µs, CPU µs per record until acknowledged)."""
     delivery = Delivery(
-        producer_config(bootstrap, 30_000, 20, write_ahead),
+        producer_config({"bootstrap.servers": bootstrap}, 30_000, 20, write_ahead),
         TOPIC,
         Spool(spool_dir),
         GatewayMetrics(),

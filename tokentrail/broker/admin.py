@@ -9,10 +9,12 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # untyped re-export
 
+from tokentrail.settings import ConfigError, CoreSettings
 from tokentrail.topics import TOPICS
 
 DEFAULT_PARTITIONS = 3
@@ -20,16 +22,22 @@ DEFAULT_PARTITIONS = 3
 (records are keyed by tenant or id, and order only holds per key)."""
 
 
-def wait_ready(bootstrap: str, timeout: float = 30.0, alive: Callable[[], bool] = lambda: True) -> bool:
+def wait_ready(
+    bootstrap: str,
+    timeout: float = 30.0,
+    alive: Callable[[], bool] = lambda: True,
+    security: dict[str, str] | None = None,
+) -> bool:
     """Poll until a broker answers a metadata request; False on timeout or once `alive()` is False.
 
     A plain TCP connect comes first, so librdkafka does not log a refused connection per poll.
+    `security`: librdkafka TLS/SASL properties (`CoreSettings.kafka_client_config()`), here and below.
     """
     deadline = time.monotonic() + timeout
     while alive() and time.monotonic() < deadline:
         if any(_accepts(address) for address in bootstrap.split(",")):
             try:
-                metadata = _admin(bootstrap).list_topics(timeout=min(2.0, timeout))
+                metadata = _admin(bootstrap, security).list_topics(timeout=min(2.0, timeout))
                 if metadata.brokers:
                     return True
             except KafkaException:
@@ -39,11 +47,15 @@ def wait_ready(bootstrap: str, timeout: float = 30.0, alive: Callable[[], bool] 
 
 
 def ensure_topics(
-    bootstrap: str, prefix: str = "", partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0
+    bootstrap: str,
+    prefix: str = "",
+    partitions: int = DEFAULT_PARTITIONS,
+    timeout: float = 30.0,
+    security: dict[str, str] | None = None,
 ) -> list[str]:
     """Create every topic of docs/architecture.md, Contracts (named `prefix + name`) that does not exist yet,
     with its cleanup policy, and wait until each one has a leader. Returns the names created."""
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, security)
     wanted = [
         NewTopic(f"{prefix}{spec.name}", num_partitions=partitions, replication_factor=1, config=spec.config())
         for spec in TOPICS
@@ -108,8 +120,44 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
         time.sleep(0.05)
 
 
-def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+def _admin(bootstrap: str, security: dict[str, str] | None = None) -> AdminClient:
+    return AdminClient({**(security or {}), "bootstrap.servers": bootstrap})
+
+
+def require_credentials(core: CoreSettings) -> None:
+    """ConfigError (one line) when SASL is configured and the brokers refuse our credentials;
+    an unreachable Kafka is not an error here (the gateway spools, the flows wait)."""
+    refused = check_credentials(core.kafka_client_config())
+    if refused is not None:
+        raise ConfigError(
+            f"Kafka at {core.bootstrap()} refused TOKENTRAIL_KAFKA_SASL_USERNAME={core.kafka_sasl_username!r} "
+            f"({core.kafka_sasl_mechanism}): {refused}"
+        )
+
+
+def check_credentials(kafka: dict[str, str], timeout: float = 10.0) -> str | None:
+    """With SASL configured: None if the brokers accept our credentials or cannot be reached
+    (an outage is not a configuration error), else librdkafka's one-line reason for refusing them."""
+    if not kafka.get("security.protocol", "PLAINTEXT").startswith("SASL"):
+        return None
+    refused: list[str] = []
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            refused.append(error.str())
+
+    config: dict[str, Any] = {**kafka, "error_cb": on_error, "log_level": 0}
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout
+    while not refused and time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1.0)
+            return None
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError._AUTHENTICATION:
+                refused.append(exc.args[0].str())
+        admin.poll(0.1)
+    return refused[0] if refused else None
 
 
 def _accepts(address: str) -> bool:

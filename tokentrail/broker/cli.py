@@ -45,10 +45,13 @@ def _port(text: str) -> int:
 
 def _up(args) -> int:
     from tokentrail.broker.server import up
+    from tokentrail.settings import CoreSettings, load
 
     home, prefix = _home_and_prefix()
+    security = load(CoreSettings).kafka_client_config()
+    security.pop("bootstrap.servers")
     with _user_errors():
-        handle, started, created = up(home, args.port, args.data, args.reset, topic_prefix=prefix)
+        handle, started, created = up(home, args.port, args.data, args.reset, topic_prefix=prefix, security=security)
     verb = "started" if started else "already running"
     print(f"kafka {handle.kafka_version} {verb} at {handle.bootstrap} (pid {handle.pid}, log {handle.log_file})")
     print(f"topics: {len(created)} created, all present" + (f" (prefix {prefix!r})" if prefix else ""))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,6 +49,10 @@ JVM_OPTIONS = (
     "-Djava.awt.headless=true",
 )
 RESET_HINT = "rerun with --reset to wipe it and start an empty broker"
+SASL_PROTOCOLS = ("SASL_PLAINTEXT",)
+"""Security the local broker's client listener can run: PLAINTEXT (default) or SASL_PLAINTEXT
+with PLAIN or SCRAM (TLS needs certificates; use a real cluster for it)."""
+_SAFE_CREDENTIAL = re.compile(r"^[A-Za-z0-9._~@+-]{1,128}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +88,17 @@ def start_broker(
     data_dir: Path | None = None,
     reset: bool = False,
     die_with_parent: bool = False,
+    security: dict[str, str] | None = None,
 ) -> tuple[BrokerHandle, bool]:
     """Start the home's broker, or reuse the one already running. Returns (handle, started).
 
     Returns once the broker answers a metadata request. `die_with_parent` ties the broker's life
-    to this process (test fixtures: no broker outlives a killed test run).
+    to this process (test fixtures: no broker outlives a killed test run). `security` is the
+    clients' librdkafka TLS/SASL configuration (`CoreSettings.kafka_client_config()`): with
+    SASL_PLAINTEXT the broker's client listener requires SASL with that mechanism, and that
+    user is the one it knows (SCRAM credentials are added when the data directory is formatted).
     """
+    sasl = _broker_sasl(security or {})
     home = Path(home).resolve()
     existing = running_broker(home)
     if existing:
@@ -102,7 +112,7 @@ def start_broker(
                 f"--reset wipes the data of a stopped broker, and one runs at {existing.bootstrap} "
                 f"(pid {existing.pid}); `tokentrail kafka down` first"
             )
-        if not admin.wait_ready(existing.bootstrap, timeout=START_TIMEOUT):
+        if not admin.wait_ready(existing.bootstrap, timeout=START_TIMEOUT, security=security):
             raise BrokerError(
                 f"the broker at {existing.bootstrap} (pid {existing.pid}) does not answer; "
                 f"see {existing.log_file}, or `tokentrail kafka down` and up again"
@@ -119,7 +129,7 @@ def start_broker(
     logs.mkdir(parents=True, exist_ok=True)
     controller_port = free_port()
     config = directory / "server.properties"
-    config.write_text(_server_properties(port, controller_port, data))
+    config.write_text(_server_properties(port, controller_port, data, sasl))
     java_command = [
         java,
         *JVM_OPTIONS,
@@ -128,7 +138,7 @@ def start_broker(
         "-cp",
         str(libs / "*"),
     ]
-    _prepare_data_dir(directory, data, config, java_command, reset)
+    _prepare_data_dir(directory, data, config, java_command, reset, sasl)
 
     with open(logs / "kafka.out", "wb") as jvm_output:
         process = subprocess.Popen(
@@ -152,7 +162,9 @@ def start_broker(
     )
     # Recorded before the wait, so an interrupted `up` still leaves a broker `down` can stop.
     _write_state(home, handle)
-    if not admin.wait_ready(handle.bootstrap, timeout=START_TIMEOUT, alive=lambda: process.poll() is None):
+    if not admin.wait_ready(
+        handle.bootstrap, timeout=START_TIMEOUT, alive=lambda: process.poll() is None, security=security
+    ):
         code = process.poll()
         if code is None:
             _terminate(process.pid, process)
@@ -177,11 +189,12 @@ def up(
     reset: bool = False,
     topic_prefix: str = "",
     die_with_parent: bool = False,
+    security: dict[str, str] | None = None,
 ) -> tuple[BrokerHandle, bool, list[str]]:
     """What `tokentrail kafka up` does: start (or reuse) the broker, then make sure every topic
     of docs/architecture.md, Contracts exists. Returns (handle, started, topics created)."""
-    handle, started = start_broker(home, port, data_dir, reset, die_with_parent)
-    return handle, started, admin.ensure_topics(handle.bootstrap, prefix=topic_prefix)
+    handle, started = start_broker(home, port, data_dir, reset, die_with_parent, security)
+    return handle, started, admin.ensure_topics(handle.bootstrap, prefix=topic_prefix, security=security)
 
 
 def stop_broker(home: Path, timeout: float = STOP_TIMEOUT) -> BrokerHandle | None:
@@ -204,15 +217,34 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _server_properties(port: int, controller_port: int, data: Path) -> str:
+def _broker_sasl(security: dict[str, str]) -> tuple[str, str, str] | None:
+    """(mechanism, username, password) the broker's client listener requires, or None (PLAINTEXT)."""
+    protocol = security.get("security.protocol", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol not in SASL_PROTOCOLS:
+        raise BrokerError(
+            f"the local broker runs PLAINTEXT or SASL_PLAINTEXT, not {protocol}; use a real cluster for TLS"
+        )
+    user, password = security.get("sasl.username", ""), security.get("sasl.password", "")
+    if not (_SAFE_CREDENTIAL.match(user) and _SAFE_CREDENTIAL.match(password)):
+        raise BrokerError(
+            "the local broker's SASL user and password must be 1-128 letters, digits or ._~@+- "
+            "(they are written into its JAAS configuration)"
+        )
+    return security["sasl.mechanism"], user, password
+
+
+def _server_properties(port: int, controller_port: int, data: Path, sasl: tuple[str, str, str] | None = None) -> str:
+    listener = "PLAINTEXT" if sasl is None else "SASL_PLAINTEXT"
     settings = {
         "process.roles": "broker,controller",
         "node.id": NODE_ID,
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": f"{listener}://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"{listener}://{HOST}:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": listener,
+        "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
         # A static voter set: the controller port may change between starts of the same data.
         "controller.quorum.voters": f"{NODE_ID}@{HOST}:{controller_port}",
         "log.dirs": str(data),
@@ -231,10 +263,31 @@ def _server_properties(port: int, controller_port: int, data: Path) -> str:
         # The cleaner looks for work every second, so compaction is observable in tests and demos.
         "log.cleaner.backoff.ms": "1000",
     }
+    if sasl is not None:
+        mechanism, user, password = sasl
+        if mechanism == "PLAIN":
+            jaas = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{user}" password="{password}" user_{user}="{password}";'
+            )
+        else:  # SCRAM: the credential itself is added to the metadata when the directory is formatted
+            jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
+        settings |= {
+            "sasl.enabled.mechanisms": mechanism,
+            "sasl.mechanism.inter.broker.protocol": mechanism,
+            f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config": jaas,
+        }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def _prepare_data_dir(directory: Path, data: Path, config: Path, java_command: list[str], reset: bool) -> None:
+def _prepare_data_dir(
+    directory: Path,
+    data: Path,
+    config: Path,
+    java_command: list[str],
+    reset: bool,
+    sasl: tuple[str, str, str] | None = None,
+) -> None:
     """Check an existing data directory belongs to this home's cluster, or format a new one."""
     cluster_file = directory / "cluster.id"
     meta = data / "meta.properties"
@@ -254,8 +307,12 @@ def _prepare_data_dir(directory: Path, data: Path, config: Path, java_command: l
     elif holds_files:
         raise BrokerError(f"data directory {data} holds files but no Kafka meta.properties; {RESET_HINT}")
     cluster_id = new_cluster_id()
+    scram = []
+    if sasl is not None and sasl[0].startswith("SCRAM"):
+        mechanism, user, password = sasl
+        scram = ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
     result = subprocess.run(
-        [*java_command, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        [*java_command, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram],
         capture_output=True,
         text=True,
     )

@@ -5,6 +5,10 @@ committed), `fetch.wait.max.ms` short so a new record is applied well within a s
 `catch_up()` reads up to the end as of now (the CLI's `keys list`, the gateway's readiness);
 `start()` keeps following in a daemon thread. A record a handler cannot decode is logged and
 skipped: one bad record never stops the follower.
+
+`last_contact` is when Kafka last answered (a fetch that returned records or an end of
+partition, or the heartbeat: a high-watermark query every `heartbeat_s`), so a process can tell
+that it has been cut off from the control topics and fail closed (docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -37,8 +41,15 @@ class TopicFollower:
         bootstrap: str,
         handlers: dict[str, Handler],
         on_bad_record: Callable[[str, Exception], None] | None = None,
+        kafka_config: dict[str, Any] | None = None,
+        heartbeat_s: float = 1.0,
     ) -> None:
         self.bootstrap = bootstrap
+        self.kafka_config = kafka_config or {}
+        """Security settings (TLS/SASL) merged into the consumer's configuration."""
+        self.heartbeat_s = heartbeat_s
+        self.last_contact = time.monotonic()
+        """Monotonic time Kafka last answered this follower."""
         self.handlers = handlers
         self.ready = threading.Event()
         """Set once everything that was on the topics when we started has been applied."""
@@ -109,13 +120,35 @@ class TopicFollower:
             self._consumer.close()
             self._consumer = None
 
+    def silent_for(self) -> float:
+        """Seconds since Kafka last answered."""
+        return time.monotonic() - self.last_contact
+
     def _run(self) -> None:
+        next_heartbeat = 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() >= next_heartbeat:
+                    next_heartbeat = time.monotonic() + self.heartbeat_s
+                    self._heartbeat()
                 self._step(0.1)
             except Exception:  # noqa: BLE001 - the follower must outlive any one failure
                 log.exception("identity/control follower step failed; retrying")
                 time.sleep(0.5)
+
+    def _heartbeat(self) -> None:
+        """Ask the broker for one partition's high watermark (a real round trip, not the cache)."""
+        if self._consumer is None:
+            return
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        try:
+            self._consumer.get_watermark_offsets(assignment[0], timeout=self.heartbeat_s, cached=False)
+        except KafkaException as exc:
+            log.debug("control topics heartbeat failed: %s", exc)
+            return
+        self.last_contact = time.monotonic()
 
     def _step(self, timeout: float) -> None:
         if self._consumer is None:
@@ -124,6 +157,8 @@ class TopicFollower:
         for message in self._assigned().consume(num_messages=1000, timeout=timeout):
             topic = cast(str, message.topic())  # set on every consumed message
             error = message.error()
+            if error is None or error.code() == KafkaError._PARTITION_EOF:
+                self.last_contact = time.monotonic()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._reached_end(topic, cast(int, message.partition()))
@@ -145,6 +180,7 @@ class TopicFollower:
         """Assign every partition of every topic from the beginning; False until Kafka answers."""
         consumer = Consumer(
             {
+                **self.kafka_config,
                 "bootstrap.servers": self.bootstrap,
                 "group.id": f"tokentrail-follower-{uuid.uuid4().hex}",  # assign(): the group is never joined
                 "enable.auto.commit": False,
@@ -166,6 +202,7 @@ class TopicFollower:
             log.debug("topics %s not readable yet: %s", list(self.handlers), exc)
             return False
         consumer.assign(partitions)
+        self.last_contact = time.monotonic()
         self._pending = {(tp.topic, tp.partition) for tp in partitions}
         self._consumer = consumer
         if not self._pending:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from confluent_kafka import KafkaError, Producer
 
 from tokentrail.errors import TokentrailError
@@ -12,11 +14,13 @@ class PublishError(TokentrailError):
     """The record was not acknowledged by Kafka; the message says why."""
 
 
-def publish(bootstrap: str, topic: str, key: str, value: bytes | None, timeout: float = 10.0) -> None:
-    """Produce one record and wait for its acknowledgement (acks=all, idempotent)."""
+def publish(kafka: dict[str, Any], topic: str, key: str, value: bytes | None, timeout: float = 10.0) -> None:
+    """Produce one record and wait for its acknowledgement (acks=all, idempotent). `kafka` is
+    the client configuration (`CoreSettings.kafka_client_config()`: bootstrap and security)."""
+    bootstrap = kafka["bootstrap.servers"]
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "enable.idempotence": True,
             "message.timeout.ms": int(timeout * 1000),
             "logger": kafka_logger("tokentrail.control.librdkafka"),

@@ -9,13 +9,16 @@ which is atomic in CPython, so readers need no lock.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from schemas.models import Budget, Capture, Freeze, Identity, Limits, Slo
 from tokentrail.control import keys
 
-AuthFailure = Literal["missing", "malformed", "unknown", "revoked", "mismatch"]
+AuthFailure = Literal["missing", "malformed", "unknown", "revoked", "mismatch", "expired"]
+"""Why a presented key is refused. `revoked` also covers a key whose ancestor is revoked or gone:
+a delegated key never outlives the key it acts for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +31,13 @@ class KeyEntry:
     actor: dict[str, str]
     chain: list[dict[str, Any]]
     """Root first, this key last, as RawCall.chain wants it on the wire."""
+    ancestors: tuple[str, ...]
+    """Key ids this key was delegated from, root first: revoking or freezing any of them cuts this one."""
     revoked: bool
+    expires_at: float | None
+    """Epoch seconds after which the key is refused."""
+    models: frozenset[str] | None
+    """The models the key may call; None means any."""
     identity: Identity
 
     @classmethod
@@ -39,7 +48,10 @@ class KeyEntry:
             tenant_id=identity.tenant_id,
             actor=identity.actor.model_dump(),
             chain=[link.model_dump() for link in identity.chain()],
+            ancestors=tuple(link.key_id for link in identity.ancestors),
             revoked=identity.revoked_at is not None,
+            expires_at=identity.expires_at.timestamp() if identity.expires_at else None,
+            models=frozenset(identity.models) if identity.models is not None else None,
             identity=identity,
         )
 
@@ -70,9 +82,25 @@ class IdentityRegistry:
             return "unknown"
         if not keys.matches(presented, entry.key_hash):
             return "mismatch"
-        if entry.revoked:
+        if entry.revoked or not self.lineage_live(entry):
             return "revoked"
+        if entry.expires_at is not None and time.time() >= entry.expires_at:
+            return "expired"
         return entry
+
+    def lineage_live(self, entry: KeyEntry) -> bool:
+        """Whether every key this one was delegated from is still in the registry and not revoked."""
+        for ancestor_id in entry.ancestors:
+            ancestor = self._entries.get(ancestor_id)
+            if ancestor is None or ancestor.revoked:
+                return False
+        return True
+
+    def still_admitted(self, entry: KeyEntry) -> bool:
+        """Whether a key admitted earlier (a running stream's) is still live: not revoked, not
+        deleted, and neither is any of its ancestors."""
+        current = self._entries.get(entry.key_id)
+        return current is not None and not current.revoked and self.lineage_live(current)
 
     def identities(self) -> list[Identity]:
         return [entry.identity for entry in self._entries.values()]
@@ -117,8 +145,10 @@ class ControlState:
         if kind == "freeze":
             self._set(self._freezes, scope, record if isinstance(record, Freeze) and record.frozen else None)
         elif kind == "limits":
+            # A Limits record without either limit removes the scope's own limits (`limits --off`):
+            # the key falls back to its tenant's, then to the gateway default.
             limits = None
-            if isinstance(record, Limits):
+            if isinstance(record, Limits) and (record.requests_per_minute or record.tokens_per_minute):
                 limits = RateLimits(record.requests_per_minute, record.tokens_per_minute)
             self._set(self._limits, scope, limits)
         elif kind == "capture":
@@ -128,9 +158,20 @@ class ControlState:
         elif kind == "budget":
             self._set(self._budgets, scope, record if isinstance(record, Budget) else None)
 
-    def freeze_of(self, tenant_id: str, key_id: str) -> Freeze | None:
-        """The freeze that stops this key, the key's own first, else its tenant's."""
-        return self._freezes.get(f"key:{key_id}") or self._freezes.get(f"tenant:{tenant_id}")
+    def freeze_of(self, tenant_id: str, key_id: str, ancestors: tuple[str, ...] = ()) -> Freeze | None:
+        """The freeze that stops this key: the key's own first, then one of a key it was
+        delegated from (`ancestors`, nearest first), else its tenant's."""
+        freezes = self._freezes
+        if not freezes:
+            return None
+        freeze = freezes.get(f"key:{key_id}")
+        if freeze is None:
+            for ancestor_id in reversed(ancestors):
+                freeze = freezes.get(f"key:{ancestor_id}")
+                if freeze is not None:
+                    return freeze
+            freeze = freezes.get(f"tenant:{tenant_id}")
+        return freeze
 
     def limits_of(self, tenant_id: str, key_id: str) -> RateLimits:
         """Limits of one identity: its key's record, else its tenant's, else the gateway default.

@@ -72,8 +72,9 @@ def register(subparsers: Subparsers) -> None:
     events.add_argument("--limit", type=_positive, default=1000, help="at most N events (default 1000)")
     events.set_defaults(func=_events)
 
-    report = subparsers.add_parser("report", help="spend reports from the ClickHouse rollups")
-    reports = report.add_subparsers(dest="report", required=True, metavar="REPORT")
+    report = subparsers.add_parser("report", help="spend reports from the ClickHouse rollups; --html: every dashboard")
+    # Not required: `report --html FILE` (every dashboard) is added by tokentrail/dashboards/html.py.
+    reports = report.add_subparsers(dest="report", metavar="REPORT")
     cost = reports.add_parser(
         "cost",
         help="calls, tokens and cost, largest spend first, with a total",
@@ -204,6 +205,7 @@ def _check_choices(flag: str, given: list[str], allowed: tuple[str, ...]) -> Non
 def _events(args: argparse.Namespace) -> int:
     from schemas.models import EventSource, EventType
     from tokentrail.storage.event_rows import EVENT_COLUMNS, unified_event
+    from tokentrail.storage.reads import record_read
 
     since, until = _bounds(args)
     until = until or datetime.now(UTC)
@@ -228,6 +230,7 @@ def _events(args: argparse.Namespace) -> int:
     }
     with opened_store() as (store, _), storage_errors():
         rows = store.query(sql, parameters)
+        record_read(store, "events", args.tenant, since, until)
     events = [unified_event(row) for row in rows]
     if args.format == "jsonl":
         import orjson
@@ -297,6 +300,8 @@ def _whole_hour(moment: datetime | None) -> bool:
 
 
 def _report_cost(args: argparse.Namespace) -> int:
+    from tokentrail.storage.reads import record_read
+
     since, until = _bounds(args)
     hourly = _whole_hour(since) and _whole_hour(until)
     parameters = {
@@ -306,6 +311,7 @@ def _report_cost(args: argparse.Namespace) -> int:
     }
     with opened_store() as (store, _), storage_errors():
         rows = store.query(cost_report_query(args.by, hourly), parameters)
+        record_read(store, "report cost", args.tenant, since, until)
     columns = (*COST_DIMENSIONS[args.by][1], *COST_MEASURES)
     if args.format == "jsonl":
         import orjson
@@ -399,6 +405,15 @@ def _window(args: argparse.Namespace) -> dict[str, Any]:
     return {"tenant": args.tenant or "", "since": since or EARLIEST, "until": until or LATEST, "limit": args.limit}
 
 
+def _record_window_read(store: Store, surface: str, window: dict[str, Any]) -> None:
+    """Who looked at alerts or patterns: a read for the Customers dashboard (open bounds as NULL)."""
+    from tokentrail.storage.reads import record_read
+
+    since = None if window["since"] == EARLIEST else window["since"]
+    until = None if window["until"] == LATEST else window["until"]
+    record_read(store, surface, window["tenant"] or None, since, until)
+
+
 def _json_value(value: Any) -> Any:
     from schemas.models import format_timestamp
 
@@ -428,10 +443,12 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def _detail_rows(args: argparse.Namespace, sql: str) -> list[dict[str, Any]] | None:
+def _detail_rows(args: argparse.Namespace, sql: str, surface: str) -> list[dict[str, Any]] | None:
     """The rows of a `report alerts|patterns` query; printed as JSON lines (None returned) with --json."""
+    window = _window(args)
     with opened_store() as (store, _), storage_errors():
-        rows = store.query(sql, _window(args))
+        rows = store.query(sql, window)
+        _record_window_read(store, surface, window)
     if not args.json:
         return rows
     _print_json_lines(rows)
@@ -439,7 +456,7 @@ def _detail_rows(args: argparse.Namespace, sql: str) -> list[dict[str, Any]] | N
 
 
 def _report_alerts(args: argparse.Namespace) -> int:
-    rows = _detail_rows(args, ALERTS_QUERY)
+    rows = _detail_rows(args, ALERTS_QUERY, "report alerts")
     if rows is None:
         return 0
     print_table(
@@ -477,7 +494,7 @@ def _report_alerts(args: argparse.Namespace) -> int:
 
 
 def _report_patterns(args: argparse.Namespace) -> int:
-    rows = _detail_rows(args, PATTERNS_QUERY)
+    rows = _detail_rows(args, PATTERNS_QUERY, "report patterns")
     if rows is None:
         return 0
     print_table(
