@@ -9,6 +9,7 @@ spool), the upstream connection pools. `/healthz` (the process is alive), `/read
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
@@ -81,17 +82,17 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
     app[DELIVERY] = delivery
     app[METRICS] = metrics
 
-    async def follow_control_plane(app: web.Application):
+    async def follow_control_plane(app: web.Application) -> AsyncIterator[None]:
         plane.follower.start()
         yield
         plane.follower.stop()
 
-    async def run_delivery(app: web.Application):
+    async def run_delivery(app: web.Application) -> AsyncIterator[None]:
         delivery.start()
         yield
         delivery.stop()
 
-    async def open_upstreams(app: web.Application):
+    async def open_upstreams(app: web.Application) -> AsyncIterator[None]:
         upstreams = {
             OPENAI: UpstreamPool(
                 settings.upstream_openai_url, settings.upstream_connect_timeout_s, settings.upstream_timeout_s
@@ -119,7 +120,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         for pool in upstreams.values():
             pool.close()
 
-    async def cut_withdrawn_streams(app: web.Application):
+    async def cut_withdrawn_streams(app: web.Application) -> AsyncIterator[None]:
         async def watch() -> None:
             while True:
                 await asyncio.sleep(STREAM_CHECK_INTERVAL_S)

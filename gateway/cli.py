@@ -12,13 +12,16 @@ import argparse
 import errno
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tokentrail.arguments import tcp_port
 from tokentrail.errors import CliError
 
+if TYPE_CHECKING:
+    from aiohttp import web
 
-def register(subparsers: Any) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "gateway",
         help="run the LLM gateway (OpenAI + Anthropic routes, identity, limits, recording)",
@@ -32,7 +35,7 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_run)
 
 
-async def _freeze_startup_objects(app: Any) -> None:
+async def _freeze_startup_objects(app: web.Application) -> None:
     """Move everything allocated at start-up out of the garbage collector's view, so its
     full collections (and the latency spikes they cause) only walk per-request garbage."""
     import gc

@@ -49,7 +49,7 @@ RETRY_DRAIN_AFTER_S = 1.0
 SPOOL_HEADROOM = 16 * 1024 * 1024
 """Free bytes below which the spool counts as full (/readyz)."""
 REDELIVERY_HEADER = "tokentrail-redelivery"
-REDELIVERY = [(REDELIVERY_HEADER, b"1")]
+REDELIVERY: list[tuple[str, str | bytes | None]] = [(REDELIVERY_HEADER, b"1")]
 PERMANENT_ERRORS = frozenset(
     {
         KafkaError.MSG_SIZE_TOO_LARGE,

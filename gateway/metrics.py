@@ -98,7 +98,7 @@ class GatewayMetrics:
             "Records handed to the Kafka producer and not yet acknowledged (what a SIGKILL would lose)",
             registry=r,
         )
-        self._children: dict[tuple[str, int], tuple] = {}
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram, Histogram]] = {}
 
     def watch(
         self,

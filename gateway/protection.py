@@ -4,7 +4,7 @@ is it frozen, is it over its limits. Plain logic over the control plane's in-mem
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, final
 
 from tokentrail.control import keys
 from tokentrail.control.limits import RateLimiter
@@ -20,6 +20,7 @@ UNAUTHORIZED_MESSAGES = {
 }
 
 
+@final  # lets `type(x) is Denial` narrow both ways (gateway/proxy.py)
 @dataclass(frozen=True, slots=True)
 class Denial:
     """A refused request: the status and message for the client, the event for the record."""
@@ -50,7 +51,7 @@ class Guard:
                 payload.update(keys.fingerprint(presented))
             known = (
                 self.identities.get(keys.key_id_of(presented) or "")
-                if entry in ("revoked", "mismatch", "expired")
+                if presented and entry in ("revoked", "mismatch", "expired")  # these imply a key was presented
                 else None
             )
             if known is not None:

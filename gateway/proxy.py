@@ -156,6 +156,7 @@ class Gateway:
         if unready is not None:
             return self._error(route.provider, 503, unready, request_id, None)
         authorization = headers.get("Authorization")
+        presented: str | None
         if authorization is not None and authorization[:7].lower() == "bearer ":
             presented = authorization[7:].strip()
         else:
@@ -490,11 +491,11 @@ class _Call:
             lines.append(credential)
         return b"".join(lines)
 
-    def _response_headers(self, upstream: UpstreamResponse) -> CIMultiDict:
+    def _response_headers(self, upstream: UpstreamResponse) -> CIMultiDict[str]:
         """The upstream's headers minus hop-by-hop ones, plus our request id. A provider's own
         x-request-id (OpenAI's, which the SDK exposes) is kept; ours is then only in
         x-tokentrail-request-id."""
-        headers: CIMultiDict = CIMultiDict()
+        headers: CIMultiDict[str] = CIMultiDict()
         for name, value in upstream.headers:
             if name.lower() not in _DROPPED_RESPONSE_HEADERS:
                 headers.add(name.decode("latin-1"), value.decode("latin-1"))
@@ -579,7 +580,7 @@ class _Call:
             latency_ms=latency * 1000.0,
             ttft_ms=ttft * 1000.0 if ttft is not None else None,
             request_body=captured_text(self.request_body, capture) if self.request_body is not None else None,
-            response_body=captured_text(response_body, capture) if type(response_body) is bytes else response_body,
+            response_body=captured_text(response_body, capture) if isinstance(response_body, bytes) else response_body,
         )
         return signed_bytes(record, gateway.signing_keys)
 

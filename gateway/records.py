@@ -20,7 +20,7 @@ from schemas.signing import KeySet
 ANONYMOUS = {"type": "system", "id": "anonymous"}
 
 
-_second_cache: list = [-1, ""]
+_second_cache: list[int | str] = [-1, ""]
 
 
 def timestamp(epoch: float) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -67,7 +68,7 @@ class UpstreamResponse:
         self._conn = conn
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
-        self._waiter: asyncio.Future | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._done = False
         self._error: UpstreamError | None = None
         self._keep_alive = False
@@ -128,7 +129,7 @@ class UpstreamResponse:
             timer.cancel()
             self._waiter = None
 
-    def _timed_out(self, waiter: asyncio.Future) -> None:
+    def _timed_out(self, waiter: asyncio.Future[None]) -> None:
         if not waiter.done():
             self._fail(UpstreamTimeout(f"no answer within {self._conn.pool.read_timeout:g}s"))
             self._conn.abort()
@@ -165,7 +166,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
-        self.headers_waiter: asyncio.Future | None = None
+        self.headers_waiter: asyncio.Future[UpstreamResponse] | None = None
         self.closed = False
         self.paused = False
         self.reused = False
@@ -177,6 +178,7 @@ class _Connection(asyncio.Protocol):
         self.response = UpstreamResponse(self)
         self.received_any = False
         self.headers_waiter = self.loop.create_future()
+        assert self.transport is not None  # set by connection_made before the pool hands the connection out
         self.transport.write(data)
         return self.response
 
@@ -188,17 +190,19 @@ class _Connection(asyncio.Protocol):
     def pause(self) -> None:
         if not self.paused and not self.closed:
             self.paused = True
+            assert self.transport is not None
             self.transport.pause_reading()
 
     def resume(self) -> None:
         if self.paused and not self.closed:
             self.paused = False
+            assert self.transport is not None
             self.transport.resume_reading()
 
     # --- asyncio.Protocol
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # create_connection makes a stream transport
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
@@ -228,10 +232,12 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.response is not None  # the parser only runs while a request is out
         self.response.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         response = self.response
+        assert response is not None
         response.status = self.parser.get_status_code()
         for name, value in response.headers:
             lowered = name.lower()
@@ -242,9 +248,11 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(response)
 
     def on_body(self, body: bytes) -> None:
+        assert self.response is not None
         self.response._feed(body)
 
     def on_message_complete(self) -> None:
+        assert self.response is not None
         self.response._complete(self.parser.should_keep_alive())
 
 
@@ -302,13 +310,14 @@ class UpstreamPool:
     async def _exchange(self, conn: _Connection, data: bytes) -> UpstreamResponse:
         conn.send(data)
         waiter = conn.headers_waiter
+        assert waiter is not None  # set by send
         timer = self.loop.call_later(self.read_timeout, self._headers_timed_out, conn, waiter)
         try:
             return await waiter
         finally:
             timer.cancel()
 
-    def _headers_timed_out(self, conn: _Connection, waiter: asyncio.Future) -> None:
+    def _headers_timed_out(self, conn: _Connection, waiter: asyncio.Future[UpstreamResponse]) -> None:
         if not waiter.done():
             waiter.set_exception(UpstreamTimeout(f"no answer within {self.read_timeout:g}s"))
             conn.abort()

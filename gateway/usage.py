@@ -181,7 +181,7 @@ class StreamScanner:
         if not isinstance(value, dict):
             return
         # Responses API events wrap the response object; chat/completions chunks are flat.
-        response = value.get("response") if isinstance(value.get("response"), dict) else value
+        response = wrapped if isinstance(wrapped := value.get("response"), dict) else value
         if isinstance(model := response.get("model"), str):
             self.served_model = model
         if isinstance(usage := response.get("usage"), dict):

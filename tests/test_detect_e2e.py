@@ -33,12 +33,23 @@ def test_four_identities_make_one_pattern_and_a_failing_tenant_pages(tmp_path, k
     try:
         deadline = time.monotonic() + 120
         detected: list[dict] = []
+        pages: set[tuple[str, str]] = set()
+        # Patterns and pages come from different state buckets (and topic partitions): wait for both.
         while time.monotonic() < deadline:
             records = consume_all(kafka_topics.bootstrap, events_topic, timeout=30)
             detected = [
                 e for e in map(orjson.loads, (r.value() for r in records)) if e["event_type"] in DETECTION_EVENTS
             ]
-            if any(e["event_type"] == "pattern_detected" and len(e["payload"]["identities"]) == 4 for e in detected):
+            alerts = [
+                orjson.loads(r.value()) for r in consume_all(kafka_topics.bootstrap, kafka_topics.name(topics.ALERTS))
+            ]
+            pages = {
+                (a["tenant_id"], a["scope"])
+                for a in alerts
+                if a["rule"] == "error_budget_burn" and a["severity"] == "page"
+            }
+            four = any(e["event_type"] == "pattern_detected" and len(e["payload"]["identities"]) == 4 for e in detected)
+            if four and ("down", "tenant") in pages:
                 break
             time.sleep(0.5)
         patterns = [e for e in detected if e["event_type"] == "pattern_detected"]
@@ -46,14 +57,7 @@ def test_four_identities_make_one_pattern_and_a_failing_tenant_pages(tmp_path, k
         assert {p["tenant_id"] for p in patterns} == {"acme"}  # "solo" failed thirty times alone
         assert len({p["payload"]["pattern_id"] for p in patterns}) == 1
         assert patterns[-1]["payload"]["identities"] == [f"acme-k{i}" for i in range(4)]
-
-        alerts = [
-            orjson.loads(r.value()) for r in consume_all(kafka_topics.bootstrap, kafka_topics.name(topics.ALERTS))
-        ]
-        pages = {
-            (a["tenant_id"], a["scope"]) for a in alerts if a["rule"] == "error_budget_burn" and a["severity"] == "page"
-        }
-        assert ("down", "tenant") in pages
+        assert ("down", "tenant") in pages, flows.log.read_text()[-3000:]
         assert all(
             r.key() == orjson.loads(r.value())["fingerprint"].encode()
             for r in consume_all(kafka_topics.bootstrap, kafka_topics.name(topics.ALERTS))
