@@ -36,7 +36,7 @@ def _deliver(args: argparse.Namespace) -> int:
     delivery.start()
     print(f"delivering {core.topic(ALERTS)} to {', '.join(delivery.receivers)} (Ctrl-C stops)", flush=True)
     try:
-        relay(core.bootstrap(), core.topic(ALERTS), delivery, stop)
+        relay(core.kafka_client_config(), core.topic(ALERTS), delivery, stop)
     except KeyboardInterrupt:
         pass
     finally:

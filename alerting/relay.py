@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from alerting.delivery import AlertDelivery
 from schemas import wire
 from schemas.models import Alert
+from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger("tokentrail.alerting.relay")
 
@@ -30,15 +31,18 @@ BAD_RECORDS = Counter("tokentrail_alerts_bad_records_total", "Records on the ale
 GROUP = "tokentrail-alert-delivery"
 
 
-def relay(bootstrap: str, topic: str, delivery: AlertDelivery, stop: threading.Event, group: str = GROUP) -> None:
-    """Consume `topic` into `delivery` until `stop` is set. The caller starts and closes `delivery`."""
+def relay(
+    kafka: dict[str, str], topic: str, delivery: AlertDelivery, stop: threading.Event, group: str = GROUP
+) -> None:
+    """Consume `topic` into `delivery` until `stop` is set. The caller starts and closes `delivery`.
+    `kafka`: bootstrap and security (`CoreSettings.kafka_client_config()`)."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "logger": logging.getLogger("tokentrail.alerting.librdkafka"),
+            "logger": kafka_logger("tokentrail.alerting.librdkafka"),
         }
     )
     consumer.subscribe([topic])

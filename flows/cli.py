@@ -24,6 +24,10 @@ if TYPE_CHECKING:  # the CLI hub imports every command module: heavy imports wai
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
+KAFKA_WAIT_S = 10.0
+"""How long `tokentrail flows` waits for Kafka at start before it says none is there (a
+service manager restarts it; a person sees one line instead of a silent wait)."""
+
 
 def register(subparsers: Subparsers) -> None:
     listing = "\n".join(f"  {flow.name:<10} {flow.summary}" for flow in FLOWS.values())
@@ -76,13 +80,14 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
+    from bytewax.testing import cluster_main  # the public name of bytewax's threaded runner
 
     from flows.context import FlowContext
     from flows.dataflows import build_dataflow
     from flows.pricing import load_overrides
     from flows.settings import FlowSettings
     from tokentrail.broker.admin import require_credentials
+    from tokentrail.kafka_reach import require_kafka
     from tokentrail.processes import release_freed_memory
     from tokentrail.settings import CoreSettings, load
     from tokentrail.storage import LockedStore, StorageSettings, migrate, open_store, start_query_server
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     core = load(CoreSettings)
     core.signing_keys()
     core.operator_keys()
-    require_credentials(core)
+    core.kafka_client_config()  # an incomplete TLS/SASL setup is a one-line error before anything starts
     settings = load(FlowSettings, flows_recovery=args.recovery, flows_metrics_port=args.metrics_port)
     if settings.price_overrides:
         load_overrides(settings.price_overrides)  # a bad file is a one-line error before anything starts
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             "-p above 1 needs a ClickHouse server (TOKENTRAIL_CLICKHOUSE_URL): "
             "the embedded engine is held by one process; use -w for more workers"
         )
+    require_kafka(core.bootstrap(), core.home, KAFKA_WAIT_S)
+    require_credentials(core)  # a reachable broker that refuses our SASL credentials: one line too
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     store = open_store(storage)
@@ -145,19 +152,24 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            cli_main(
+            # Always the threaded runner, even for one worker: its workers run on their own
+            # threads and stop at their next step when the main thread sees the signal. Bytewax's
+            # single-worker runner (cli_main with one worker) runs the dataflow on the main
+            # thread, where Python raises the interrupt inside whatever step is running, e.g. a
+            # Kafka poll, and Rust panics on it ("panicked at src/inputs.rs:446:37").
+            cluster_main(
                 flow,
-                workers_per_process=args.workers,
-                process_id=0 if addresses else None,
-                addresses=addresses,
+                addresses,
+                0,
                 epoch_interval=epoch,
                 recovery_config=recovery,
+                worker_count_per_proc=args.workers,
             )
         except BaseException as exc:
             if not _stop_requested.is_set() and not isinstance(exc, KeyboardInterrupt):
                 raise
-            # Bytewax wraps the interrupt in its own error; the committed epochs are safe.
-            print("tokentrail flows: stopped", file=sys.stderr, flush=True)
+            # The committed epochs are safe; a restart resumes after the last one.
+        print("tokentrail flows: stopped", file=sys.stderr, flush=True)
         return 0
     finally:
         for child in children:

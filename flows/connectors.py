@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage, _list_parts
 from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Producer
 from confluent_kafka import Message as DeliveredMessage
+from confluent_kafka.admin import AdminClient
 
 from flows import metrics
+from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +48,27 @@ def kafka_source(
 ) -> Source[KafkaMessage]:
     """Records of `topics`; offsets live in the Bytewax recovery store, not a consumer group.
     `from_beginning` is where a flow without recovery state starts. `kafka`: bootstrap and
-    security (`CoreSettings.kafka_client_config()`), for the consumers and Bytewax's admin client."""
-    source = KafkaSource(
+    security (`CoreSettings.kafka_client_config()`), for the consumers and the partition listing."""
+    source = QuietKafkaSource(
         [kafka["bootstrap.servers"]],
         topics,
         starting_offset=OFFSET_BEGINNING if from_beginning else OFFSET_END,
         batch_size=batch_size,
-        add_config={**kafka, **CONSUMER_CONFIG},
+        add_config={**kafka, **CONSUMER_CONFIG, "logger": kafka_logger("flows.librdkafka")},  # type: ignore[dict-item]
     )
     return cast("Source[KafkaMessage]", source)  # raise_on_errors (the default): no KafkaError items
+
+
+class QuietKafkaSource(KafkaSource):
+    """bytewax 0.21.1's KafkaSource hands its consumer settings to the AdminClient that lists
+    partitions too, and librdkafka warns once per consumer-only property there (six CONFWARN
+    lines at every start). Listing partitions needs only the connection and its security
+    (TLS/SASL). (bytewax is pinned; this is its `list_parts` without the consumer settings.)"""
+
+    def list_parts(self) -> list[str]:
+        config: dict[str, Any] = {key: value for key, value in self._add_config.items() if key not in CONSUMER_CONFIG}
+        config["bootstrap.servers"] = ",".join(self._brokers)
+        return list(_list_parts(AdminClient(config), self._topics))
 
 
 def part_names() -> list[str]:
@@ -155,6 +169,7 @@ class KafkaOutSink(NumberedParts, FixedPartitionedSink[list[Message], None]):
                         "queue.buffering.max.messages": 500_000,
                         "queue.buffering.max.kbytes": 65_536,  # back-pressure (BufferError) past 64 MB
                         "on_delivery": self._delivered,
+                        "logger": kafka_logger("flows.librdkafka"),
                     }
                 )
             return _KafkaPartition(self._producer, self._failures)

@@ -109,7 +109,7 @@ def call_outputs(
         "api_flavor": call["api_flavor"],
         "endpoint": call["endpoint"],
         "requested_model": requested or "",
-        "model": served or "",
+        "model": served or requested or "",  # a failed call (429, 5xx) has no served model: keep the one asked for
         "stream": call.get("stream", False),
         "status": status,
         "failed": failed,

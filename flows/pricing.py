@@ -54,6 +54,7 @@ class PricedUsage(NamedTuple):
     """Why the call is unpriced, for the event payload."""
 
 
+OPENAI_WIRE = "openai"
 MODEL_CACHE_SIZE = 4096
 """Distinct (provider, model) lookups a Pricer remembers; past it the cache starts over."""
 
@@ -98,6 +99,12 @@ class Pricer:
             return _unpriced(normalized, "no model reported")
         found = self._model(provider, model)
         if found is None:
+            if not self.knows_provider(provider):
+                return _unpriced(
+                    normalized,
+                    f"genai-prices has no provider {provider!r} (name the upstream after its provider id, "
+                    "or add prices with TOKENTRAIL_PRICE_OVERRIDES)",
+                )
             return _unpriced(normalized, f"no price for {provider} model {model!r}")
         model_price = found if isinstance(found, ModelPrice) else found.get_prices(at)
         compiled = self._compiled.get(id(model_price))
@@ -112,12 +119,32 @@ class Pricer:
     def _extract(self, provider: str, api_flavor: str, model: str | None, usage: dict[str, Any]) -> Usage:
         extractor = self._extractors.get((provider, api_flavor))
         if extractor is None:
-            found = self._snapshot.find_provider(None, provider, None)
-            choices = [e for e in found.extractors or () if e.api_flavor == api_flavor]
+            choices = self._extractor_choices(provider, api_flavor)
+            if not choices and provider not in (OPENAI_WIRE, "anthropic"):
+                # An OpenAI-compatible upstream (TOKENTRAIL_UPSTREAMS) answers in OpenAI's wire
+                # format, so OpenAI's usage mapping reads it, whatever genai-prices knows of it.
+                choices = self._extractor_choices(OPENAI_WIRE, api_flavor)
             if not choices:
                 raise ValueError(f"unknown api_flavor {api_flavor!r} for provider {provider!r}")
             extractor = self._extractors[(provider, api_flavor)] = FastExtractor(choices[0])
         return extractor.extract({"model": model, "usage": usage})
+
+    def _extractor_choices(self, provider: str, api_flavor: str) -> list[Any]:
+        try:
+            found = self._snapshot.find_provider(None, provider, None)
+        except LookupError:
+            return []
+        return [e for e in found.extractors or () if e.api_flavor == api_flavor]
+
+    def knows_provider(self, provider: str) -> bool:
+        """Whether genai-prices or the price overrides know `provider` at all."""
+        if any(key[0] == provider for key in self._overrides):
+            return True
+        try:
+            self._snapshot.find_provider(None, provider, None)
+        except LookupError:
+            return False
+        return True
 
     def _model(self, provider: str, model: str) -> ModelInfo | ModelPrice | None:
         key = (provider, model.lower())

@@ -1,23 +1,20 @@
 """`python -m gateway [--host H] [--port N]`: the gateway without the rest of the CLI's imports."""
 
-import argparse
 import sys
 
 from gateway import cli
-from tokentrail.errors import CliError
-from tokentrail.settings import ConfigError
+from tokentrail.cli import OneLineParser, fail
+from tokentrail.errors import TokentrailError
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway")
-    cli.register(parser.add_subparsers(dest="command", required=True))
+    parser = OneLineParser(prog="tokentrail")
+    cli.register(parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser))
     args = parser.parse_args(["gateway", *sys.argv[1:]])
     try:
-        status: int = args.func(args)
-        return status
-    except (ConfigError, CliError) as exc:
-        print(f"tokentrail gateway: {exc}", file=sys.stderr)
-        return 2
+        return int(args.func(args))
+    except TokentrailError as exc:
+        return fail("gateway", exc)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Long-lived resources are opened and closed in `cleanup_ctx` context managers, in order: the
 control plane follower (identity registry + controls), the Kafka delivery (producer thread +
-spool), the upstream connection pools. `/healthz` (alive), `/readyz` (registry loaded) and
+spool), the upstream connection pools. `/healthz` (the process is alive), `/readyz` (calls are admitted and recorded) and
 `/metrics` (Prometheus) sit beside the provider routes.
 """
 
@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.admin import KeyAdmin
+from gateway.compatible import UpstreamRouter
 from gateway.delivery import Delivery, producer_config
 from gateway.metrics import GatewayMetrics
 from gateway.protection import Guard
@@ -42,8 +43,9 @@ STREAM_CHECK_INTERVAL_S = 0.2
 
 def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application:
     """Build the app; raises ConfigError (one line) without usable TOKENTRAIL_SIGNING_KEY and
-    TOKENTRAIL_OPERATOR_KEY."""
+    TOKENTRAIL_OPERATOR_KEY, or with a bad TOKENTRAIL_UPSTREAMS entry."""
     signing_keys = KeySet(*core.signing_keys())
+    router = UpstreamRouter(settings.compatible_upstreams())
     metrics = GatewayMetrics()
     plane = ControlPlane(
         core,
@@ -99,6 +101,10 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
                 settings.upstream_anthropic_url, settings.upstream_connect_timeout_s, settings.upstream_timeout_s
             ),
         }
+        for compatible in router.by_name.values():
+            upstreams[compatible.name] = UpstreamPool(
+                compatible.base_url, settings.upstream_connect_timeout_s, settings.upstream_timeout_s
+            )
         app[GATEWAY] = Gateway(
             settings,
             signing_keys,
@@ -108,6 +114,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
             metrics,
             upstreams,
             unready_reason,
+            router,
         )
         yield
         for pool in upstreams.values():
@@ -144,11 +151,19 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
+        """Ready = a call sent now is admitted and recorded: the identity registry is loaded and
+        the control topics are not silent for too long (fail closed), and records reach Kafka
+        or, while it is away, the spool (docs/gateway.md)."""
         reason = unready_reason()
+        spool_writable = delivery.spool_writable()
+        if reason is None and delivery.spooling and not spool_writable:
+            reason = "Kafka is unreachable and the spool cannot be written"
         body: dict[str, object] = {
             "ready": reason is None,
+            "registry_loaded": plane.follower.ready.is_set(),
             "registry_keys": len(plane.identities),
             "spooling": delivery.spooling,
+            "spool_writable": spool_writable,
         }
         if reason is not None:
             body["reason"] = reason

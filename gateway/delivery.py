@@ -27,6 +27,8 @@ With `write_ahead=False` records go to Kafka directly and reach the spool only o
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from gateway.spool import FINISHED, MAYBE_SENT, RECORD, STARTED, Segment, Spool, drained_mark, encode, read_frames
+from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger("tokentrail.gateway.delivery")
 
@@ -43,6 +46,8 @@ DRAIN_BATCH_BYTES = 16 << 20
 """Records / bytes produced between flushes (and drained marks) while draining the spool: what
 librdkafka holds during a drain, whatever the spool's size."""
 RETRY_DRAIN_AFTER_S = 1.0
+SPOOL_HEADROOM = 16 * 1024 * 1024
+"""Free bytes below which the spool counts as full (/readyz)."""
 REDELIVERY_HEADER = "tokentrail-redelivery"
 REDELIVERY: list[tuple[str, str | bytes | None]] = [(REDELIVERY_HEADER, b"1")]
 PERMANENT_ERRORS = frozenset(
@@ -109,7 +114,7 @@ class Delivery:
             **config,
             "on_delivery": self._delivered_unlogged,  # records not in the log (or no log)
             "error_cb": self._on_error,
-            "logger": logging.getLogger("tokentrail.gateway.librdkafka"),
+            "logger": kafka_logger("tokentrail.gateway.librdkafka"),
         }
         self.producer = Producer(self._config)
         self._stop = threading.Event()
@@ -163,6 +168,17 @@ class Delivery:
                 self._carry(key, value, 0, f"the producer refused the record: {exc}")
         if segment is not None:
             self.spool.retire(segment)
+
+    def spool_writable(self) -> bool:
+        """Whether records could go to the spool now: its directory is writable and its disk
+        has room for a segment's worth of records."""
+        try:
+            return (
+                os.access(self.spool.directory, os.W_OK)
+                and shutil.disk_usage(self.spool.directory).free > SPOOL_HEADROOM
+            )
+        except OSError:
+            return False
 
     # --- delivery thread
 

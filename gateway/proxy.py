@@ -27,6 +27,7 @@ from multidict import CIMultiDict
 from gateway import bounds
 from gateway import usage as usage_reader
 from gateway.capture import StreamCapture, captured_text
+from gateway.compatible import UPSTREAM_HEADER, UpstreamRouter
 from gateway.context_hash import context_hash
 from gateway.delivery import Delivery
 from gateway.errors import error_body, provider_error
@@ -87,6 +88,7 @@ class Gateway:
         metrics: GatewayMetrics,
         upstreams: dict[str, UpstreamPool],
         unready_reason: Callable[[], str | None],
+        router: UpstreamRouter | None = None,
     ) -> None:
         self.settings = settings
         self.signing_keys = signing_keys
@@ -98,6 +100,7 @@ class Gateway:
         self.unready_reason = unready_reason
         """None while the gateway may admit requests, else the 503 message (registry not loaded,
         control topics silent too long)."""
+        self.router = router or UpstreamRouter([])
         self.streams: dict[_Call, UpstreamResponse] = {}
         """Streams being relayed, so `cut_withdrawn_streams` can end those of a revoked or frozen key."""
         self.gateway_id = settings.gateway_id
@@ -115,6 +118,10 @@ class Gateway:
             self.credentials[ANTHROPIC] = (
                 b"x-api-key: " + settings.anthropic_api_key.get_secret_value().encode() + b"\r\n"
             )
+        for compatible in self.router.by_name.values():
+            credential = compatible.credential_header()
+            if credential is not None:
+                self.credentials[compatible.name] = credential
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Within the in-flight bounds (503 with Retry-After past them), `_handle`."""
@@ -164,6 +171,15 @@ class Gateway:
         call.client_request_id = client_request_id is not None
         if bad_header or bad_session:
             return call.refuse(400, bad_header or bad_session or "")
+        routed_by_header = None
+        if self.router and route.provider == OPENAI:
+            named = headers.get(UPSTREAM_HEADER)
+            if named is not None:
+                try:
+                    routed_by_header = self.router.by_header(named)
+                except KeyError as exc:
+                    return call.refuse(400, exc.args[0])
+                call.provider = routed_by_header.name
         length = request.content_length
         if length is not None and length > self.max_body:
             return call.refuse(413, f"request body of {length} bytes is over the limit of {self.max_body}")
@@ -186,6 +202,12 @@ class Gateway:
             if entry.models is not None and call.requested_model not in entry.models:
                 return call.refuse(403, f"this tokentrail key may not call model {call.requested_model!r}")
             call.context_hash = context_hash(route.path, parsed)
+            if self.router and route.provider == OPENAI:
+                routed = self.router.by_model(call.requested_model)
+                if routed is not None and routed_by_header in (None, routed[0]):
+                    call.provider, call.requested_model = routed[0].name, routed[1]
+                    parsed["model"] = routed[1]  # the provider knows the model without our prefix
+                    upstream_body = orjson.dumps(parsed)
             call.stream = parsed.get("stream") is True
             if call.stream and route.streams_usage_on_request:
                 options = parsed.get("stream_options")

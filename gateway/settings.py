@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
+from gateway.compatible import CompatibleUpstream, parse_upstreams
 from tokentrail.settings import ENV, MIN_KEY_LENGTH
 
 
@@ -31,6 +32,11 @@ class GatewaySettings(BaseSettings):
     """OPENAI_API_KEY: the gateway's own OpenAI credential (clients never send it)."""
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     """ANTHROPIC_API_KEY: the gateway's own Anthropic credential."""
+    upstreams: str | None = None
+    """TOKENTRAIL_UPSTREAMS: more OpenAI-compatible providers, as a JSON list or the path of a
+    JSON/YAML file holding one: `[{"name": "groq", "base_url": "https://api.groq.com/openai/v1",
+    "api_key_env": "GROQ_API_KEY", "model_prefix": "groq/"}]`; a request picks one by model
+    prefix or the `x-tokentrail-upstream` header (docs/gateway.md)."""
 
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     """TOKENTRAIL_MAX_BODY_BYTES: larger request bodies get 413."""
@@ -110,6 +116,15 @@ class GatewaySettings(BaseSettings):
             raise ValueError(f"must start with http:// or https://, got {url!r}")
         url = url.rstrip("/")
         return url[:-3] if url.endswith("/v1") else url
+
+    @field_validator("upstreams")
+    @classmethod
+    def _valid_upstreams(cls, text: str | None) -> str | None:
+        parse_upstreams(text)  # every problem is reported at start-up, in one line
+        return text
+
+    def compatible_upstreams(self) -> list[CompatibleUpstream]:
+        return parse_upstreams(self.upstreams)
 
     def spool_path(self, home: Path) -> Path:
         return self.spool_dir if self.spool_dir is not None else home / "spool"

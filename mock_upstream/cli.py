@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from tokentrail.arguments import tcp_port
 from tokentrail.errors import CliError
 
 READY_PREFIX = "mock-upstream listening on "
@@ -22,18 +23,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1, TOKENTRAIL_MOCK_UPSTREAM_HOST)")
     parser.add_argument(
-        "--port", type=_port, help="TCP port, 0 for any free one (default 8900, TOKENTRAIL_MOCK_UPSTREAM_PORT)"
+        "--port", type=tcp_port, help="TCP port, 0 for any free one (default 8900, TOKENTRAIL_MOCK_UPSTREAM_PORT)"
     )
     parser.add_argument(
         "--workers", type=_workers, help="processes sharing the port (default 1, TOKENTRAIL_MOCK_UPSTREAM_WORKERS)"
     )
     parser.set_defaults(func=_run)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r} (0-65535, 0 picks a free one)")
-    return int(text)
 
 
 def _workers(text: str) -> int:

@@ -50,7 +50,9 @@ UtcTimestamp = Annotated[
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 ActorType = Literal["human", "agent", "system"]
-Provider = Literal["openai", "anthropic"]
+Provider = Annotated[str, Field(min_length=1, max_length=64)]
+"""`openai`, `anthropic`, or the name of an OpenAI-compatible upstream (TOKENTRAIL_UPSTREAMS),
+which is genai-prices' provider id when it knows the provider."""
 Severity = Literal["INFO", "WARN", "ERROR"]
 EventSource = Literal["gateway", "flows", "control", "system"]
 EventType = Literal[

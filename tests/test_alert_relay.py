@@ -50,7 +50,9 @@ def test_alert_records_on_the_topic_reach_alertmanager_and_resolve_there(kafka_t
     stop = threading.Event()
     bad_before = REGISTRY.get_sample_value("tokentrail_alerts_bad_records_total") or 0.0
     worker = threading.Thread(
-        target=relay, args=(kafka_topics.bootstrap, topic, delivery, stop, f"relay-{uuid.uuid4().hex}"), daemon=True
+        target=relay,
+        args=({"bootstrap.servers": kafka_topics.bootstrap}, topic, delivery, stop, f"relay-{uuid.uuid4().hex}"),
+        daemon=True,
     )
     worker.start()
     try:

@@ -233,4 +233,6 @@ def test_controls_list_unknown_tenant_warning_revoke_by_whole_key_and_subcommand
     with pytest.raises(SystemExit) as exited:
         main(["limits", "--tenant", "acme", "--rpn", "5"])
     _, err = capsys.readouterr()
-    assert exited.value.code == 2 and err.startswith("usage: tokentrail limits") and "--rpn" in err
+    # one line naming the sub-command (not the top-level usage) and where its help is
+    assert exited.value.code == 2 and err.startswith("tokentrail limits: ") and "--rpn" in err
+    assert "`tokentrail limits --help`" in err and len(err.strip().splitlines()) == 1

@@ -86,3 +86,10 @@ def test_gateway_events_become_rows_too():
     assert list(row) == EVENTS_COLUMNS
     assert row["timestamp"] == "2026-11-28 12:00:00.123" and row["trace_id"] == ""
     assert orjson.loads(row["payload"]) == {"decision": "frozen"}
+
+
+def test_a_refused_call_is_rolled_up_under_the_model_it_asked_for():
+    """An upstream 429 names no served model; `report cost --by model` must not show a blank row."""
+    _, (event, row, _) = outputs(status=429, error_type="rate_limited", usage=None, served_model=None)
+    assert row["requested_model"] == "gpt-4o" and row["model"] == "gpt-4o"
+    assert event["payload"]["model"] is None  # the event keeps what was served: nothing

@@ -11,7 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
     # kernel: settings, errors, topics, processes; imports nothing above it
-    ("tokentrail.errors", "tokentrail.settings", "tokentrail.topics", "tokentrail.processes"),
+    (
+        "tokentrail.errors",
+        "tokentrail.settings",
+        "tokentrail.topics",
+        "tokentrail.processes",
+        "tokentrail.arguments",
+        "tokentrail.kafka_log",
+        "tokentrail.kafka_reach",
+    ),
     ("schemas",),
     # adapters of the outside world, independent of each other
     ("tokentrail.storage", "tokentrail.control", "tokentrail.broker"),

@@ -79,9 +79,52 @@ def test_events_table_is_fixed_width_in_the_same_order(cli, seeded_events):
     code, out, _ = cli("events", *WINDOW)
     assert code == 0
     header, rule, *rows = out.splitlines()
-    assert header.split() == ["timestamp", "type", "severity", "source", "actor", "request_id", "payload"]
+    assert header.split() == [
+        "timestamp",
+        "type",
+        "severity",
+        "source",
+        "actor",
+        "model",
+        "status",
+        "cost_usd",
+        "details",
+    ]
     assert [row.split()[1] for row in rows] == ["protection_decision", "llm_call_failed", "llm_call"]
     assert {row.index("INFO") if "INFO" in row else row.index("ERROR") for row in rows} == {header.index("severity")}
+
+
+def test_events_table_shows_model_status_and_cost_however_long_the_payload(cli, store):
+    """The key fields come out of the payload whole, not cut at a fixed width."""
+    long_chain = [{"key_id": f"key-{i:04d}", "actor": {"type": "agent", "id": f"a{i}"}} for i in range(20)]
+    priced = {
+        "model": "gpt-4o-2024-08-06",
+        "status": 200,
+        "cost_usd": "0.0012345",
+        "tokens": {"input": 12, "output": 3},
+    }
+    unpriced = {"requested_model": "my-finetune", "model": None, "status": 429, "unpriced": True}
+    unpriced.update(error_type="rate_limit_error", unpriced_reason="no usage reported")
+    store.insert_rows(
+        "events",
+        [
+            event_row(
+                event_id="p",
+                timestamp="2026-03-01 10:00:01.000",
+                payload=orjson.dumps({"chain": long_chain, **priced}).decode(),
+            ),
+            event_row(event_id="u", timestamp="2026-03-01 10:00:02.000", payload=orjson.dumps(unpriced).decode()),
+        ],
+    )
+    code, out, _ = cli("events", *WINDOW)
+    assert code == 0
+    header, _, first, second = out.splitlines()
+    cells = dict(zip(header.split()[:8], first.split()[:8], strict=True))
+    assert (cells["model"], cells["status"], cells["cost_usd"]) == ("gpt-4o-2024-08-06", "200", "0.0012345")
+    assert "tokens=12/3" in first
+    cells = dict(zip(header.split()[:8], second.split()[:8], strict=True))
+    assert (cells["model"], cells["status"], cells["cost_usd"]) == ("my-finetune", "429", "unpriced")
+    assert "unpriced_reason=no usage reported" in second
 
 
 @pytest.mark.parametrize(
@@ -202,7 +245,8 @@ def test_report_cost_table_has_a_total_line_and_csv_has_a_header(cli, seeded_cal
         "unpriced_calls",
     ]
     assert [line.split()[0] for line in lines[2:4]] == ["beta", "acme"]
-    assert lines[-1].split() == ["TOTAL", "4", "1", "310", "80", "4.750000", "1"]
+    assert lines[-2].split() == ["TOTAL", "4", "1", "310", "80", "4.750000", "1"]
+    assert lines[-1].startswith("1 of 4 calls are unpriced")
     code, out, _ = cli("report", "cost", "--format", "csv")
     assert out.splitlines()[0] == "tenant_id,calls,failed_calls,input_tokens,output_tokens,cost_usd,unpriced_calls"
     assert out.splitlines()[1] == "beta,1,0,100,20,3,0"
@@ -216,3 +260,21 @@ def test_report_cost_bad_bounds_are_one_line(cli):
 def test_migrate_cli_prints_up_to_date(cli):
     code, out, _ = cli("migrate")
     assert code == 0 and out.splitlines() == ["schema up to date", "retention: 400 days"]
+
+
+def test_report_cost_shows_a_group_without_any_priced_call_as_unknown_not_zero(cli, store):
+    store.insert_rows(
+        "llm_calls",
+        [
+            call_row(tenant_id="acme", model="gpt-4o", cost_usd=Decimal("0.5"), timestamp="2026-03-01 10:00:00.000"),
+            call_row(
+                tenant_id="acme", model="my-finetune", cost_usd=None, unpriced=True, timestamp="2026-03-01 10:01:00.000"
+            ),
+        ],
+    )
+    code, out, _ = cli("report", "cost", "--by", "model")
+    assert code == 0
+    rows = {line.split()[1]: line.split() for line in out.splitlines()[2:4]}
+    assert rows["my-finetune"][-2:] == ["-", "1"]
+    assert rows["gpt-4o"][-2:] == ["0.500000", "0"]
+    assert out.splitlines()[-1].startswith("1 of 2 calls are unpriced")

@@ -6,11 +6,12 @@ Process-specific settings (gateway, flows, storage) live beside their code and r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokentrail.errors import ConfigError
@@ -27,6 +28,19 @@ ENV = SettingsConfigDict(env_prefix="TOKENTRAIL_", extra="ignore", env_file=None
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
+def default_home() -> Path:
+    """The per-user state directory, the same from every working directory:
+    $XDG_STATE_HOME/tokentrail, else ~/.local/state/tokentrail (XDG Base Directory spec)."""
+    state = os.environ.get("XDG_STATE_HOME")
+    base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"
+    return base / "tokentrail"
+
+
+def absolute_home(home: Path) -> Path:
+    """TOKENTRAIL_HOME as an absolute path, so every message names the real directory."""
+    return home.expanduser().absolute()
+
+
 def broker_state_file(home: Path) -> Path:
     """Where `tokentrail kafka up` records the broker it started: {"bootstrap", "pid", "port", ...}."""
     return home / "kafka" / "broker.json"
@@ -35,8 +49,15 @@ def broker_state_file(home: Path) -> Path:
 class CoreSettings(BaseSettings):
     model_config = ENV
 
-    home: Path = Field(default=Path("./.tokentrail"))
-    """TOKENTRAIL_HOME: state directory (broker data and pid, embedded ClickHouse, spool, logs)."""
+    home: Path = Field(default_factory=default_home)
+    """TOKENTRAIL_HOME: state directory (broker data and pid, embedded ClickHouse, spool, logs);
+    default $XDG_STATE_HOME/tokentrail, else ~/.local/state/tokentrail. A relative value is
+    made absolute against the directory the process starts in."""
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        return absolute_home(home)
 
     kafka_bootstrap: str | None = None
     """TOKENTRAIL_KAFKA_BOOTSTRAP: Kafka bootstrap servers; unset means the broker

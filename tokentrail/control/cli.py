@@ -129,11 +129,18 @@ def _scope(args: argparse.Namespace) -> str:
     return f"tenant:{args.tenant}" if args.tenant is not None else f"key:{args.key}"
 
 
+KAFKA_WAIT_S = 3.0
+"""How long a command waits for Kafka to answer before it says none is there."""
+
+
 def _plane() -> ControlPlane:
     from tokentrail.control.plane import ControlPlane
+    from tokentrail.kafka_reach import require_kafka
     from tokentrail.settings import CoreSettings, load
 
-    return ControlPlane(load(CoreSettings))
+    core = load(CoreSettings)
+    require_kafka(core.bootstrap(), core.home, KAFKA_WAIT_S)
+    return ControlPlane(core)
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -273,6 +280,12 @@ def _capture(args: argparse.Namespace) -> int:
     _check_scope(plane, args)
     _run(lambda: plane.put_control(Capture(scope=f"tenant:{args.tenant}", enabled=not args.off, changed_at=_now())))
     print(f"body capture {'off' if args.off else 'on (redacted)'}: tenant {args.tenant}")
+    if not args.off:
+        print(
+            "request and response bodies of this tenant's calls from now on are redacted by the gateway and kept "
+            "in each call's record on the raw topic (7 days). Read one with `tokentrail calls show CALL_ID`; "
+            f"call ids are in `tokentrail events --tenant {args.tenant} --since ... --until ...` (details: call_id=...)"
+        )
     return 0
 
 

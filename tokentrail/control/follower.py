@@ -23,6 +23,7 @@ from typing import Any, cast
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from tokentrail.errors import TokentrailError
+from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger("tokentrail.control.follower")
 
@@ -186,7 +187,7 @@ class TopicFollower:
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": 50,
                 "topic.metadata.refresh.interval.ms": 10_000,
-                "logger": logging.getLogger("tokentrail.control.librdkafka"),
+                "logger": kafka_logger("tokentrail.control.librdkafka"),
             }
         )
         partitions: list[TopicPartition] = []

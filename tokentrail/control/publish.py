@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
 from tokentrail.errors import TokentrailError
-
-log = logging.getLogger("tokentrail.control.publish")
+from tokentrail.kafka_log import kafka_logger
 
 
 class PublishError(TokentrailError):
@@ -25,8 +23,7 @@ def publish(kafka: dict[str, Any], topic: str, key: str, value: bytes | None, ti
             **kafka,
             "enable.idempotence": True,
             "message.timeout.ms": int(timeout * 1000),
-            "logger": log,
-            "log_level": 3,  # errors only: a fresh broker's transient "coordinator load" retries are noise
+            "logger": kafka_logger("tokentrail.control.librdkafka"),
         }
     )
     errors: list[KafkaError] = []

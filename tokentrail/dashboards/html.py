@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokentrail.errors import CliError
-    from tokentrail.storage.cli import _opened_store, _storage_errors, parse_timestamp
+    from tokentrail.storage.cli import opened_store, parse_timestamp, storage_errors
     from tokentrail.storage.reads import record_read
 
     if not args.html:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.html)
     if not path.parent.is_dir():
         raise CliError(f"--html: no such directory: {path.parent}")
-    with _opened_store() as (store, _), _storage_errors():
+    with opened_store() as (store, _), storage_errors():
         page = render(store, since, until, args.html_tenant)
         record_read(store, "report html", args.html_tenant, since, until)
     path.write_text(page, encoding="utf-8")

@@ -9,7 +9,7 @@ import csv
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -28,6 +28,8 @@ COST_DIMENSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "model": ("cost_by_model", ("provider", "model")),
 }
 COST_MEASURES = ("calls", "failed_calls", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls")
+EVENTS_WINDOW = timedelta(hours=24)
+"""What `tokentrail events` shows without --since."""
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2105, 12, 31, tzinfo=UTC)
 """Open-ended report bounds, inside the range of ClickHouse's DateTime."""
@@ -45,11 +47,11 @@ def register(subparsers: Subparsers) -> None:
         "events",
         help="what happened to a tenant between two moments",
         description="Events of one tenant with since <= timestamp < until, in (timestamp, event_id) "
-        "order. Timestamps are ISO 8601; without a zone they mean UTC.",
+        "order; by default the last 24 hours. Timestamps are ISO 8601; without a zone they mean UTC.",
     )
     events.add_argument("--tenant", required=True, help="tenant id")
-    events.add_argument("--since", required=True, help="start, inclusive (ISO 8601)")
-    events.add_argument("--until", required=True, help="end, exclusive (ISO 8601)")
+    events.add_argument("--since", help="start, inclusive (ISO 8601; default: 24 hours before --until)")
+    events.add_argument("--until", help="end, exclusive (ISO 8601; default: now)")
     events.add_argument(
         "--type", action="append", default=[], dest="types", metavar="TYPE", help="only this event type (repeatable)"
     )
@@ -129,23 +131,32 @@ def _positive(text: str) -> int:
 
 
 @contextmanager
-def _storage_errors() -> Iterator[None]:
+def storage_errors() -> Iterator[None]:
     """StorageError is something the user can act on (a held store, a bad URL): one line, exit 2."""
     from tokentrail.storage.errors import StorageError
 
     try:
         yield
     except StorageError as exc:
+        if "UNKNOWN_TABLE" in str(exc):
+            raise CliError(
+                f"{exc}; the store has no tables yet: run `tokentrail migrate` or start `tokentrail flows`"
+            ) from None
         raise CliError(str(exc)) from None
 
 
 @contextmanager
-def _opened_store() -> Iterator[tuple[Store, StorageSettings]]:
+def opened_store(reading: bool = True) -> Iterator[tuple[Store, StorageSettings]]:
+    """The store of TOKENTRAIL_HOME. A reader never creates one: with no store in the home it
+    fails in one line that names the home and what to start (an empty new store would only
+    answer "unknown table")."""
     from tokentrail.settings import load
     from tokentrail.storage import StorageSettings, open_store
 
     settings = load(StorageSettings)
-    with _storage_errors():
+    if reading and settings.clickhouse_url is None:
+        require_embedded_store(settings)
+    with storage_errors():
         store = open_store(settings)
         try:
             yield store, settings
@@ -153,10 +164,20 @@ def _opened_store() -> Iterator[tuple[Store, StorageSettings]]:
             store.close()
 
 
+def require_embedded_store(settings: StorageSettings) -> None:
+    """CliError unless TOKENTRAIL_HOME holds a migrated embedded store (or a query server)."""
+    path = settings.embedded_path()
+    if not (path / "metadata").is_dir():
+        raise CliError(
+            f"no ClickHouse store in {path} (TOKENTRAIL_HOME={settings.home}): start `tokentrail flows` "
+            "with this TOKENTRAIL_HOME (it creates the store), or set TOKENTRAIL_HOME to the home it uses"
+        )
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from tokentrail.storage import migrate
 
-    with _opened_store() as (store, settings), _storage_errors():
+    with opened_store(reading=False) as (store, settings), storage_errors():
         applied = migrate(store, settings)
     for name in applied:
         print(f"applied {name}")
@@ -187,6 +208,8 @@ def _events(args: argparse.Namespace) -> int:
     from tokentrail.storage.reads import record_read
 
     since, until = _bounds(args)
+    until = until or datetime.now(UTC)
+    since = since or until - EVENTS_WINDOW
     _check_choices("--type", args.types, get_args(EventType))
     _check_choices("--source", args.sources, get_args(EventSource))
     sql = (
@@ -205,7 +228,7 @@ def _events(args: argparse.Namespace) -> int:
         "sources": args.sources,
         "limit": args.limit,
     }
-    with _opened_store() as (store, _), _storage_errors():
+    with opened_store() as (store, _), storage_errors():
         rows = store.query(sql, parameters)
         record_read(store, "events", args.tenant, since, until)
     events = [unified_event(row) for row in rows]
@@ -217,24 +240,44 @@ def _events(args: argparse.Namespace) -> int:
             out.write(orjson.dumps(event) + b"\n")
         out.flush()
     else:
-        print_table(
-            ("timestamp", "type", "severity", "source", "actor", "request_id", "payload"),
-            [
-                (
-                    e["timestamp"],
-                    e["event_type"],
-                    e["severity"],
-                    e["event_source"],
-                    f"{e['actor']['type']}:{e['actor']['id']}",
-                    e["context"]["request_id"] or "",
-                    _clip(row["payload"], 80),
-                )
-                for e, row in zip(events, rows, strict=True)
-            ],
-        )
+        print_table(EVENT_TABLE_COLUMNS, [event_cells(e) for e in events])
     if len(rows) == args.limit:
         print(f"(stopped at --limit {args.limit}; there may be more)", file=sys.stderr)
     return 0
+
+
+EVENT_TABLE_COLUMNS = ("timestamp", "type", "severity", "source", "actor", "model", "status", "cost_usd", "details")
+
+
+def event_cells(event: dict[str, Any]) -> tuple[str, ...]:
+    """One `events` table line: the fields a reader looks for pulled out of the payload
+    (model, status, cost or "unpriced"), then the rest as short key=value details."""
+    payload = event["payload"]
+    model = payload.get("model") or payload.get("requested_model") or ""
+    status = payload.get("status")
+    if payload.get("unpriced"):
+        cost = "unpriced"
+    else:
+        cost = str(payload["cost_usd"]) if payload.get("cost_usd") is not None else ""
+    details: list[str] = []
+    tokens = payload.get("tokens")
+    if isinstance(tokens, dict):
+        details.append(f"tokens={tokens.get('input', 0)}/{tokens.get('output', 0)}")
+    for name in ("error_type", "unpriced_reason", "decision", "reason", "endpoint", "key_id", "call_id"):
+        value = payload.get(name)
+        if value not in (None, "", False):
+            details.append(f"{name}={value}")
+    return (
+        event["timestamp"],
+        event["event_type"],
+        event["severity"],
+        event["event_source"],
+        f"{event['actor']['type']}:{event['actor']['id']}",
+        model,
+        "" if status is None else str(status),
+        cost,
+        " ".join(details),
+    )
 
 
 def cost_report_query(by: str, hourly: bool) -> str:
@@ -266,7 +309,7 @@ def _report_cost(args: argparse.Namespace) -> int:
         "since": since or EARLIEST,
         "until": until or LATEST,
     }
-    with _opened_store() as (store, _), _storage_errors():
+    with opened_store() as (store, _), storage_errors():
         rows = store.query(cost_report_query(args.by, hourly), parameters)
         record_read(store, "report cost", args.tenant, since, until)
     columns = (*COST_DIMENSIONS[args.by][1], *COST_MEASURES)
@@ -282,11 +325,25 @@ def _report_cost(args: argparse.Namespace) -> int:
         writer.writerows([[_plain(row[c]) for c in columns] for row in rows])
     else:
         total = {m: sum((row[m] for row in rows), Decimal(0) if m == "cost_usd" else 0) for m in COST_MEASURES}
-        lines = [[_cell(row[c]) for c in columns] for row in rows]
+        lines = [[_cost_cell(row, c) for c in columns] for row in rows]
         dims = len(COST_DIMENSIONS[args.by][1])
-        lines.append(["TOTAL", *[""] * (dims - 1), *[_cell(total[m]) for m in COST_MEASURES]])
+        lines.append(["TOTAL", *[""] * (dims - 1), *[_cost_cell(total, m) for m in COST_MEASURES]])
         print_table(columns, lines, numeric_from=dims, rule_before_last=True)
+        if total["unpriced_calls"]:
+            print(
+                f"{total['unpriced_calls']:,} of {total['calls']:,} calls are unpriced (no known price for their model, "
+                "or no usage reported): cost_usd is the cost of the priced calls only, '-' where none was priced; "
+                "`tokentrail events --type llm_call` shows each one's unpriced_reason"
+            )
     return 0
+
+
+def _cost_cell(row: dict[str, Any], column: str) -> str:
+    """A report table cell; the cost of a group none of whose calls could be priced is
+    unknown ('-'), not $0."""
+    if column == "cost_usd" and row["calls"] and row["unpriced_calls"] == row["calls"]:
+        return "-"
+    return _cell(row[column])
 
 
 ALERT_COLUMNS = (
@@ -389,7 +446,7 @@ def _number(value: float | None) -> str:
 def _detail_rows(args: argparse.Namespace, sql: str, surface: str) -> list[dict[str, Any]] | None:
     """The rows of a `report alerts|patterns` query; printed as JSON lines (None returned) with --json."""
     window = _window(args)
-    with _opened_store() as (store, _), _storage_errors():
+    with opened_store() as (store, _), storage_errors():
         rows = store.query(sql, window)
         _record_window_read(store, surface, window)
     if not args.json:

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
-from tokentrail.settings import ENV
+from tokentrail.settings import ENV, absolute_home, default_home
 
 REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "clickhouse"
 
@@ -16,8 +16,13 @@ REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "clickhouse"
 class StorageSettings(BaseSettings):
     model_config = ENV
 
-    home: Path = Field(default=Path("./.tokentrail"))
+    home: Path = Field(default_factory=default_home)
     """TOKENTRAIL_HOME: state directory; the embedded ClickHouse lives in its `clickhouse/`."""
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        return absolute_home(home)
 
     clickhouse_url: SecretStr | None = None
     """TOKENTRAIL_CLICKHOUSE_URL: ClickHouse server, e.g. http://user:pass@host:8123/db; unset
