@@ -24,7 +24,7 @@ import pytest
 from gateway.delivery import REDELIVERY_HEADER
 from gateway.spool import RECORD, encode
 from schemas.models import Actor
-from tests.fixtures.gateway import OPERATOR_KEY, gateway_env, spawn_gateway, wait_for_key
+from tests.fixtures.gateway import OPERATOR_KEY, SIGNING_KEY, gateway_env, spawn_gateway, wait_for_key
 from tests.fixtures.kafka import KafkaTopics, consume_all, require_java_and_maven
 from tokentrail.broker.server import free_port, running_broker, stop_broker, up
 from tokentrail.control.plane import ControlPlane
@@ -230,7 +230,6 @@ def test_sigkill_under_load_loses_no_answered_call(own_broker, mock_upstream, tm
 
 def rows_by_request(topics: KafkaTopics, home, expected: int) -> dict[str, int]:
     """Run `tokentrail flows` over the raw topic until `expected` calls are rows; rows per request id."""
-    from tests.fixtures.gateway import SIGNING_KEY
     from tests.test_flows_e2e import FlowsProcess, query_embedded
 
     home.mkdir(parents=True, exist_ok=True)
@@ -239,6 +238,7 @@ def rows_by_request(topics: KafkaTopics, home, expected: int) -> dict[str, int]:
         **topics.env,
         "TOKENTRAIL_HOME": str(home),
         "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+        "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
         "TOKENTRAIL_FLOWS_METRICS_PORT": str(free_port()),
         "TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS": "1",
     }
