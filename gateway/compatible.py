@@ -26,6 +26,15 @@ UPSTREAM_HEADER = "x-tokentrail-upstream"
 BUILT_IN = frozenset({"openai", "anthropic"})
 
 
+def provider_base_url(url: str) -> str:
+    """A provider URL as the gateway joins paths to it: http(s) only, no trailing slash, no `/v1`
+    (the route adds it). Shared by the built-in upstream settings and configured upstreams."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {url!r}")
+    url = url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
 class CompatibleUpstream(BaseModel):
     """One OpenAI-compatible provider (one element of TOKENTRAIL_UPSTREAMS)."""
 
@@ -45,10 +54,7 @@ class CompatibleUpstream(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {url!r}")
-        url = url.rstrip("/")
-        return url[:-3] if url.endswith("/v1") else url
+        return provider_base_url(url)
 
     @field_validator("name")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
-from gateway.compatible import CompatibleUpstream, parse_upstreams
+from gateway.compatible import CompatibleUpstream, parse_upstreams, provider_base_url
 from tokentrail.settings import ENV, MIN_KEY_LENGTH
 
 
@@ -112,10 +112,7 @@ class GatewaySettings(BaseSettings):
     @field_validator("upstream_openai_url", "upstream_anthropic_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {url!r}")
-        url = url.rstrip("/")
-        return url[:-3] if url.endswith("/v1") else url
+        return provider_base_url(url)
 
     @field_validator("upstreams")
     @classmethod
