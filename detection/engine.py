@@ -7,7 +7,9 @@ state changes, tenant failure patterns, and the provider-level failures that
 `ProviderIncidents` (one instance, all tenants) turns into incidents under the system tenant.
 
 Firing alerts are re-evaluated every `sweep_seconds` of event time (the newest timestamp the
-detector has seen), so an alert resolves even when its tenant or identity went quiet.
+detector has seen), so an alert resolves even when its tenant or identity went quiet while
+other tenants of its state call on; `idle(seconds)` does the same when no event came at all
+(the detect flow calls it from wall-clock ticks).
 """
 
 from __future__ import annotations
@@ -467,6 +469,13 @@ class Detector:
             elif alert.rule == FAILURE_PATTERN and tenant.signatures is not None:
                 self._sweep_pattern(alert.tenant_id, alert.scope, tenant.signatures, now, result)
 
+    def idle(self, seconds: float, result: Result) -> None:
+        """No event for `seconds` (of wall clock, measured by the caller): re-evaluate the firing
+        alerts as if event time had moved on that far from the newest event, so the alert of a
+        tenant that went quiet resolves without waiting for the next event of its state."""
+        if self.book.firing:
+            self.sweep(self.newest + seconds, result)
+
     def _sweep_pattern(self, tenant_id: str, scope: str, window: SignatureWindow, now: float, result: Result) -> None:
         for signature, members in window.signatures.items():
             if f"signature:{signature.digest()}" == scope:
@@ -516,6 +525,11 @@ class ProviderIncidents:
             for firing in list(self.book.firing.values()):
                 self._sweep(firing.alert.scope, self.newest, result)
         return result
+
+    def idle(self, seconds: float, result: Result) -> None:
+        """No failure for `seconds` (wall clock, measured by the caller): see `Detector.idle`."""
+        for firing in list(self.book.firing.values()):
+            self._sweep(firing.alert.scope, self.newest + seconds, result)
 
     def _judge(self, signature: Signature, tenants: Members, identities: Members, at: float, result: Result) -> None:
         config = self.config.patterns

@@ -15,6 +15,11 @@ Rows reach ClickHouse through this flow's own sink, in the process that runs it:
 embedded engine that is the process holding the store, so detect runs beside enrich
 (docs/architecture.md, "Where detection writes").
 
+A quiet state bucket gets no events, and event time stands still there: a wall-clock tick
+every `IDLE_TICK_SECONDS` reaches every bucket and the system state, and one that had no
+event since its previous tick re-evaluates its firing alerts at its newest event time plus
+the quiet seconds (`Detector.idle`), so the page of a tenant that stopped calling resolves.
+
 State (the detectors) is snapshotted with the Kafka offsets at every epoch, so a restart
 resumes both; events replayed after a crash are recognized by their ids (`detection.dedup`).
 SLO targets and budgets come from `tokentrail.controls`, followed live, not snapshotted.
@@ -23,14 +28,16 @@ SLO targets and budgets come from `tokentrail.controls`, followed live, not snap
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import orjson
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
@@ -51,6 +58,11 @@ log = logging.getLogger(__name__)
 DETECT_BUCKETS = 16
 """Tenant state buckets. Fixed: recovery state is keyed by bucket."""
 SYSTEM_KEY = "system"
+IDLE_TICK_SECONDS = 10.0
+"""Wall-clock interval of the idle ticks (module docstring): a quiet tenant's alert resolves
+`TOKENTRAIL_DETECT_CLEAR_SECONDS` plus at most two ticks after its last event."""
+CLOCK_WAKE = timedelta(milliseconds=100)
+"""How often the clock's partitions wake between ticks (see `IdleClock`)."""
 TABLES = {"events": "event_id", "alerts": "alert_id", "failure_patterns": "detection_id"}
 
 
@@ -71,6 +83,66 @@ class FailureBatch(NamedTuple):
 class DetectOutputs(NamedTuple):
     messages: list[Message]
     rows: Rows
+
+
+class IdleTick(NamedTuple):
+    wall: float
+    """Wall-clock time of the tick, epoch seconds."""
+
+
+class _ClockPartition(StatelessSourcePartition[float]):
+    def __init__(self, interval: float, active: bool) -> None:
+        self._interval = interval
+        self._active = active
+        self._due = time.monotonic() + interval
+        self._next = datetime.now(UTC)
+
+    def next_batch(self) -> list[float]:
+        self._next = datetime.now(UTC) + CLOCK_WAKE
+        if not self._active or time.monotonic() < self._due:
+            return []
+        self._due = time.monotonic() + self._interval
+        return [time.time()]
+
+    def next_awake(self) -> datetime:
+        return self._next
+
+
+class IdleClock(DynamicSource[float]):
+    """The wall clock every `interval` seconds, from worker 0 only. Every partition wakes every
+    `CLOCK_WAKE` all the same: a partition asleep until its next tick held the stateful steps
+    behind it back for up to that long (measured: alerts 10 s later)."""
+
+    def __init__(self, interval: float = IDLE_TICK_SECONDS) -> None:
+        self._interval = interval
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClockPartition:
+        return _ClockPartition(self._interval, worker_index == 0)
+
+
+class QuietClock:
+    """Wall-clock seconds a state has gone without events, counted from the first tick after
+    its last event (so under-counted by at most one tick; never more than the real quiet)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def quiet_for(self, values: list[Any]) -> float | None:
+        """Seconds quiet after this batch of inputs; None while events come (or on the first quiet tick)."""
+        ticks = [value.wall for value in values if type(value) is IdleTick]
+        if len(ticks) < len(values) or not ticks:
+            self.since = None
+            return None
+        if self.since is None:
+            self.since = ticks[-1]
+            return None
+        return ticks[-1] - self.since
+
+
+def broadcast_tick(wall: float) -> list[tuple[str, IdleTick]]:
+    """One tick for every tenant bucket and for the system state."""
+    tick = IdleTick(wall)
+    return [(str(bucket), tick) for bucket in range(DETECT_BUCKETS)] + [(SYSTEM_KEY, tick)]
 
 
 def bucket_of(tenant_id: str) -> str:
@@ -134,18 +206,24 @@ def outputs_of(result: Result, names: DetectTopics) -> DetectOutputs:
     return DetectOutputs(messages, {table: batch for table, batch in tables.items() if batch})
 
 
-class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch, Detector]):
+class DetectTenants(StatefulBatchLogic[EventBatch | IdleTick, DetectOutputs | FailureBatch, Detector]):
     """One bucket of tenants: its Detector is the state."""
 
     def __init__(self, detector: Detector, names: DetectTopics) -> None:
         self.detector = detector
         self.names = names
+        self.quiet = QuietClock()
 
-    def on_batch(self, values: list[EventBatch]) -> tuple[list[DetectOutputs | FailureBatch], bool]:
+    def on_batch(self, values: list[EventBatch | IdleTick]) -> tuple[list[DetectOutputs | FailureBatch], bool]:
         result = Result()
         rejected: list[Message] = []
         observe = self.detector.observe
+        quiet = self.quiet.quiet_for(values)
+        if quiet is not None:
+            self.detector.idle(quiet, result)
         for batch in values:
+            if isinstance(batch, IdleTick):
+                continue
             for event in batch.events:
                 try:
                     observe(event, result)
@@ -169,16 +247,22 @@ class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch,
         return self.names.dlq, key, value, dead_letter_headers(None, reason)
 
 
-class DetectProviders(StatefulBatchLogic[FailureBatch, DetectOutputs, ProviderIncidents]):
+class DetectProviders(StatefulBatchLogic[FailureBatch | IdleTick, DetectOutputs, ProviderIncidents]):
     """Every tenant's failures: provider or model incidents."""
 
     def __init__(self, incidents: ProviderIncidents, names: DetectTopics) -> None:
         self.incidents = incidents
         self.names = names
+        self.quiet = QuietClock()
 
-    def on_batch(self, values: list[FailureBatch]) -> tuple[list[DetectOutputs], bool]:
+    def on_batch(self, values: list[FailureBatch | IdleTick]) -> tuple[list[DetectOutputs], bool]:
         result = Result()
+        quiet = self.quiet.quiet_for(values)
+        if quiet is not None:
+            self.incidents.idle(quiet, result)
         for batch in values:
+            if isinstance(batch, IdleTick):
+                continue
             for failure in batch.failures:
                 result.extend(self.incidents.observe(failure))
         outputs = outputs_of(result, self.names)
@@ -206,8 +290,10 @@ def add_steps(
     config: DetectionConfig,
     controls: Controls,
     ticks: Source[Tick] | None = None,
+    clock: Source[float] | None = None,
 ) -> None:
-    """The detect steps over any sources and sinks (tests pass TestingSource/TestingSink)."""
+    """The detect steps over any sources and sinks (tests pass TestingSource/TestingSink).
+    `clock`: wall-clock times for the idle ticks (`IdleClock`; None: no idle ticks)."""
 
     def tenants(resume: Detector | None) -> DetectTenants:
         detector = resume or Detector(config, controls)
@@ -221,12 +307,21 @@ def add_steps(
     routed = op.flat_map_batch("detect_route", read, route_events(names))
     # (bucket, EventBatch | DetectOutputs of dead letters)
     split = op.branch("detect_split_routed", routed, _is_events)
-    detected = op.stateful_batch("detect_tenants", cast(Any, split.trues), tenants)
+    to_tenants: Any = split.trues
+    idle_ticks: Any = None
+    if clock is not None:
+        idle_ticks = op.flat_map("detect_idle_ticks", op.input("detect_clock", flow, clock), broadcast_tick)
+        tenant_ticks = op.filter("detect_tenant_ticks", idle_ticks, lambda item: item[0] != SYSTEM_KEY)
+        to_tenants = op.merge("detect_merge_idle", to_tenants, tenant_ticks)
+    detected = op.stateful_batch("detect_tenants", to_tenants, tenants)
     # (bucket, DetectOutputs | FailureBatch)
     by_kind = op.branch("detect_split_failures", detected, _is_failures)
     to_system = op.key_on(
         "detect_key_system", op.map("detect_unkey", by_kind.trues, lambda item: item[1]), lambda _: SYSTEM_KEY
     )
+    if idle_ticks is not None:
+        system_ticks = op.filter("detect_system_ticks", idle_ticks, lambda item: item[0] == SYSTEM_KEY)
+        to_system = op.merge("detect_merge_system_idle", to_system, system_ticks)
     incidents = op.stateful_batch("detect_providers", cast(Any, to_system), providers)
     # ("system", DetectOutputs)
     rekeyed = op.map("detect_key_part", incidents, lambda item: ("0", item[1]))
@@ -280,4 +375,5 @@ def build(flow: Dataflow, context: FlowContext) -> None:
         config=settings.config(),
         controls=follow_controls(context.core, context.topic(topics.CONTROLS)),
         ticks=context.sink_ticks(),
+        clock=IdleClock(),
     )
