@@ -302,3 +302,23 @@ def test_an_incident_through_the_gateway_pages_in_alertmanager_and_resolves_ther
     assert event["payload"]["status"] == "resolved" and event["payload"]["ends_at"]
     assert datetime.now(UTC) < expires, "gone from Alertmanager before its endsAt: resolved, not expired"
     assert stack.relay.poll() is None, stack.logs()
+
+
+def test_the_page_of_a_tenant_that_goes_quiet_resolves_without_its_next_call(stack: Stack) -> None:
+    """A tenant fails every call, then stops calling (the agent that failed was switched off), and
+    nobody else's calls share its state bucket: its page still resolves, in Alertmanager too.
+    Event time stands still without events; the detect flow's idle ticks move it on."""
+    (_, key) = stack.key("det-e", "e-human")
+    for n in range(8):
+        assert stack.chat(key, user=f"incident {n}", status=503) == 503
+    [shown] = wait_until(lambda: am_alerts(stack, "det-e"), stack, "det-e's page in Alertmanager")
+    assert (shown["labels"]["alertname"], shown["labels"]["severity"]) == ("error_budget_burn", "page")
+    expires = datetime.fromisoformat(shown["endsAt"].replace("Z", "+00:00"))
+
+    def resolved() -> list[dict[str, Any]] | None:
+        events = detections(stack.events(), "alert_resolved", "det-e")
+        return events if events and not am_alerts(stack, "det-e") else None
+
+    [event] = wait_until(resolved, stack, "the quiet tenant's page resolved")
+    assert event["payload"]["fingerprint"] == shown["labels"]["fingerprint"]
+    assert datetime.now(UTC) < expires, "gone from Alertmanager before its endsAt: resolved, not expired"
