@@ -225,7 +225,9 @@ def test_through_the_gateway_four_identities_make_one_pattern_one_identity_none_
         "upstream_overloaded",
     )
     assert payload["context_hash"], "the gateway computes the request's shape hash"
-    assert payload["tenants"] == ["det-a"] and payload["count"] >= 4
+    # Published as the fourth identity joined: after 4 to 12 of A's failures (the enrich flow
+    # may hand a tenant's events to detection in another order than the gateway answered them).
+    assert payload["tenants"] == ["det-a"] and 4 <= payload["count"] <= 12
     failed_a = [e for e in events if e["event_type"] == "llm_call_failed" and e["tenant_id"] == "det-a"]
     assert len(failed_a) == 12 and {e["payload"]["context_hash"] for e in failed_a} == {payload["context_hash"]}
     assert not detections(events, "pattern_detected", "det-b")
