@@ -194,12 +194,15 @@ class _TickPartition(StatelessSourcePartition[Tick]):
         return [(str(index), None) for index in range(SINK_PARTITIONS)] if self._active else []
 
     def next_awake(self) -> datetime:
-        return self._next if self._active else datetime.now(UTC) + timedelta(days=1)
+        return self._next
 
 
 class SinkTicks(DynamicSource[Tick]):
     """One tick per sink partition every `interval` (from worker 0 only), so a partition's
-    age-based flush runs even when no new records arrive."""
+    age-based flush runs even when no new records arrive. The other workers' partitions emit
+    nothing but wake at the same interval: one asleep (they slept a day) held every stateful
+    step behind it, and `tokentrail flows -w 2` stopped after its first records
+    (tests/test_detect_gateway_e2e.py runs with two workers)."""
 
     def __init__(self, interval: timedelta) -> None:
         self._interval = interval

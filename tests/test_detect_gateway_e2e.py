@@ -3,7 +3,8 @@
 One stack per module, every part a real process: the Kafka broker (session fixture), the mock
 provider (`tokentrail mock-upstream`, told by x-mock-* headers which error to answer), the
 gateway (`python -m gateway`, keys minted by the control plane as `tokentrail keys` does), the
-flows (`tokentrail flows --flow enrich --flow detect`, embedded ClickHouse), the relay
+flows (`tokentrail flows --flow enrich --flow detect -w 2`, embedded ClickHouse; two workers, so
+tenant buckets, ticks and the system state cross workers), the relay
 (`tokentrail alerts deliver`) and Debian's `prometheus-alertmanager` on loopback.
 
 Event time is the gateway's wall clock, so two detection settings are shortened (everything
@@ -153,7 +154,7 @@ def stack(kafka_broker, mock_upstream, alertmanager_binary, tmp_path_factory) ->
                 "TOKENTRAIL_FLOWS_SNAPSHOT_SECONDS": "1",
             },
         )
-        flows.start("--flow", "enrich", "--flow", "detect")
+        flows.start("--flow", "enrich", "--flow", "detect", "-w", "2")  # keying across workers
         cleanup.callback(flows.kill)
         alertmanager = start_alertmanager(alertmanager_binary, home)
         cleanup.callback(alertmanager.stop)
