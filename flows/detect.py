@@ -31,13 +31,12 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import orjson
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
+from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
@@ -61,8 +60,6 @@ SYSTEM_KEY = "system"
 IDLE_TICK_SECONDS = 10.0
 """Wall-clock interval of the idle ticks (module docstring): a quiet tenant's alert resolves
 `TOKENTRAIL_DETECT_CLEAR_SECONDS` plus at most two ticks after its last event."""
-CLOCK_WAKE = timedelta(milliseconds=100)
-"""How often the clock's partitions wake between ticks (see `IdleClock`)."""
 TABLES = {"events": "event_id", "alerts": "alert_id", "failure_patterns": "detection_id"}
 
 
@@ -90,34 +87,21 @@ class IdleTick(NamedTuple):
     """Wall-clock time of the tick, epoch seconds."""
 
 
-class _ClockPartition(StatelessSourcePartition[float]):
-    def __init__(self, interval: float, active: bool) -> None:
-        self._interval = interval
-        self._active = active
-        self._due = time.monotonic() + interval
-        self._next = datetime.now(UTC)
-
-    def next_batch(self) -> list[float]:
-        self._next = datetime.now(UTC) + CLOCK_WAKE
-        if not self._active or time.monotonic() < self._due:
-            return []
-        self._due = time.monotonic() + self._interval
-        return [time.time()]
-
-    def next_awake(self) -> datetime:
-        return self._next
-
-
-class IdleClock(DynamicSource[float]):
-    """The wall clock every `interval` seconds, from worker 0 only. Every partition wakes every
-    `CLOCK_WAKE` all the same: a partition asleep until its next tick held the stateful steps
-    behind it back for up to that long (measured: alerts 10 s later)."""
+class IdleTicks:
+    """Sink ticks (several a second, from one worker) -> an `IdleTick` for every state once per
+    `interval` of wall clock. Riding on the sink ticks rather than a slower source of its own:
+    a source asleep between its ticks held the stateful steps behind it back (measured: alerts
+    10 s late)."""
 
     def __init__(self, interval: float = IDLE_TICK_SECONDS) -> None:
-        self._interval = interval
+        self.interval = interval
+        self.due = time.monotonic() + interval
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClockPartition:
-        return _ClockPartition(self._interval, worker_index == 0)
+    def __call__(self, tick: Tick) -> list[tuple[str, IdleTick]]:
+        if tick[0] != "0" or time.monotonic() < self.due:  # one sink tick per round is enough
+            return []
+        self.due = time.monotonic() + self.interval
+        return broadcast_tick(time.time())
 
 
 class QuietClock:
@@ -290,10 +274,9 @@ def add_steps(
     config: DetectionConfig,
     controls: Controls,
     ticks: Source[Tick] | None = None,
-    clock: Source[float] | None = None,
 ) -> None:
     """The detect steps over any sources and sinks (tests pass TestingSource/TestingSink).
-    `clock`: wall-clock times for the idle ticks (`IdleClock`; None: no idle ticks)."""
+    `ticks`: the sink ticks, which also drive the idle ticks (None: neither)."""
 
     def tenants(resume: Detector | None) -> DetectTenants:
         detector = resume or Detector(config, controls)
@@ -308,9 +291,10 @@ def add_steps(
     # (bucket, EventBatch | DetectOutputs of dead letters)
     split = op.branch("detect_split_routed", routed, _is_events)
     to_tenants: Any = split.trues
+    sink_ticks = None if ticks is None else op.input("detect_sink_ticks", flow, ticks)
     idle_ticks: Any = None
-    if clock is not None:
-        idle_ticks = op.flat_map("detect_idle_ticks", op.input("detect_clock", flow, clock), broadcast_tick)
+    if sink_ticks is not None:
+        idle_ticks = op.flat_map("detect_idle_ticks", sink_ticks, IdleTicks())
         tenant_ticks = op.filter("detect_tenant_ticks", idle_ticks, lambda item: item[0] != SYSTEM_KEY)
         to_tenants = op.merge("detect_merge_idle", to_tenants, tenant_ticks)
     detected = op.stateful_batch("detect_tenants", to_tenants, tenants)
@@ -330,8 +314,8 @@ def add_steps(
     op.output("detect_write_kafka", op.map_value("detect_messages", outputs, lambda o: o.messages), kafka_out)
     if clickhouse_out is not None:
         rows: Any = op.map_value("detect_rows", outputs, lambda o: o.rows)
-        if ticks is not None:
-            rows = op.merge("detect_merge_ticks", rows, op.input("detect_sink_ticks", flow, ticks))
+        if sink_ticks is not None:
+            rows = op.merge("detect_merge_ticks", rows, sink_ticks)
         op.output("detect_write_clickhouse", rows, clickhouse_out)
 
 
@@ -375,5 +359,4 @@ def build(flow: Dataflow, context: FlowContext) -> None:
         config=settings.config(),
         controls=follow_controls(context.core, context.topic(topics.CONTROLS)),
         ticks=context.sink_ticks(),
-        clock=IdleClock(),
     )

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from detection.engine import Detection, Detector, ProviderIncidents, Result
 from detection.synthetic import call_event
-from flows.detect import DETECT_BUCKETS, SYSTEM_KEY, EventBatch, FailureBatch, IdleTick, QuietClock, broadcast_tick
+from flows.detect import (
+    DETECT_BUCKETS,
+    SYSTEM_KEY,
+    EventBatch,
+    FailureBatch,
+    IdleTick,
+    IdleTicks,
+    QuietClock,
+    broadcast_tick,
+)
 
 T0 = 1_780_000_000.0
 
@@ -86,3 +95,12 @@ def test_a_tick_reaches_every_bucket_and_the_system_state() -> None:
     ticks = broadcast_tick(123.0)
     assert [key for key, _ in ticks] == [str(b) for b in range(DETECT_BUCKETS)] + [SYSTEM_KEY]
     assert {tick for _, tick in ticks} == {IdleTick(123.0)}
+
+
+def test_idle_ticks_ride_on_one_sink_tick_per_round_at_their_own_interval() -> None:
+    every_round = IdleTicks(interval=0)
+    assert every_round(("1", None)) == [] and every_round(("2", None)) == []  # other sink partitions
+    ticks = every_round(("0", None))
+    assert len(ticks) == DETECT_BUCKETS + 1 and ticks[-1][0] == SYSTEM_KEY
+    hourly = IdleTicks(interval=3600)
+    assert hourly(("0", None)) == []  # not due yet
