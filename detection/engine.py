@@ -281,8 +281,9 @@ class Detector:
             tenant.who[call.key_id] = Who(call.actor, call.root)
         scope = f"key:{call.key_id}"
         firing = self.book.is_firing(call.tenant_id, SPEND_SPIKE, scope)
-        reading = rate.add(call.at, call.cost_usd, config.spike, frozen=firing)
-        if reading.anomalous:
+        anomalous = rate.add(call.at, call.cost_usd, config.spike, frozen=firing)
+        if anomalous:
+            reading = rate.reading(config.spike)
             actor, root = call.actor, call.root
             rollup = "" if actor == root else f" (on behalf of {root[0]} {root[1]})"
             finding = Finding(
@@ -308,8 +309,10 @@ class Detector:
                 evidence_sql=spike_sql(call.tenant_id, call.key_id, call.at - 3600),
             )
             _add(result, self.book.holds(finding, call.at))
-        elif firing and reading.cleared:
+        elif firing and rate.reading(config.spike).cleared:
             _add(result, self.book.clear(call.tenant_id, SPEND_SPIKE, scope, call.at))
+        if not self.controls.tenant_budgets and not self.controls.key_budgets:
+            return
         for budget_scope, limit in self._budgets_of(call):
             budget = tenant.spend.get(budget_scope)
             if budget is None or (budget.period, budget.amount) != (limit.period, limit.amount_usd):
@@ -497,8 +500,9 @@ class ProviderIncidents:
         self.newest = float("-inf")
         self._last_sweep = float("-inf")
 
-    def observe(self, failure: ProviderFailure) -> Result:
-        result = Result()
+    def observe(self, failure: ProviderFailure, into: Result | None = None) -> Result:
+        """What changed is added to `into` (a batch's result) or to a new Result."""
+        result = Result() if into is None else into
         signature, at, tenant_id = failure.signature, failure.at, failure.tenant_id
         seen = self.failing.signatures.get(signature)
         previous = seen.last_seen.get(tenant_id) if seen is not None else None
@@ -573,11 +577,16 @@ class Detection:
         self.detector = Detector(config, controls)
         self.incidents = ProviderIncidents(config)
 
-    def observe(self, event: dict[str, Any]) -> Result:
-        result = self.detector.observe(event)
-        for failure in result.provider_failures:
-            result.extend(self.incidents.observe(failure))
-        result.provider_failures.clear()  # consumed here
+    def observe(self, event: dict[str, Any], into: Result | None = None) -> Result:
+        """What changed is added to `into` (a batch's result) or to a new Result."""
+        result = Result() if into is None else into
+        failures = result.provider_failures
+        known = len(failures)
+        self.detector.observe(event, result)
+        if len(failures) > known:
+            for failure in failures[known:]:
+                self.incidents.observe(failure, result)
+            del failures[known:]  # consumed here
         return result
 
 

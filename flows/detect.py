@@ -180,7 +180,7 @@ class DetectProviders(StatefulBatchLogic[FailureBatch, DetectOutputs, ProviderIn
         result = Result()
         for batch in values:
             for failure in batch.failures:
-                result.extend(self.incidents.observe(failure))
+                self.incidents.observe(failure, result)
         outputs = outputs_of(result, self.names)
         return ([outputs] if outputs.messages else []), StatefulBatchLogic.RETAIN
 
