@@ -214,7 +214,7 @@ class Detector:
         if budget is None:
             budget = tenant.slo[scope] = ErrorBudget(self.windows)
         budget.add(call.at, call.budget_error)
-        if call.budget_error or self.book.is_firing(call.tenant_id, ERROR_BUDGET, scope):
+        if call.budget_error or (self.book.firing and self.book.is_firing(call.tenant_id, ERROR_BUDGET, scope)):
             self._judge_error_budget(call.tenant_id, scope, budget, call.at, result)
 
     def _judge_error_budget(self, tenant_id: str, scope: str, budget: ErrorBudget, at: float, result: Result) -> None:
@@ -280,7 +280,7 @@ class Detector:
             rate = tenant.rates[call.key_id] = SpendRate(call.at)
             tenant.who[call.key_id] = Who(call.actor, call.root)
         scope = f"key:{call.key_id}"
-        firing = self.book.is_firing(call.tenant_id, SPEND_SPIKE, scope)
+        firing = bool(self.book.firing) and self.book.is_firing(call.tenant_id, SPEND_SPIKE, scope)
         anomalous = rate.add(call.at, call.cost_usd, config.spike, frozen=firing)
         if anomalous:
             reading = rate.reading(config.spike)
@@ -311,7 +311,7 @@ class Detector:
             _add(result, self.book.holds(finding, call.at))
         elif firing and rate.reading(config.spike).cleared:
             _add(result, self.book.clear(call.tenant_id, SPEND_SPIKE, scope, call.at))
-        if not self.controls.tenant_budgets and not self.controls.key_budgets:
+        if call.tenant_id not in self.controls.tenant_budgets and not self.controls.key_budgets:
             return
         for budget_scope, limit in self._budgets_of(call):
             budget = tenant.spend.get(budget_scope)

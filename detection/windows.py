@@ -20,6 +20,8 @@ both of its ends hold the same copied total.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
+from typing import Any
 
 _NEVER = -(1 << 62)
 MAX_FINE_BUCKETS = 360
@@ -41,6 +43,23 @@ class SlidingSums:
         self.head = _NEVER
         """Absolute number of the newest bucket: windows end there."""
 
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Restore a snapshot; one written before the rings held running totals (its buckets
+        hold counts, and it has a `behind` cache) is converted, so a flow resumes its windows."""
+        slots = state[1]
+        for name in self.__slots__:
+            setattr(self, name, slots[name])
+        if "behind" in slots and self.head != _NEVER:
+            counts, stamps, head, width, buckets = self.cells, self.stamps, self.head, self.width, self.buckets
+            self.cells = array("d", bytes(8 * buckets * width))
+            running = [0.0] * width
+            for number in range(head - buckets + 1, head + 1):
+                slot = number % buckets
+                if stamps[slot] == number:
+                    running = [running[column] + counts[slot * width + column] for column in range(width)]
+                stamps[slot] = number
+                self.cells[slot * width : slot * width + width] = array("d", running)
+
     def advance(self, at: float) -> None:
         """Move the end of the windows to `at` (never backwards)."""
         bucket = int(at // self.bucket_seconds)
@@ -61,7 +80,7 @@ class SlidingSums:
             cells[slot * width : slot * width + width] = carry
         self.head = bucket
 
-    def add(self, at: float, values: tuple[float, ...]) -> bool:
+    def add(self, at: float, values: Sequence[float]) -> bool:
         """Count `values` at event time `at`; False (nothing counted) when `at` is older than the ring."""
         bucket = int(at // self.bucket_seconds)
         head = self.head
@@ -111,15 +130,16 @@ class MultiWindow:
         self.pending_bucket = _NEVER
         self.pending = [0.0] * width
 
-    def add(self, at: float, values: tuple[float, ...]) -> None:
+    def add(self, at: float, values: Sequence[float]) -> None:
         """Count `values` at `at`: into the pending fine bucket while time stays in it."""
         bucket = int(at // self.fine)
+        pending = self.pending
         if bucket == self.pending_bucket:
-            pending = self.pending
-            for column in range(len(pending)):
-                pending[column] += values[column]
+            for column, value in enumerate(values):
+                pending[column] += value
         elif bucket > self.pending_bucket:
-            self.flush()
+            if any(pending):
+                self._fold(pending)
             self.pending_bucket = bucket
             self.pending = list(values)
         else:
@@ -129,11 +149,13 @@ class MultiWindow:
     def flush(self) -> None:
         """Fold the pending bucket into the rings (every ring's bucket width is a multiple of it)."""
         if any(self.pending):
-            at = self.pending_bucket * self.fine
-            values = tuple(self.pending)
-            for ring in self.rings.values():
-                ring.add(at, values)
+            self._fold(self.pending)
             self.pending = [0.0] * len(self.pending)
+
+    def _fold(self, values: list[float]) -> None:
+        at = self.pending_bucket * self.fine
+        for ring in self.rings.values():
+            ring.add(at, values)
 
     def advance(self, at: float) -> None:
         self.flush()
