@@ -37,6 +37,7 @@ from bytewax.outputs import Sink
 from detection.calls import EventError
 from detection.engine import Controls, DetectionConfig, Detector, ProviderFailure, ProviderIncidents, Result
 from detection.outputs import alert_event, alert_record, pattern_event
+from flows import metrics
 from flows.clickhouse import Rows
 from flows.connectors import KafkaMessage, Message, Tick
 from flows.context import FlowContext
@@ -82,6 +83,7 @@ def route_events(names: DetectTopics) -> Callable[[list[KafkaMessage]], list[tup
     """Kafka records -> one EventBatch of call events per bucket; unreadable records -> dead letters."""
 
     def route(messages: list[KafkaMessage]) -> list[tuple[str, EventBatch | DetectOutputs]]:
+        metrics.RECORDS_IN.labels("events").inc(len(messages))
         groups: dict[str, list[dict[str, Any]]] = {}
         rejected: list[Message] = []
         for message in messages:
