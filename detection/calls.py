@@ -45,18 +45,21 @@ def is_budget_error(status: int, error_type: str) -> bool:
     return status >= 500 or status == 429 or "timeout" in error_type.lower()
 
 
-_last_second: list[Any] = ["", 0.0]
-"""The last `YYYY-MM-DDTHH:MM:SS` prefix parsed and its epoch second: events arrive about in
-time order, so most timestamps share their second with the one before."""
+_last_minute: list[Any] = ["", 0]
+"""The last `YYYY-MM-DDTHH:MM` prefix parsed and its epoch second: events arrive about in
+time order, so most timestamps share their minute with the one before."""
 
 
 def epoch_seconds(timestamp: str) -> float:
     """RFC 3339 UTC with milliseconds (the wire format) -> epoch seconds; other forms parsed in full."""
-    if len(timestamp) == 24 and timestamp[19] == "." and timestamp[23] == "Z":
-        prefix = timestamp[:19]
-        if prefix != _last_second[0]:
-            _last_second[0], _last_second[1] = prefix, datetime.fromisoformat(prefix + "+00:00").timestamp()
-        return float(_last_second[1]) + int(timestamp[20:23]) / 1000
+    if len(timestamp) == 24 and timestamp[16] == ":" and timestamp[19] == "." and timestamp[23] == "Z":
+        prefix = timestamp[:16]
+        if prefix != _last_minute[0]:
+            _last_minute[0], _last_minute[1] = prefix, int(datetime.fromisoformat(prefix + "+00:00").timestamp())
+        second = int(timestamp[17:19])
+        if second > 59:
+            raise ValueError(f"second out of range in {timestamp!r}")
+        return float(_last_minute[1] + second) + int(timestamp[20:23]) / 1000
     return datetime.fromisoformat(timestamp).timestamp()
 
 
