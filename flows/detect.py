@@ -199,15 +199,24 @@ class DetectProviders(StatefulBatchLogic[FailureBatch, DetectOutputs, ProviderIn
         self.names = names
 
     def on_batch(self, values: list[FailureBatch]) -> tuple[list[DetectOutputs], bool]:
+        """The buckets' failures back in event-time order: each bucket sends its part of a
+        batch on its own (in a replay or a backlog, a batch spans minutes of event time, and
+        bucket after bucket would move the incidents' clock back and forth: an incident would
+        resolve and fire again)."""
         result = Result()
-        for batch in values:
-            for failure in batch.failures:
-                self.incidents.observe(failure, result)
+        failures = [failure for batch in values for failure in batch.failures]
+        failures.sort(key=_event_time)
+        for failure in failures:
+            self.incidents.observe(failure, result)
         outputs = outputs_of(result, self.names)
         return ([outputs] if outputs.messages else []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ProviderIncidents:
         return self.incidents
+
+
+def _event_time(failure: ProviderFailure) -> float:
+    return failure.at
 
 
 def _is_events(item: tuple[str, EventBatch | DetectOutputs]) -> bool:
