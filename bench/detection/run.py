@@ -52,6 +52,7 @@ from traffic import DETECTOR_RULES, Incident, build, calls, to_event  # noqa: E4
 from detection.engine import Controls, Detection, Result  # noqa: E402
 from detection.lifecycle import SEVERITY_RANK, Change  # noqa: E402
 from detection.synthetic import call_event  # noqa: E402
+from flows.cli import tune_gc  # noqa: E402
 from schemas.models import Alert, Budget, control_key  # noqa: E402
 from schemas.signing import KeySet  # noqa: E402
 from tokentrail import topics  # noqa: E402
@@ -187,6 +188,41 @@ def measure_rss(identities: int) -> tuple[float, float, int]:
         )
     gc.collect()
     return before, rss_mb(), len(detection.detector.dedup)
+
+
+def through_bytewax(stream: list[dict[str, Any]], controls: Controls) -> float:
+    """Records per CPU second of the detect dataflow (`flows.detect.add_steps`, one worker) on
+    Bytewax's testing source and sink: the flow's steps without Kafka."""
+    from bytewax.connectors.kafka import KafkaSourceMessage
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, cluster_main
+
+    from detection.engine import DetectionConfig
+    from flows.detect import DetectTopics, add_steps
+
+    messages = [
+        KafkaSourceMessage(
+            key=call["tenant"].tenant_id.encode(),
+            value=orjson.dumps(to_event(call, number)),
+            topic=topics.EVENTS,
+            partition=0,
+            offset=number,
+        )
+        for number, call in enumerate(stream)
+    ]
+    flow = Dataflow("bench_detect")
+    add_steps(
+        flow,
+        events=TestingSource(messages, batch_size=2000),  # TOKENTRAIL_FLOWS_KAFKA_BATCH's default
+        kafka_out=TestingSink([]),
+        clickhouse_out=None,
+        names=DetectTopics(topics.EVENTS, topics.ALERTS, topics.DLQ),
+        config=DetectionConfig(),
+        controls=controls,
+    )
+    started = time.process_time()
+    cluster_main(flow, [], 0, worker_count_per_proc=1)
+    return len(messages) / (time.process_time() - started)
 
 
 def changes_of(alerts: list[Alert]) -> list[Change]:
@@ -402,6 +438,7 @@ def main() -> None:
     controls = Controls()
     for budget in budgets:
         controls.apply(budget)
+    tune_gc()  # the detect flow process's settings (the scenario built above is frozen, as startup state is there)
     if args.throughput_only:
         _, detect_seconds, _, count = replay(stream, Detection(controls=controls))
         print(orjson.dumps({"events": count, "seconds": detect_seconds}).decode())
@@ -445,12 +482,18 @@ def main() -> None:
     )
     print(measured.stdout.strip())
     if args.kafka:
+        dataflow_rate = through_bytewax(stream, controls)
         flow_changes, lines = through_kafka(stream, budgets, args.keep)
         print()
         print("through Kafka and the running detect flow (alerts read back from the alerts topic):")
         print_table(score(flow_changes, scenario.incidents))
         print()
         print(lines)
+        print(
+            f"where the time goes, per CPU second: detectors alone (parse + detect) {count / detect_seconds:,.0f}; "
+            f"the detect dataflow on Bytewax's testing source (no Kafka, one worker) {dataflow_rate:,.0f}; "
+            "through Kafka: above"
+        )
 
 
 def time_revision(revision: str, args: argparse.Namespace) -> dict[str, float]:
