@@ -370,7 +370,7 @@ def through_kafka(stream: list[dict[str, Any]], budgets: list[Budget], keep: boo
             seen = flow_records(port)
             if seen and first is None:
                 first = (time.perf_counter(), cpu_seconds(flows.pid), seen)
-            time.sleep(0.1)
+            time.sleep(0.25)  # each poll costs the flow a /metrics rendering
         if first is None or seen < total:
             raise SystemExit(f"the detect flow read {seen:,} of {total:,} records in 30 minutes")
         last = (time.perf_counter(), cpu_seconds(flows.pid), seen)
