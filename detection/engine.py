@@ -339,6 +339,10 @@ class Detector:
         if reading.rule is None and firing is not None:
             reading = budget.reading(self.config.rules, at, self.config.hold)
             severity = firing  # held, never raised, by the relaxed thresholds
+        if not reading.exhausted and (reading.rule is None or severity is None):  # the usual case: nothing to say
+            _add(result, self.book.clear(tenant_id, BUDGET_EXHAUSTED, scope, at))
+            _add(result, self.book.clear(tenant_id, BUDGET_BURN, scope, at))
+            return
         whose = "the tenant" if scope == "tenant" else scope
         spent = f"${reading.spent:,.2f} of ${reading.amount:,.2f} this {budget.period}"
         sql = budget_sql(tenant_id, scope, budget.period_start)

@@ -90,7 +90,12 @@ class SlidingSums:
         elif bucket <= head - self.buckets:
             return False
         cells, width, buckets = self.cells, self.width, self.buckets
-        for number in range(bucket, head + 1):  # one bucket unless the event is late
+        if bucket == head:  # the usual case: the newest bucket
+            base = (bucket % buckets) * width
+            for column in range(width):
+                cells[base + column] += values[column]
+            return True
+        for number in range(bucket, head + 1):  # a late event: its bucket and every one after it
             base = (number % buckets) * width
             for column in range(width):
                 cells[base + column] += values[column]
