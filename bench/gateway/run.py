@@ -1,7 +1,7 @@
 """Gateway benchmark: wrk against the mock directly, a bare aiohttp pass-through proxy, and the
 gateway with every feature on, in one run.
 
-    .venv/bin/python bench/gateway/run.py [--duration 10]
+    .venv/bin/python bench/gateway/run.py [--duration 10] [--rounds 3] [--baseline REV]
 
 Set-up (all on loopback, private TOKENTRAIL_HOME):
 - a real Kafka broker (`tokentrail.broker.server.up`), a key minted for tenant `bench`, and a
@@ -22,8 +22,12 @@ requests/s, p50/p99, latency added over the mock, the gateway/bare ratios, the g
 time per request (utime+stime of /proc/<pid>/stat over the run / requests) and its RSS, and
 checks that the raw topic holds one record per request the gateway answered.
 `--baseline REV` also runs the gateway of git revision REV (exported with `git archive`, run
-from that tree with this virtualenv) as target `base`, so a change is measured before and
-after in the same run: the script prints gateway/base ratios of req/s and p50.
+from that tree with this virtualenv) as target `base`, with a key and limits minted by that
+revision's own control plane (record formats change between revisions), so a change is measured
+before and after in the same run: the script prints gateway/base ratios of req/s and p50.
+Each cell is measured `--rounds` times, the targets in a rotated order each round, and the
+median round is reported: a machine that slows down for a while (shared, noisy) then moves
+every target alike instead of whichever ran at that moment.
 Installs wrk with apt-get when missing. Exits 1 when wrk saw errors or non-2xx answers.
 """
 
@@ -79,11 +83,11 @@ def ensure_wrk() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
 
 
-def lua_script(directory: Path, key: str, stream: bool) -> Path:
+def lua_script(directory: Path, target: str, key: str, stream: bool) -> Path:
     body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]%s}' % (
         ',"stream":true' if stream else ""
     )
-    path = directory / f"post-{'stream' if stream else 'plain'}.lua"
+    path = directory / f"post-{target}-{'stream' if stream else 'plain'}.lua"
     path.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = '{body}'\n"
@@ -189,9 +193,34 @@ def topic_records(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+BASELINE_KEY = """
+from datetime import UTC, datetime
+from schemas.models import Actor, Limits
+from tokentrail.control.plane import ControlPlane
+from tokentrail.settings import CoreSettings
+plane = ControlPlane(CoreSettings())
+identity, key = plane.create_key("bench-base", Actor(type="system", id="wrk"))
+plane.put_control(Limits(scope=f"key:{identity.key_id}", requests_per_minute=100_000_000,
+                         tokens_per_minute=100_000_000, changed_at=datetime.now(UTC)))
+print(key)
+"""
+"""Run with the baseline's tree first on the path: mints a key and its limits in that
+revision's record format (the current control plane refuses and is refused by older formats)."""
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The round with the median req/s, its CPU and request counts summed over all rounds (CPU
+    per request is a ratio of totals)."""
+    middle = sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
+    cpu = None if middle.cpu_s is None else sum(run.cpu_s or 0.0 for run in runs)
+    requests, bad = sum(run.requests for run in runs), sum(run.bad for run in runs)
+    return Run(middle.rps, middle.p50_ms, middle.p99_ms, requests, bad, cpu)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per cell, median reported (default 3)")
     parser.add_argument("--baseline", metavar="REV", help="also run the gateway of this git revision")
     args = parser.parse_args()
     ensure_wrk()
@@ -264,6 +293,7 @@ def main() -> int:
             stderr=open(workdir / "gateway-no-wal.log", "wb"),
         )
         processes.append(no_wal)
+        keys = dict.fromkeys(("mock", "bare", "no-wal", "gateway"), key)
         targets = {
             "mock": (mock.url, None),
             "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
@@ -278,10 +308,18 @@ def main() -> int:
                 ["git", "-C", str(ROOT), "archive", args.baseline], capture_output=True, check=True
             )
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+            keys["base"] = subprocess.run(
+                [sys.executable, "-c", BASELINE_KEY],
+                env={**env, "PYTHONPATH": str(tree)},
+                cwd=tree,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
             base_port = free_port()
             base = subprocess.Popen(
                 ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(base_port)],
-                env={**env, "PYTHONPATH": str(tree)},
+                env={**env, "PYTHONPATH": str(tree), "TOKENTRAIL_SPOOL_DIR": str(home / "spool-base")},
                 cwd=tree,
                 stdout=subprocess.DEVNULL,
                 stderr=open(workdir / "base.log", "wb"),
@@ -295,7 +333,7 @@ def main() -> int:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:  # the key and its limits reached the gateway
                 request = urllib.request.Request(
-                    targets[name][0] + "/v1/models", headers={"Authorization": f"Bearer {key}"}
+                    targets[name][0] + "/v1/models", headers={"Authorization": f"Bearer {keys[name]}"}
                 )
                 try:
                     urllib.request.urlopen(request, timeout=1).read()
@@ -303,21 +341,31 @@ def main() -> int:
                 except urllib.error.HTTPError:
                     time.sleep(0.05)
 
-        scripts = {stream: lua_script(workdir, key, stream) for stream in (False, True)}
-        for url, _ in targets.values():  # warm-up: connections, caches, JIT-free but page-ins
-            wrk(url, scripts[False], 64, 2)
-        results: dict[tuple[str, bool, int], Run] = {}
+        scripts = {
+            (name, stream): lua_script(workdir, name, keys[name], stream)
+            for name in targets
+            for stream in (False, True)
+        }
+        for name, (url, _) in targets.items():  # warm-up: connections, caches, page-ins
+            wrk(url, scripts[(name, False)], 64, 2)
+        rounds: dict[tuple[str, bool, int], list[Run]] = {}
+        names = list(targets)
         for stream in (False, True):
             for connections in (1, 64):
-                for name, (url, pid) in targets.items():
-                    results[(name, stream, connections)] = wrk(url, scripts[stream], connections, args.duration, pid)
+                for round_number in range(args.rounds):
+                    order = names[round_number % len(names) :] + names[: round_number % len(names)]
+                    for name in order:
+                        url, pid = targets[name]
+                        run = wrk(url, scripts[(name, stream)], connections, args.duration, pid)
+                        rounds.setdefault((name, stream, connections), []).append(run)
+        results = {cell: median_run(runs) for cell, runs in rounds.items()}
         gateway_rss = rss_mib(gateway.pid)
         spool_left = sum(path.stat().st_size for path in (home / "spool").glob("*.wal"))
         bare_rss = rss_mib(bare.pid)
 
         print(
-            f"POST /v1/chat/completions, wrk -t1 -d{args.duration}s; server under test on core {SERVER_CORE}, "
-            f"wrk + mock + Kafka on core {LOAD_CORE}"
+            f"POST /v1/chat/completions, wrk -t1 -d{args.duration}s, median of {args.rounds} rounds; "
+            f"server under test on core {SERVER_CORE}, wrk + mock + Kafka on core {LOAD_CORE}"
         )
         print(
             f"{'mode':<10} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
