@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, cast
 
 import orjson
 from bytewax import operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
@@ -261,8 +261,10 @@ def add_steps(
     incidents = op.stateful_batch("detect_providers", cast(Any, to_system), providers)
     # ("system", DetectOutputs)
     rekeyed = op.map("detect_key_part", incidents, lambda item: ("0", item[1]))
-    outputs = op.merge("detect_merge_outputs", by_kind.falses, rekeyed, split.falses)
-    # (partition number, DetectOutputs)
+    # (partition number, DetectOutputs): the branches' false sides hold only outputs
+    outputs: Stream[tuple[str, DetectOutputs]] = cast(
+        Any, op.merge("detect_merge_outputs", by_kind.falses, rekeyed, split.falses)
+    )
     op.output("detect_write_kafka", op.map_value("detect_messages", outputs, lambda o: o.messages), kafka_out)
     if clickhouse_out is not None:
         rows: Any = op.map_value("detect_rows", outputs, lambda o: o.rows)
