@@ -62,9 +62,9 @@ class DetectTopics(NamedTuple):
 
 
 class EventBatch(NamedTuple):
-    events: list[bytes]
-    """Call events as read (JSON): parsed again by the bucket, one at a time, so no batch of
-    parsed events is held (measured: holding them costs more than parsing twice)."""
+    events: list[KafkaMessage]
+    """Records as read: routed by their key (the tenant, docs/architecture.md, Contracts) and
+    parsed by the bucket, one at a time, so no batch of parsed events is held between steps."""
 
 
 class FailureBatch(NamedTuple):
@@ -81,51 +81,70 @@ def bucket_of(tenant_id: str) -> str:
     return str(zlib.crc32(tenant_id.encode()) % DETECT_BUCKETS)
 
 
-class Buckets(dict[str, str]):
-    """tenant -> `bucket_of(tenant)`, computed once per tenant (forgotten past 100,000 tenants)."""
+class Buckets(dict[bytes, str]):
+    """Record key (a tenant, UTF-8) -> its bucket, `bucket_of(tenant)`, computed once per key
+    (forgotten past 100,000 keys)."""
 
-    def __missing__(self, tenant_id: str) -> str:
+    def __missing__(self, key: bytes) -> str:
         if len(self) >= 100_000:
             self.clear()
-        bucket = self[tenant_id] = bucket_of(tenant_id)
+        bucket = self[key] = str(zlib.crc32(key) % DETECT_BUCKETS)
         return bucket
 
 
+CALL_EVENTS = ("llm_call", "llm_call_failed")
+
+
 def route_events(names: DetectTopics) -> Callable[[list[KafkaMessage]], list[tuple[str, EventBatch | DetectOutputs]]]:
-    """Kafka records -> one EventBatch of call events per bucket; unreadable records -> dead letters."""
+    """Kafka records -> one EventBatch per bucket, by key (the tenant) without parsing; a record
+    without a key is parsed for its tenant, and dead-lettered when it has none."""
     buckets = Buckets()
     records_in = metrics.RECORDS_IN.labels("events")
 
     def route(messages: list[KafkaMessage]) -> list[tuple[str, EventBatch | DetectOutputs]]:
         records_in.inc(len(messages))
-        groups: dict[str, list[bytes]] = {}
+        groups: dict[str, list[KafkaMessage]] = {}
         rejected: list[Message] = []
-        loads = orjson.loads
         for message in messages:
-            value = message.value or b""
-            try:
-                event = loads(value)
-                if type(event) is not dict:
-                    raise ValueError("record is not a JSON object")
-                if event.get("event_type") not in ("llm_call", "llm_call_failed"):
-                    continue  # detection reads calls only (its own events come back here too)
-                tenant_id = event["tenant_id"]
-                if type(tenant_id) is not str:
-                    raise ValueError("tenant_id is not a string")
-            except (ValueError, KeyError) as exc:
-                rejected.append(_dead_letter(f"detect: {exc}", message, names.dlq))
-                continue
-            bucket = buckets[tenant_id]
+            key = message.key
+            if not key:
+                try:
+                    key = _tenant_of(message).encode()
+                except (ValueError, KeyError) as exc:
+                    rejected.append(_dead_letter(f"detect: {exc}", message, names.dlq))
+                    continue
+                if not key:
+                    continue  # not a call: detection reads calls only
+            bucket = buckets[key]
             group = groups.get(bucket)
             if group is None:
                 group = groups[bucket] = []
-            group.append(value)
+            group.append(message)
         items: list[tuple[str, EventBatch | DetectOutputs]] = [(b, EventBatch(e)) for b, e in groups.items()]
         if rejected:
             items.append(("0", DetectOutputs(rejected, {})))
         return items
 
     return route
+
+
+def _tenant_of(message: KafkaMessage) -> str:
+    """The tenant of a call event without a key ("" for other events); ValueError or KeyError
+    when the record is not a JSON object with a string tenant_id."""
+    event = _event_of(message)
+    if event.get("event_type") not in CALL_EVENTS:
+        return ""
+    tenant_id = event["tenant_id"]
+    if type(tenant_id) is not str:
+        raise ValueError("tenant_id is not a string")
+    return tenant_id
+
+
+def _event_of(message: KafkaMessage) -> dict[str, Any]:
+    event = orjson.loads(message.value or b"")
+    if type(event) is not dict:
+        raise ValueError("record is not a JSON object")
+    return event
 
 
 def _dead_letter(reason: str, message: KafkaMessage, dlq: str) -> Message:
@@ -165,14 +184,24 @@ class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch,
     def on_batch(self, values: list[EventBatch]) -> tuple[list[DetectOutputs | FailureBatch], bool]:
         result = Result()
         rejected: list[Message] = []
-        observe, loads = self.detector.observe, orjson.loads
+        observe, dlq = self.detector.observe, self.names.dlq
         for batch in values:
-            for value in batch.events:
-                event = loads(value)  # valid: the route step parsed it
+            for message in batch.events:
                 try:
+                    event = _event_of(message)
+                    if event.get("event_type") not in CALL_EVENTS:
+                        continue  # detection reads calls only (its own events come back here too)
+                    tenant_id = event.get("tenant_id")
+                    key = message.key
+                    if key and (type(tenant_id) is not str or tenant_id.encode() != key):
+                        raise ValueError(
+                            f"record key {key!r} is not its tenant_id {tenant_id!r} (tokentrail.events is keyed by tenant)"
+                        )
                     observe(event, result)
                 except EventError as exc:
-                    rejected.append(self._dead_letter(event, str(exc)))
+                    rejected.append(_dead_letter(str(exc), message, dlq))
+                except ValueError as exc:
+                    rejected.append(_dead_letter(f"detect: {exc}", message, dlq))
         out: list[DetectOutputs | FailureBatch] = []
         outputs = outputs_of(result, self.names)
         if outputs.messages or rejected:
@@ -183,12 +212,6 @@ class DetectTenants(StatefulBatchLogic[EventBatch, DetectOutputs | FailureBatch,
 
     def snapshot(self) -> Detector:
         return self.detector
-
-    def _dead_letter(self, event: dict[str, Any], reason: str) -> Message:
-        """A call event detection cannot read (re-serialized: the record was parsed upstream)."""
-        key = str(event.get("tenant_id", "")).encode()
-        value = dead_letter(Rejected(reason, orjson.dumps(event), key), self.names.events, None, None)
-        return self.names.dlq, key, value, dead_letter_headers(None, reason)
 
 
 class DetectProviders(StatefulBatchLogic[FailureBatch, DetectOutputs, ProviderIncidents]):

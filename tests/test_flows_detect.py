@@ -24,15 +24,19 @@ T0 = 1_780_000_000.0
 
 
 def message(event: dict[str, Any] | bytes, offset: int) -> KafkaSourceMessage[bytes, bytes]:
-    value = event if isinstance(event, bytes) else orjson.dumps(event)
-    return KafkaSourceMessage(key=b"t", value=value, topic="events", partition=0, offset=offset)
+    """A record of `tokentrail.events`, keyed by its tenant (raw bytes: no key)."""
+    if isinstance(event, bytes):
+        return KafkaSourceMessage(key=None, value=event, topic="events", partition=0, offset=offset)
+    value = orjson.dumps(event)
+    return KafkaSourceMessage(key=event["tenant_id"].encode(), value=value, topic="events", partition=0, offset=offset)
 
 
 def build(events: list, out: list, rows: list, batch_size: int = 7) -> Dataflow:
     flow = Dataflow("test_detect")
+    records = [e if isinstance(e, KafkaSourceMessage) else message(e, i) for i, e in enumerate(events)]
     add_steps(
         flow,
-        events=TestingSource([message(e, i) for i, e in enumerate(events)], batch_size=batch_size),
+        events=TestingSource(records, batch_size=batch_size),
         kafka_out=TestingSink(out),
         clickhouse_out=TestingSink(rows),
         names=NAMES,
@@ -107,11 +111,13 @@ def test_a_replayed_topic_detects_the_same_and_bad_records_go_to_the_dlq() -> No
     events = failing("acme", 3, T0)
     broken = call_event("acme", T0 + 5)
     del broken["payload"]["key_id"]
-    messages, _ = run([*events, *events, b"{not json", broken])
+    mislabelled = KafkaSourceMessage(key=b"other", value=orjson.dumps(call_event("acme", T0 + 6)), topic="events")
+    messages, _ = run([*events, *events, b"{not json", broken, mislabelled])
     assert len([e for e in of_topic(messages, "events") if e["event_type"] == "pattern_detected"]) == 1
     reasons = sorted(letter["reason"] for letter in of_topic(messages, "dlq"))
-    assert len(reasons) == 2
-    assert "KeyError: 'key_id'" in reasons[0] and reasons[1].startswith("detect: ")
+    assert len(reasons) == 3
+    assert "KeyError: 'key_id'" in reasons[0] and reasons[2].startswith("detect: unexpected character")
+    assert reasons[1].startswith("detect: record key b'other' is not its tenant_id 'acme'")
 
 
 def test_detection_state_survives_a_restart(tmp_path: Path) -> None:
