@@ -93,7 +93,8 @@ class ErrorBudget:
         self.first_at = float("inf")
 
     def add(self, at: float, bad: bool) -> None:
-        self.first_at = min(self.first_at, at)
+        if at < self.first_at:
+            self.first_at = at
         self.counts.add(at, _BAD if bad else _GOOD)
 
     def reading(

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-CALL_EVENTS = frozenset({"llm_call", "llm_call_failed"})
-
 
 class EventError(ValueError):
     """A call event the detectors cannot read; the message says which field is wrong."""
@@ -47,51 +45,54 @@ def is_budget_error(status: int, error_type: str) -> bool:
     return status >= 500 or status == 429 or "timeout" in error_type.lower()
 
 
-_last_second: list[Any] = ["", 0.0]
-"""The last `YYYY-MM-DDTHH:MM:SS` prefix parsed and its epoch second: events arrive about in
-time order, so most timestamps share their second with the one before."""
+_last_minute: list[Any] = ["", 0]
+"""The last `YYYY-MM-DDTHH:MM` prefix parsed and its epoch second: events arrive about in
+time order, so most timestamps share their minute with the one before."""
 
 
 def epoch_seconds(timestamp: str) -> float:
     """RFC 3339 UTC with milliseconds (the wire format) -> epoch seconds; other forms parsed in full."""
-    if len(timestamp) == 24 and timestamp[19] == "." and timestamp[23] == "Z":
-        prefix = timestamp[:19]
-        if prefix != _last_second[0]:
-            _last_second[0], _last_second[1] = prefix, datetime.fromisoformat(prefix + "+00:00").timestamp()
-        return float(_last_second[1]) + int(timestamp[20:23]) / 1000
+    if len(timestamp) == 24 and timestamp[16] == ":" and timestamp[19] == "." and timestamp[23] == "Z":
+        prefix = timestamp[:16]
+        if prefix != _last_minute[0]:
+            _last_minute[0], _last_minute[1] = prefix, int(datetime.fromisoformat(prefix + "+00:00").timestamp())
+        second = int(timestamp[17:19])
+        if second > 59:
+            raise ValueError(f"second out of range in {timestamp!r}")
+        return float(_last_minute[1] + second) + int(timestamp[20:23]) / 1000
     return datetime.fromisoformat(timestamp).timestamp()
 
 
 def read_call(event: dict[str, Any]) -> Call | None:
     """The call an event describes, None for other event types; EventError when a call event
-    lacks what detection needs."""
-    if event.get("event_type") not in CALL_EVENTS:
+    lacks what detection needs. (Runs once per event: plain indexing, positional arguments.)"""
+    event_type = event.get("event_type")
+    if event_type != "llm_call" and event_type != "llm_call_failed":
         return None
     try:
         payload = event["payload"]
         status = int(payload["status"])
         error_type = payload.get("error_type") or ""
-        chain = payload.get("chain") or []
         actor = event["actor"]
         root = payload.get("root_actor") or actor
         cost = payload.get("cost_usd")
         return Call(
-            event_id=event["event_id"],
-            tenant_id=event["tenant_id"],
-            at=epoch_seconds(event["timestamp"]),
-            key_id=payload["key_id"],
-            actor=(actor["type"], actor["id"]),
-            root=(root["type"], root["id"]),
-            chain_keys=tuple(link["key_id"] for link in chain),
-            provider=payload.get("provider") or "",
-            model=payload.get("model") or payload.get("requested_model") or "",
-            status=status,
-            error_type=error_type,
-            error_code=payload.get("error_code") or "",
-            context_hash=payload.get("context_hash") or "",
-            cost_usd=float(cost) if cost else 0.0,
-            failed=status >= 400 or bool(error_type),
-            budget_error=is_budget_error(status, error_type),
+            event["event_id"],
+            event["tenant_id"],
+            epoch_seconds(event["timestamp"]),
+            payload["key_id"],
+            (actor["type"], actor["id"]),
+            (root["type"], root["id"]),
+            tuple([link["key_id"] for link in payload.get("chain") or ()]),
+            payload.get("provider") or "",
+            payload.get("model") or payload.get("requested_model") or "",
+            status,
+            error_type,
+            payload.get("error_code") or "",
+            payload.get("context_hash") or "",
+            float(cost) if cost else 0.0,
+            status >= 400 or bool(error_type),
+            status >= 500 or status == 429 or (bool(error_type) and is_budget_error(status, error_type)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EventError(f"call event {event.get('event_id')!r}: {type(exc).__name__}: {exc}") from None

@@ -33,11 +33,13 @@ class RecentIds:
         if at <= self.floor:
             self.refused_late += 1
             return False
-        self.seen[event_id] = at
-        self.order.append(event_id)
+        seen, order = self.seen, self.order
+        seen[event_id] = at
+        order.append(event_id)
         if at > self.newest:
             self.newest = at
-        self._forget(self.newest - self.horizon)
+        if len(order) > self.capacity or seen[order[0]] < self.newest - self.horizon:
+            self._forget(self.newest - self.horizon)
         return True
 
     def _forget(self, older_than: float) -> None:

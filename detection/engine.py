@@ -216,7 +216,7 @@ class Detector:
         if budget is None:
             budget = tenant.slo[scope] = ErrorBudget(self.windows)
         budget.add(call.at, call.budget_error)
-        if call.budget_error or self.book.is_firing(call.tenant_id, ERROR_BUDGET, scope):
+        if call.budget_error or (self.book.firing and self.book.is_firing(call.tenant_id, ERROR_BUDGET, scope)):
             self._judge_error_budget(call.tenant_id, scope, budget, call.at, result)
 
     def _judge_error_budget(self, tenant_id: str, scope: str, budget: ErrorBudget, at: float, result: Result) -> None:
@@ -282,9 +282,10 @@ class Detector:
             rate = tenant.rates[call.key_id] = SpendRate(call.at)
             tenant.who[call.key_id] = Who(call.actor, call.root)
         scope = f"key:{call.key_id}"
-        firing = self.book.is_firing(call.tenant_id, SPEND_SPIKE, scope)
-        reading = rate.add(call.at, call.cost_usd, config.spike, frozen=firing)
-        if reading.anomalous:
+        firing = bool(self.book.firing) and self.book.is_firing(call.tenant_id, SPEND_SPIKE, scope)
+        anomalous = rate.add(call.at, call.cost_usd, config.spike, frozen=firing)
+        if anomalous:
+            reading = rate.reading(config.spike)
             actor, root = call.actor, call.root
             rollup = "" if actor == root else f" (on behalf of {root[0]} {root[1]})"
             finding = Finding(
@@ -310,8 +311,10 @@ class Detector:
                 evidence_sql=spike_sql(call.tenant_id, call.key_id, call.at - 3600),
             )
             _add(result, self.book.holds(finding, call.at))
-        elif firing and reading.cleared:
+        elif firing and rate.reading(config.spike).cleared:
             _add(result, self.book.clear(call.tenant_id, SPEND_SPIKE, scope, call.at))
+        if call.tenant_id not in self.controls.tenant_budgets and not self.controls.key_budgets:
+            return
         for budget_scope, limit in self._budgets_of(call):
             budget = tenant.spend.get(budget_scope)
             if budget is None or (budget.period, budget.amount) != (limit.period, limit.amount_usd):
@@ -338,6 +341,10 @@ class Detector:
         if reading.rule is None and firing is not None:
             reading = budget.reading(self.config.rules, at, self.config.hold)
             severity = firing  # held, never raised, by the relaxed thresholds
+        if not reading.exhausted and (reading.rule is None or severity is None):  # the usual case: nothing to say
+            _add(result, self.book.clear(tenant_id, BUDGET_EXHAUSTED, scope, at))
+            _add(result, self.book.clear(tenant_id, BUDGET_BURN, scope, at))
+            return
         whose = "the tenant" if scope == "tenant" else scope
         spent = f"${reading.spent:,.2f} of ${reading.amount:,.2f} this {budget.period}"
         sql = budget_sql(tenant_id, scope, budget.period_start)
@@ -506,8 +513,9 @@ class ProviderIncidents:
         self.newest = float("-inf")
         self._last_sweep = float("-inf")
 
-    def observe(self, failure: ProviderFailure) -> Result:
-        result = Result()
+    def observe(self, failure: ProviderFailure, into: Result | None = None) -> Result:
+        """What changed is added to `into` (a batch's result) or to a new Result."""
+        result = Result() if into is None else into
         signature, at, tenant_id = failure.signature, failure.at, failure.tenant_id
         seen = self.failing.signatures.get(signature)
         previous = seen.last_seen.get(tenant_id) if seen is not None else None
@@ -587,11 +595,16 @@ class Detection:
         self.detector = Detector(config, controls)
         self.incidents = ProviderIncidents(config)
 
-    def observe(self, event: dict[str, Any]) -> Result:
-        result = self.detector.observe(event)
-        for failure in result.provider_failures:
-            result.extend(self.incidents.observe(failure))
-        result.provider_failures.clear()  # consumed here
+    def observe(self, event: dict[str, Any], into: Result | None = None) -> Result:
+        """What changed is added to `into` (a batch's result) or to a new Result."""
+        result = Result() if into is None else into
+        failures = result.provider_failures
+        known = len(failures)
+        self.detector.observe(event, result)
+        if len(failures) > known:
+            for failure in failures[known:]:
+                self.incidents.observe(failure, result)
+            del failures[known:]  # consumed here
         return result
 
 

@@ -64,9 +64,10 @@ class SpendRate:
         self.hourly = 0.0
         self.peak = 0.0
 
-    def add(self, at: float, cost: float, config: SpikeConfig, frozen: bool) -> SpikeReading:
+    def add(self, at: float, cost: float, config: SpikeConfig, frozen: bool) -> bool:
         """Count one call at event time `at` (a late call counts as of the newest time seen);
-        `frozen`: the identity is anomalous, so the peak must not learn from it."""
+        `frozen`: the identity is anomalous, so the peak must not learn from it. True when the
+        identity is anomalous now (`reading` says by how much)."""
         elapsed = at - self.last_at
         if elapsed > 0:
             fast_decay = math.exp(-elapsed / config.fast_seconds)
@@ -84,7 +85,12 @@ class SpendRate:
             smoothed = self.hourly / weight
             if smoothed > self.peak:
                 self.peak = smoothed
-        return self.reading(config)
+        return (
+            self.fast_calls >= config.min_calls
+            and self.fast >= config.min_usd
+            and self.fast / config.fast_seconds * 3600.0
+            >= config.factor * max(self.peak * 3600.0, config.floor_usd_per_hour)
+        )
 
     def reading(self, config: SpikeConfig) -> SpikeReading:
         rate = self.fast / config.fast_seconds * 3600.0

@@ -7,16 +7,21 @@ the last W - bucket to W seconds. The default rules therefore cost two rings per
 an event two additions (usually one: adds collect in a pending bucket of the fine width
 first).
 
-Each bucket carries the absolute number of the interval it holds (its stamp), so a bucket
-left over from an older lap of the ring is recognized and reset when reused and ignored when
-summed: nothing is cleared eagerly, which keeps a sparse scope (a call every few minutes) as
-cheap as a busy one. Reads use running sums over the complete buckets, rebuilt once per
-bucket interval, plus the current bucket: O(1) amortized.
+A ring holds running totals, not counts: the cell of bucket n holds everything counted in
+buckets up to n, so the sum over the last k buckets is two reads, total(head) - total(head - k),
+whatever k. Moving the end of the windows to a new bucket copies the last total into the
+buckets passed (at most one lap of the ring; nothing else is cleared), and an event adds to
+its bucket's total (a late event also to the totals of the buckets after it). Each bucket
+carries the absolute number of the interval it holds (its stamp), so a bucket from before
+the first event or an older lap is never read as current. An empty window reads exactly zero:
+both of its ends hold the same copied total.
 """
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
+from typing import Any
 
 _NEVER = -(1 << 62)
 MAX_FINE_BUCKETS = 360
@@ -24,71 +29,88 @@ COARSE_BUCKETS = 72
 
 
 class SlidingSums:
-    """`width` counters in `buckets` buckets of `bucket_seconds`; sums over the last k buckets."""
+    """`width` counters in `buckets` buckets of `bucket_seconds`; sums over the last k < `buckets` buckets."""
 
-    __slots__ = ("bucket_seconds", "buckets", "width", "cells", "stamps", "head", "cached_for", "behind")
+    __slots__ = ("bucket_seconds", "buckets", "width", "cells", "stamps", "head")
 
     def __init__(self, bucket_seconds: float, buckets: int, width: int) -> None:
         self.bucket_seconds = bucket_seconds
         self.buckets = buckets
         self.width = width
         self.cells = array("d", bytes(8 * buckets * width))
+        """Running totals: cells[slot * width + column] counts everything up to the slot's bucket."""
         self.stamps = array("q", [_NEVER]) * buckets
         self.head = _NEVER
         """Absolute number of the newest bucket: windows end there."""
-        self.cached_for = _NEVER
-        self.behind: list[list[float]] = []
-        """behind[j]: sums of the j + 1 complete buckets before `head`, valid while `cached_for == head`."""
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Restore a snapshot; one written before the rings held running totals (its buckets
+        hold counts, and it has a `behind` cache) is converted, so a flow resumes its windows."""
+        slots = state[1]
+        for name in self.__slots__:
+            setattr(self, name, slots[name])
+        if "behind" in slots and self.head != _NEVER:
+            counts, stamps, head, width, buckets = self.cells, self.stamps, self.head, self.width, self.buckets
+            self.cells = array("d", bytes(8 * buckets * width))
+            running = [0.0] * width
+            for number in range(head - buckets + 1, head + 1):
+                slot = number % buckets
+                if stamps[slot] == number:
+                    running = [running[column] + counts[slot * width + column] for column in range(width)]
+                stamps[slot] = number
+                self.cells[slot * width : slot * width + width] = array("d", running)
 
     def advance(self, at: float) -> None:
         """Move the end of the windows to `at` (never backwards)."""
         bucket = int(at // self.bucket_seconds)
         if bucket > self.head:
-            self.head = bucket
+            self._move(bucket)
 
-    def add(self, at: float, values: tuple[float, ...]) -> bool:
+    def _move(self, bucket: int) -> None:
+        """New head `bucket`: the buckets passed (at most a lap) get the head's total."""
+        head, width, cells, stamps, buckets = self.head, self.width, self.cells, self.stamps, self.buckets
+        if head == _NEVER:
+            carry = array("d", bytes(8 * width))
+        else:
+            base = (head % buckets) * width
+            carry = cells[base : base + width]
+        for number in range(max(head + 1, bucket - buckets + 1), bucket + 1):
+            slot = number % buckets
+            stamps[slot] = number
+            cells[slot * width : slot * width + width] = carry
+        self.head = bucket
+
+    def add(self, at: float, values: Sequence[float]) -> bool:
         """Count `values` at event time `at`; False (nothing counted) when `at` is older than the ring."""
         bucket = int(at // self.bucket_seconds)
         head = self.head
         if bucket > head:
-            self.head = bucket
-        elif bucket < head:
-            if bucket <= head - self.buckets:
-                return False
-            self.cached_for = _NEVER  # a late event changes a complete bucket
-        slot = bucket % self.buckets
-        cells, width = self.cells, self.width
-        base = slot * width
-        if self.stamps[slot] != bucket:
-            self.stamps[slot] = bucket
+            self._move(bucket)
+            head = bucket
+        elif bucket <= head - self.buckets:
+            return False
+        cells, width, buckets = self.cells, self.width, self.buckets
+        if bucket == head:  # the usual case: the newest bucket
+            base = (bucket % buckets) * width
             for column in range(width):
-                cells[base + column] = values[column]
-        else:
+                cells[base + column] += values[column]
+            return True
+        for number in range(bucket, head + 1):  # a late event: its bucket and every one after it
+            base = (number % buckets) * width
             for column in range(width):
                 cells[base + column] += values[column]
         return True
 
     def sums(self, count: int) -> list[float]:
         """The counters summed over the last `count` buckets (the current one included)."""
-        head, width, cells, stamps, buckets = self.head, self.width, self.cells, self.stamps, self.buckets
-        if self.cached_for != head:
-            behind: list[list[float]] = []
-            running = [0.0] * width
-            for back in range(1, buckets):
-                number = head - back
-                slot = number % buckets
-                if stamps[slot] == number:
-                    base = slot * width
-                    running = [running[column] + cells[base + column] for column in range(width)]
-                behind.append(running)
-            self.behind, self.cached_for = behind, head
-        total = list(self.behind[count - 2]) if count >= 2 else [0.0] * width
-        slot = head % buckets
-        if stamps[slot] == head:
-            base = slot * width
-            for column in range(width):
-                total[column] += cells[base + column]
-        return total
+        if not 0 < count < self.buckets:
+            raise ValueError(f"a window of {count} buckets does not fit a ring of {self.buckets}")
+        head, width, cells, buckets = self.head, self.width, self.cells, self.buckets
+        if head == _NEVER:
+            return [0.0] * width
+        end = (head % buckets) * width
+        start = ((head - count) % buckets) * width  # stamped: every bucket of the last lap is
+        return [cells[end + column] - cells[start + column] for column in range(width)]
 
 
 class MultiWindow:
@@ -113,15 +135,16 @@ class MultiWindow:
         self.pending_bucket = _NEVER
         self.pending = [0.0] * width
 
-    def add(self, at: float, values: tuple[float, ...]) -> None:
+    def add(self, at: float, values: Sequence[float]) -> None:
         """Count `values` at `at`: into the pending fine bucket while time stays in it."""
         bucket = int(at // self.fine)
+        pending = self.pending
         if bucket == self.pending_bucket:
-            pending = self.pending
-            for column in range(len(pending)):
-                pending[column] += values[column]
+            for column, value in enumerate(values):
+                pending[column] += value
         elif bucket > self.pending_bucket:
-            self.flush()
+            if any(pending):
+                self._fold(pending)
             self.pending_bucket = bucket
             self.pending = list(values)
         else:
@@ -131,11 +154,13 @@ class MultiWindow:
     def flush(self) -> None:
         """Fold the pending bucket into the rings (every ring's bucket width is a multiple of it)."""
         if any(self.pending):
-            at = self.pending_bucket * self.fine
-            values = tuple(self.pending)
-            for ring in self.rings.values():
-                ring.add(at, values)
+            self._fold(self.pending)
             self.pending = [0.0] * len(self.pending)
+
+    def _fold(self, values: list[float]) -> None:
+        at = self.pending_bucket * self.fine
+        for ring in self.rings.values():
+            ring.add(at, values)
 
     def advance(self, at: float) -> None:
         self.flush()

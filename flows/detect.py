@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, cast
 
 import orjson
 from bytewax import operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
@@ -43,6 +43,7 @@ from bytewax.outputs import Sink
 from detection.calls import EventError
 from detection.engine import Controls, DetectionConfig, Detector, ProviderFailure, ProviderIncidents, Result
 from detection.outputs import alert_event, alert_record, pattern_event
+from flows import metrics
 from flows.clickhouse import Rows
 from flows.connectors import KafkaMessage, Message, Tick
 from flows.context import FlowContext
@@ -70,7 +71,9 @@ class DetectTopics(NamedTuple):
 
 
 class EventBatch(NamedTuple):
-    events: list[dict[str, Any]]
+    events: list[KafkaMessage]
+    """Records as read: routed by their key (the tenant, docs/architecture.md, Contracts) and
+    parsed by the bucket, one at a time, so no batch of parsed events is held between steps."""
 
 
 class FailureBatch(NamedTuple):
@@ -134,33 +137,70 @@ def bucket_of(tenant_id: str) -> str:
     return str(zlib.crc32(tenant_id.encode()) % DETECT_BUCKETS)
 
 
+class Buckets(dict[bytes, str]):
+    """Record key (a tenant, UTF-8) -> its bucket, `bucket_of(tenant)`, computed once per key
+    (forgotten past 100,000 keys)."""
+
+    def __missing__(self, key: bytes) -> str:
+        if len(self) >= 100_000:
+            self.clear()
+        bucket = self[key] = str(zlib.crc32(key) % DETECT_BUCKETS)
+        return bucket
+
+
+CALL_EVENTS = ("llm_call", "llm_call_failed")
+
+
 def route_events(names: DetectTopics) -> Callable[[list[KafkaMessage]], list[tuple[str, EventBatch | DetectOutputs]]]:
-    """Kafka records -> one EventBatch of call events per bucket; unreadable records -> dead letters."""
+    """Kafka records -> one EventBatch per bucket, by key (the tenant) without parsing; a record
+    without a key is parsed for its tenant, and dead-lettered when it has none."""
+    buckets = Buckets()
+    records_in = metrics.RECORDS_IN.labels("events")
 
     def route(messages: list[KafkaMessage]) -> list[tuple[str, EventBatch | DetectOutputs]]:
-        groups: dict[str, list[dict[str, Any]]] = {}
+        records_in.inc(len(messages))
+        groups: dict[str, list[KafkaMessage]] = {}
         rejected: list[Message] = []
         for message in messages:
-            value = message.value
-            try:
-                event = orjson.loads(value or b"")
-                if type(event) is not dict:
-                    raise ValueError("record is not a JSON object")
-                if event.get("event_type") not in ("llm_call", "llm_call_failed"):
-                    continue  # detection reads calls only (its own events come back here too)
-                tenant_id = event["tenant_id"]
-                if type(tenant_id) is not str:
-                    raise ValueError("tenant_id is not a string")
-            except (ValueError, KeyError) as exc:
-                rejected.append(_dead_letter(f"detect: {exc}", message, names.dlq))
-                continue
-            groups.setdefault(bucket_of(tenant_id), []).append(event)
+            key = message.key
+            if not key:
+                try:
+                    key = _tenant_of(message).encode()
+                except (ValueError, KeyError) as exc:
+                    rejected.append(_dead_letter(f"detect: {exc}", message, names.dlq))
+                    continue
+                if not key:
+                    continue  # not a call: detection reads calls only
+            bucket = buckets[key]
+            group = groups.get(bucket)
+            if group is None:
+                group = groups[bucket] = []
+            group.append(message)
         items: list[tuple[str, EventBatch | DetectOutputs]] = [(b, EventBatch(e)) for b, e in groups.items()]
         if rejected:
             items.append(("0", DetectOutputs(rejected, {})))
         return items
 
     return route
+
+
+def _tenant_of(message: KafkaMessage) -> str:
+    """The tenant of a call event without a key ("" for other events); ValueError or KeyError
+    when the record is not a JSON object with a string tenant_id."""
+    event = _event_of(message)
+    if event.get("event_type") not in CALL_EVENTS:
+        return ""
+    tenant_id = event["tenant_id"]
+    if type(tenant_id) is not str:
+        raise ValueError("tenant_id is not a string")
+    return tenant_id
+
+
+def _event_of(message: KafkaMessage) -> dict[str, Any]:
+    event = orjson.loads(message.value or b"")
+    if type(event) is not dict:
+        raise ValueError("record is not a JSON object")
+    return event
 
 
 def _dead_letter(reason: str, message: KafkaMessage, dlq: str) -> Message:
@@ -201,18 +241,29 @@ class DetectTenants(StatefulBatchLogic[EventBatch | IdleTick, DetectOutputs | Fa
     def on_batch(self, values: list[EventBatch | IdleTick]) -> tuple[list[DetectOutputs | FailureBatch], bool]:
         result = Result()
         rejected: list[Message] = []
-        observe = self.detector.observe
+        observe, dlq = self.detector.observe, self.names.dlq
         quiet = self.quiet.quiet_for(values)
         if quiet is not None:
             self.detector.idle(quiet, result)
         for batch in values:
             if isinstance(batch, IdleTick):
                 continue
-            for event in batch.events:
+            for message in batch.events:
                 try:
+                    event = _event_of(message)
+                    if event.get("event_type") not in CALL_EVENTS:
+                        continue  # detection reads calls only (its own events come back here too)
+                    tenant_id = event.get("tenant_id")
+                    key = message.key
+                    if key and (type(tenant_id) is not str or tenant_id.encode() != key):
+                        raise ValueError(
+                            f"record key {key!r} is not its tenant_id {tenant_id!r} (tokentrail.events is keyed by tenant)"
+                        )
                     observe(event, result)
                 except EventError as exc:
-                    rejected.append(self._dead_letter(event, str(exc)))
+                    rejected.append(_dead_letter(str(exc), message, dlq))
+                except ValueError as exc:
+                    rejected.append(_dead_letter(f"detect: {exc}", message, dlq))
         out: list[DetectOutputs | FailureBatch] = []
         outputs = outputs_of(result, self.names)
         if outputs.messages or rejected:
@@ -224,12 +275,6 @@ class DetectTenants(StatefulBatchLogic[EventBatch | IdleTick, DetectOutputs | Fa
     def snapshot(self) -> Detector:
         return self.detector
 
-    def _dead_letter(self, event: dict[str, Any], reason: str) -> Message:
-        """A call event detection cannot read (re-serialized: the record was parsed upstream)."""
-        key = str(event.get("tenant_id", "")).encode()
-        value = dead_letter(Rejected(reason, orjson.dumps(event), key), self.names.events, None, None)
-        return self.names.dlq, key, value, dead_letter_headers(None, reason)
-
 
 class DetectProviders(StatefulBatchLogic[FailureBatch | IdleTick, DetectOutputs, ProviderIncidents]):
     """Every tenant's failures: provider or model incidents."""
@@ -240,20 +285,28 @@ class DetectProviders(StatefulBatchLogic[FailureBatch | IdleTick, DetectOutputs,
         self.quiet = QuietClock()
 
     def on_batch(self, values: list[FailureBatch | IdleTick]) -> tuple[list[DetectOutputs], bool]:
+        """The buckets' failures back in event-time order: each bucket sends its part of a
+        batch on its own (in a replay or a backlog, a batch spans minutes of event time, and
+        bucket after bucket would move the incidents' clock back and forth: an incident would
+        resolve and fire again). A tick with no failure since the last one lets firing
+        incidents resolve (`QuietClock`)."""
         result = Result()
         quiet = self.quiet.quiet_for(values)
         if quiet is not None:
             self.incidents.idle(quiet, result)
-        for batch in values:
-            if isinstance(batch, IdleTick):
-                continue
-            for failure in batch.failures:
-                result.extend(self.incidents.observe(failure))
+        failures = [failure for batch in values if not isinstance(batch, IdleTick) for failure in batch.failures]
+        failures.sort(key=_event_time)
+        for failure in failures:
+            self.incidents.observe(failure, result)
         outputs = outputs_of(result, self.names)
         return ([outputs] if outputs.messages else []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ProviderIncidents:
         return self.incidents
+
+
+def _event_time(failure: ProviderFailure) -> float:
+    return failure.at
 
 
 def _is_events(item: tuple[str, EventBatch | DetectOutputs]) -> bool:
@@ -309,8 +362,10 @@ def add_steps(
     incidents = op.stateful_batch("detect_providers", cast(Any, to_system), providers)
     # ("system", DetectOutputs)
     rekeyed = op.map("detect_key_part", incidents, lambda item: ("0", item[1]))
-    outputs = op.merge("detect_merge_outputs", by_kind.falses, rekeyed, split.falses)
-    # (partition number, DetectOutputs)
+    # (partition number, DetectOutputs): the branches' false sides hold only outputs
+    outputs: Stream[tuple[str, DetectOutputs]] = cast(
+        Any, op.merge("detect_merge_outputs", by_kind.falses, rekeyed, split.falses)
+    )
     op.output("detect_write_kafka", op.map_value("detect_messages", outputs, lambda o: o.messages), kafka_out)
     if clickhouse_out is not None:
         rows: Any = op.map_value("detect_rows", outputs, lambda o: o.rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
+from array import array
 
 import pytest
 
@@ -154,6 +155,20 @@ def test_sliding_sums_drop_what_leaves_the_window() -> None:
     assert ring.sums(6) == [6.0]
     ring.advance(T0 + 1000)
     assert ring.sums(6) == [0.0]
+
+
+def test_a_ring_snapshot_from_before_running_totals_resumes_with_the_same_sums() -> None:
+    # the old layout: each bucket holds its own counts; bucket 92 is left over from an older lap
+    counts, stamps = array("d", [0.0] * 7), array("q", [-(1 << 62)] * 7)
+    for number, value in ((92, 8.0), (95, 1.0), (97, 2.0), (100, 4.0)):
+        counts[number % 7], stamps[number % 7] = value, number
+    old = {"bucket_seconds": 10.0, "buckets": 7, "width": 1, "cells": counts, "stamps": stamps, "head": 100}
+    ring = SlidingSums.__new__(SlidingSums)
+    ring.__setstate__((None, {**old, "cached_for": 100, "behind": []}))
+    assert ring.sums(6) == [7.0] and ring.sums(3) == [4.0] and ring.sums(1) == [4.0]
+    ring.add(1000.0, (1.0,))  # bucket 100 again, then time moves on
+    ring.advance(1030.0)
+    assert ring.sums(6) == [5.0] and ring.sums(3) == [0.0]  # buckets 98-103, then 101-103
 
 
 def test_windows_share_rings_and_sum_exactly_to_one_bucket() -> None:

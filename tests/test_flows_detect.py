@@ -15,7 +15,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from detection.engine import Controls, DetectionConfig
 from detection.synthetic import call_event
-from flows.detect import DetectTopics, add_steps
+from flows.detect import DetectTopics, add_steps, bucket_of
 from flows.registry import FLOWS
 from schemas.models import Alert, FailurePattern, UnifiedEvent
 
@@ -24,15 +24,19 @@ T0 = 1_780_000_000.0
 
 
 def message(event: dict[str, Any] | bytes, offset: int) -> KafkaSourceMessage[bytes, bytes]:
-    value = event if isinstance(event, bytes) else orjson.dumps(event)
-    return KafkaSourceMessage(key=b"t", value=value, topic="events", partition=0, offset=offset)
+    """A record of `tokentrail.events`, keyed by its tenant (raw bytes: no key)."""
+    if isinstance(event, bytes):
+        return KafkaSourceMessage(key=None, value=event, topic="events", partition=0, offset=offset)
+    value = orjson.dumps(event)
+    return KafkaSourceMessage(key=event["tenant_id"].encode(), value=value, topic="events", partition=0, offset=offset)
 
 
-def build(events: list, out: list, rows: list) -> Dataflow:
+def build(events: list, out: list, rows: list, batch_size: int = 7) -> Dataflow:
     flow = Dataflow("test_detect")
+    records = [e if isinstance(e, KafkaSourceMessage) else message(e, i) for i, e in enumerate(events)]
     add_steps(
         flow,
-        events=TestingSource([message(e, i) for i, e in enumerate(events)], batch_size=7),
+        events=TestingSource(records, batch_size=batch_size),
         kafka_out=TestingSink(out),
         clickhouse_out=TestingSink(rows),
         names=NAMES,
@@ -42,10 +46,10 @@ def build(events: list, out: list, rows: list) -> Dataflow:
     return flow
 
 
-def run(events: list, workers: int = 1) -> tuple[list[tuple], list[dict]]:
+def run(events: list, workers: int = 1, batch_size: int = 7) -> tuple[list[tuple], list[dict]]:
     out: list = []
     rows: list = []
-    flow = build(events, out, rows)
+    flow = build(events, out, rows, batch_size)
     if workers == 1:
         run_main(flow)
     else:
@@ -87,15 +91,33 @@ def test_a_pattern_from_four_identities_is_one_event_one_alert_and_its_row(worke
     assert sorted(r["event_id"] for r in rows) == sorted(e.event_id for e in detected)
 
 
+def test_a_provider_incident_notifies_once_when_each_batch_spans_minutes_of_event_time() -> None:
+    # a replay or a backlog: each batch holds ~17 minutes of an hour-long outage seen by three
+    # tenants in three state buckets; the buckets hand their failures on one after another
+    tenants = list({bucket_of(t): t for t in (f"tenant-{n}" for n in range(40))}.values())[:3]
+    outage = {"status": 529, "error_type": "overloaded_error", "provider": "anthropic", "model": "claude-sonnet-4"}
+    events = [
+        call_event(tenant, T0 + 20 * n + index, key_id=f"{tenant}-k{index % 2}", **outage)
+        for n in range(180)
+        for index, tenant in enumerate(tenants * 2)
+    ]
+    messages, _ = run(events, batch_size=300)
+    alerts = [Alert.model_validate(a) for a in of_topic(messages, "alerts") if a["rule"] == "provider_incident"]
+    assert [a.revision for a in alerts if a.status == "firing"][:1] == [0]
+    assert [a.status for a in alerts].count("resolved") == 0 and len({a.fingerprint for a in alerts}) == 1
+
+
 def test_a_replayed_topic_detects_the_same_and_bad_records_go_to_the_dlq() -> None:
     events = failing("acme", 3, T0)
     broken = call_event("acme", T0 + 5)
     del broken["payload"]["key_id"]
-    messages, _ = run([*events, *events, b"{not json", broken])
+    mislabelled = KafkaSourceMessage(key=b"other", value=orjson.dumps(call_event("acme", T0 + 6)), topic="events")
+    messages, _ = run([*events, *events, b"{not json", broken, mislabelled])
     assert len([e for e in of_topic(messages, "events") if e["event_type"] == "pattern_detected"]) == 1
     reasons = sorted(letter["reason"] for letter in of_topic(messages, "dlq"))
-    assert len(reasons) == 2
-    assert "KeyError: 'key_id'" in reasons[0] and reasons[1].startswith("detect: ")
+    assert len(reasons) == 3
+    assert "KeyError: 'key_id'" in reasons[0] and reasons[2].startswith("detect: unexpected character")
+    assert reasons[1].startswith("detect: record key b'other' is not its tenant_id 'acme'")
 
 
 def test_detection_state_survives_a_restart(tmp_path: Path) -> None:

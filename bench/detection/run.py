@@ -21,30 +21,50 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import os
+import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
+BASELINE_PATH = "TOKENTRAIL_BENCH_DETECTION_FROM"
+"""Set by `--baseline`: a directory holding another revision's `detection/`, imported instead."""
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "detection"))
+if os.environ.get(BASELINE_PATH):
+    sys.path.insert(0, os.environ[BASELINE_PATH])
 
 from traffic import DETECTOR_RULES, Incident, build, calls, to_event  # noqa: E402
 
 from detection.engine import Controls, Detection, Result  # noqa: E402
-from detection.lifecycle import Change  # noqa: E402
+from detection.lifecycle import SEVERITY_RANK, Change  # noqa: E402
 from detection.synthetic import call_event  # noqa: E402
-from schemas.models import Budget  # noqa: E402
+from flows.cli import tune_gc  # noqa: E402
+from schemas.models import Alert, Budget, control_key  # noqa: E402
+from schemas.signing import KeySet  # noqa: E402
+from tokentrail import topics  # noqa: E402
+from tokentrail.broker.admin import produce_all  # noqa: E402
+from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
+from tokentrail.control.records import encode  # noqa: E402
 
 RULE_DETECTOR = {rule: detector for detector, rules in DETECTOR_RULES.items() for rule in rules}
 CHUNK = 20_000
+PREFIX = "bench."
+SIGNING_KEY = b"bench-signing-key-0123456789abcdef"
+OPERATOR_KEY = b"bench-operator-key-0123456789abcdef"
 
 
 def rss_mb() -> float:
@@ -59,6 +79,7 @@ def replay(events_source: list[dict[str, Any]], detection: Detection) -> tuple[l
     changes: list[Change] = []
     detect_seconds = parse_seconds = 0.0
     count = 0
+    batched = "into" in inspect.signature(detection.observe).parameters
     for begin in range(0, len(events_source), CHUNK):
         records = [
             orjson.dumps(to_event(call, begin + n)) for n, call in enumerate(events_source[begin : begin + CHUNK])
@@ -70,8 +91,12 @@ def replay(events_source: list[dict[str, Any]], detection: Detection) -> tuple[l
         parse_seconds += time.process_time() - started
         result = Result()
         started = time.process_time()
-        for record in records:
-            result.extend(detection.observe(orjson.loads(record)))
+        if batched:
+            for record in records:
+                detection.observe(orjson.loads(record), result)
+        else:  # a revision before batch results (--baseline)
+            for record in records:
+                result.extend(detection.observe(orjson.loads(record)))
         detect_seconds += time.process_time() - started
         changes.extend(result.changes)
     return changes, detect_seconds, parse_seconds, count
@@ -165,13 +190,233 @@ def measure_rss(identities: int) -> tuple[float, float, int]:
     return before, rss_mb(), len(detection.detector.dedup)
 
 
+def through_bytewax(stream: list[dict[str, Any]], controls: Controls) -> float:
+    """Records per CPU second of the detect dataflow (`flows.detect.add_steps`, one worker) on
+    Bytewax's testing source and sink: the flow's steps without Kafka."""
+    from bytewax.connectors.kafka import KafkaSourceMessage
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, cluster_main
+
+    from detection.engine import DetectionConfig
+    from flows.detect import DetectTopics, add_steps
+
+    messages = [
+        KafkaSourceMessage(
+            key=call["tenant"].tenant_id.encode(),
+            value=orjson.dumps(to_event(call, number)),
+            topic=topics.EVENTS,
+            partition=0,
+            offset=number,
+        )
+        for number, call in enumerate(stream)
+    ]
+    flow = Dataflow("bench_detect")
+    add_steps(
+        flow,
+        events=TestingSource(messages, batch_size=2000),  # TOKENTRAIL_FLOWS_KAFKA_BATCH's default
+        kafka_out=TestingSink([]),
+        clickhouse_out=None,
+        names=DetectTopics(topics.EVENTS, topics.ALERTS, topics.DLQ),
+        config=DetectionConfig(),
+        controls=controls,
+    )
+    started = time.process_time()
+    cluster_main(flow, [], 0, worker_count_per_proc=1)
+    return len(messages) / (time.process_time() - started)
+
+
+def changes_of(alerts: list[Alert]) -> list[Change]:
+    """Alert records (in topic order per fingerprint) -> the state changes they publish: the
+    first firing record and any record that raises the severity are notifications ("fired"),
+    resolved records are "resolved", the rest quiet "updated"."""
+    changes = []
+    severity: dict[str, str] = {}
+    for alert in alerts:
+        if alert.status == "resolved":
+            kind = "resolved"
+            severity.pop(alert.fingerprint, None)
+        else:
+            before = severity.get(alert.fingerprint)
+            raised = before is None or SEVERITY_RANK[alert.severity] > SEVERITY_RANK[before]
+            kind = "fired" if alert.revision == 0 or raised else "updated"
+            severity[alert.fingerprint] = alert.severity
+        changes.append(Change(kind, alert))  # type: ignore[arg-type]
+    return changes
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raw_consume(bootstrap: str, topic: str, expected: int) -> tuple[float, float]:
+    """The baseline: (records per wall second, per CPU second of this process) reading `topic`
+    from the beginning with a plain confluent-kafka consumer, nothing else."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-baseline", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    seen = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    while seen < expected:
+        seen += sum(1 for m in consumer.consume(10_000, 1.0) if m.error() is None)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    consumer.close()
+    return seen / wall, seen / cpu
+
+
+def topic_end(bootstrap: str, topic: str) -> int:
+    """Records in `topic` (sum of its partitions' high watermarks)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-ends"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def read_alerts(bootstrap: str, topic: str) -> list[Alert]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-alerts", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    alerts: list[Alert] = []
+    positions = dict.fromkeys(partitions, 0)
+    while any(positions[p] < ends[p] for p in partitions):
+        for message in consumer.consume(10_000, 1.0):
+            if message.error() is None:
+                alerts.append(Alert.model_validate_json(message.value()))
+                positions[message.partition()] = message.offset() + 1
+    consumer.close()
+    return alerts
+
+
+def flow_records(port: int) -> int:
+    """`tokentrail_flows_records_total{source="events"}` of the running flow (0 before it serves)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0
+    match = re.search(r'^tokentrail_flows_records_total\{source="events"\} (\S+)$', text, re.MULTILINE)
+    return int(float(match.group(1))) if match else 0
+
+
+def through_kafka(stream: list[dict[str, Any]], budgets: list[Budget], keep: bool) -> tuple[list[Change], str]:
+    """The scenario through a private broker and `tokentrail flows --flow detect` (one process,
+    one worker): (the state changes the flow published on the alerts topic, the throughput
+    lines). The calls go on the events topic as the enrich flow writes them (key: tenant);
+    budgets on the controls topic, operator-signed."""
+    home = Path(tempfile.mkdtemp(prefix="tokentrail-bench-detect-"))
+    flows = None
+    try:
+        handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
+        bootstrap = handle.bootstrap
+        producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 20,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
+        operator = KeySet(OPERATOR_KEY)
+        produce_all(
+            producer, PREFIX + topics.CONTROLS, ((control_key(b).encode(), encode(b, operator)) for b in budgets)
+        )
+        events_topic = PREFIX + topics.EVENTS
+        produce_all(
+            producer,
+            events_topic,
+            (
+                (call["tenant"].tenant_id.encode(), orjson.dumps(to_event(call, number)))
+                for number, call in enumerate(stream)
+            ),
+        )
+        del producer  # flushed: its connections close before the broker stops
+        total = len(stream)
+        raw_wall, raw_cpu = raw_consume(bootstrap, events_topic, total)
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "TOKENTRAIL_HOME": str(home),
+            "TOKENTRAIL_KAFKA_BOOTSTRAP": bootstrap,
+            "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
+            "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY.decode(),
+            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY.decode(),
+            "TOKENTRAIL_FLOWS_METRICS_PORT": str(port),
+            "TOKENTRAIL_FLOWS_START_AT": "beginning",
+        }
+        env.pop("TOKENTRAIL_CLICKHOUSE_URL", None)
+        log = (home / "flows.log").open("wb")
+        flows = subprocess.Popen(
+            [sys.executable, "-m", "tokentrail", "flows", "--flow", "detect", "-w", "1"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def check() -> None:
+            if flows is not None and flows.poll() is not None:
+                raise SystemExit(f"the detect flow exited: {(home / 'flows.log').read_text()[-3000:]}")
+
+        first: tuple[float, float, int] | None = None  # (wall, flow CPU, records) at the first poll with records
+        seen = 0
+        deadline = time.monotonic() + 1800
+        while seen < total and time.monotonic() < deadline:
+            check()
+            seen = flow_records(port)
+            if seen and first is None:
+                first = (time.perf_counter(), cpu_seconds(flows.pid), seen)
+            time.sleep(0.25)  # each poll costs the flow a /metrics rendering
+        if first is None or seen < total:
+            raise SystemExit(f"the detect flow read {seen:,} of {total:,} records in 30 minutes")
+        last = (time.perf_counter(), cpu_seconds(flows.pid), seen)
+        # then until it has read its own detection events too (everything it published is out)
+        while flow_records(port) < topic_end(bootstrap, events_topic) and time.monotonic() < deadline:
+            check()
+            time.sleep(0.5)
+        time.sleep(1.0)
+        alerts = read_alerts(bootstrap, PREFIX + topics.ALERTS)
+        records = last[2] - first[2]
+        flow_wall, flow_cpu = records / (last[0] - first[0]), records / (last[1] - first[1])
+        lines = (
+            f"through Kafka, one process: detect flow (`tokentrail flows --flow detect -w 1`) {flow_wall:,.0f} records/s "
+            f"({flow_cpu:,.0f} per CPU second of the flow process); baseline raw consume of the same topic "
+            f"{raw_wall:,.0f} records/s ({raw_cpu:,.0f} per CPU second); ratio {flow_wall / raw_wall:.2f}; "
+            f"{records:,} records timed (calls, plus detection's own events coming back), load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        return changes_of(alerts), lines
+    finally:
+        if flows is not None and flows.poll() is None:
+            flows.send_signal(signal.SIGTERM)
+            try:
+                flows.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                flows.kill()
+        stop_broker(home)
+        if keep:
+            print(f"home kept: {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tenants", type=int, default=40)
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--rss-identities", type=int, default=100_000)
+    parser.add_argument(
+        "--kafka", action="store_true", help="also run the scenario through Kafka and `tokentrail flows --flow detect`"
+    )
+    parser.add_argument("--baseline", metavar="REV", help="also time the detectors of git revision REV, in-process")
+    parser.add_argument("--keep", action="store_true", help="keep the --kafka run's temporary home")
     parser.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--throughput-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_only:
         print_rss(args.rss_identities)
@@ -180,18 +425,25 @@ def main() -> None:
     started = time.process_time()
     scenario = build(args.seed, args.tenants, args.days)
     stream = calls(scenario, args.seed)
+    budgets = [
+        Budget(
+            scope=f"tenant:{tenant.tenant_id}",
+            period="day",
+            amount_usd=round(tenant.budget_usd_per_day, 2),
+            changed_at="2026-01-01T00:00:00Z",
+        )
+        for tenant in scenario.tenants
+        if tenant.budget_usd_per_day
+    ]
     controls = Controls()
-    for tenant in scenario.tenants:
-        if tenant.budget_usd_per_day:
-            controls.apply(
-                Budget(
-                    scope=f"tenant:{tenant.tenant_id}",
-                    period="day",
-                    amount_usd=round(tenant.budget_usd_per_day, 2),
-                    changed_at="2026-01-01T00:00:00Z",
-                )
-            )
-    per_tenant = defaultdict(int)
+    for budget in budgets:
+        controls.apply(budget)
+    tune_gc()  # the detect flow process's settings (the scenario built above is frozen, as startup state is there)
+    if args.throughput_only:
+        _, detect_seconds, _, count = replay(stream, Detection(controls=controls))
+        print(orjson.dumps({"events": count, "seconds": detect_seconds}).decode())
+        return
+    per_tenant: dict[str, int] = defaultdict(int)
     for call in stream:
         per_tenant[call["tenant"].tenant_id] += 1
     sizes = sorted(per_tenant.values())
@@ -203,9 +455,11 @@ def main() -> None:
     )
     for decoy in scenario.decoys:
         print(f"  decoy: {decoy}")
+    baseline = None if args.baseline is None else time_revision(args.baseline, args)
     detection = Detection(controls=controls)
     changes, detect_seconds, parse_seconds, count = replay(stream, detection)
     print()
+    print("in-process (parse + detect, the detect flow's per-record work):")
     print_table(score(changes, scenario.incidents))
     print()
     print(
@@ -213,6 +467,12 @@ def main() -> None:
         f"baseline parse only {count / parse_seconds:,.0f} events/s (ratio {parse_seconds / detect_seconds:.2f}; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
+    if baseline is not None:
+        rate = baseline["events"] / baseline["seconds"]
+        print(
+            f"baseline revision {args.baseline}: {rate:,.0f} events/s per CPU second on the same events "
+            f"(this tree {count / detect_seconds / rate:.2f}x)"
+        )
     # memory in a fresh process, so the heap freed by the replay above does not hide growth
     measured = subprocess.run(
         [sys.executable, __file__, "--rss-only", "--rss-identities", str(args.rss_identities)],
@@ -221,6 +481,36 @@ def main() -> None:
         check=True,
     )
     print(measured.stdout.strip())
+    if args.kafka:
+        dataflow_rate = through_bytewax(stream, controls)
+        flow_changes, lines = through_kafka(stream, budgets, args.keep)
+        print()
+        print("through Kafka and the running detect flow (alerts read back from the alerts topic):")
+        print_table(score(flow_changes, scenario.incidents))
+        print()
+        print(lines)
+        print(
+            f"where the time goes, per CPU second: detectors alone (parse + detect) {count / detect_seconds:,.0f}; "
+            f"the detect dataflow on Bytewax's testing source (no Kafka, one worker) {dataflow_rate:,.0f}; "
+            "through Kafka: above"
+        )
+
+
+def time_revision(revision: str, args: argparse.Namespace) -> dict[str, float]:
+    """CPU seconds of the in-process replay with `detection/` as of git `revision` (checked
+    out into a temporary directory that goes first on the child's import path)."""
+    with tempfile.TemporaryDirectory(prefix="tokentrail-bench-baseline-") as where:
+        archive = subprocess.run(["git", "archive", revision, "detection"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", where], input=archive.stdout, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--throughput-only"]
+            + ["--seed", str(args.seed), "--tenants", str(args.tenants), "--days", str(args.days)],
+            env={**os.environ, BASELINE_PATH: where},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return orjson.loads(child.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def print_rss(identities: int) -> None:

@@ -578,7 +578,7 @@ LIMITS = Dashboard(
         PromPanel(
             "Raw topic backlog growth",
             'sum(rate(kafka_topic_partition_current_offset{topic=~".*calls.raw"}[$__rate_interval]))'
-            " - sum(rate(tokentrail_flows_records_total[$__rate_interval]))",
+            ' - sum(rate(tokentrail_flows_records_total{source="raw"}[$__rate_interval]))',
             "produced - consumed (records/s)",
             "Records produced to the raw topic minus records the flows read, per second: above zero the flows "
             "fall behind. (The flows keep offsets in Bytewax recovery, not in a consumer group, so Kafka "
