@@ -50,7 +50,8 @@ class GatewaySettings(BaseSettings):
     """TOKENTRAIL_SPOOL_DIR: where records wait while Kafka is away (default $TOKENTRAIL_HOME/spool)."""
     spool_fsync_interval_s: Annotated[float, Field(gt=0)] = 0.005
     """TOKENTRAIL_SPOOL_FSYNC_INTERVAL_S: every record is written ahead (one write(2), before the
-    answer ends) and the log is fsynced this often (group commit): a power loss loses at most this much."""
+    answer ends) and fsynced at most this long after (group commit; an idle log is never woken): a power
+    loss loses at most this much."""
     spool_write_ahead: bool = True
     """TOKENTRAIL_SPOOL_WRITE_AHEAD: write every record to the spool before Kafka (false: only
     records Kafka did not take, as before the write-ahead log; a SIGKILL then loses what Kafka had not acknowledged)."""

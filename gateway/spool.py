@@ -199,6 +199,8 @@ class Spool:
         self._active: Segment | None = None
         self._fd = -1
         self._dirty = False
+        self._to_sync = threading.Event()
+        """Set while appended bytes wait for their fsync or rolled files for their close."""
         self._closing: list[int] = []
         self.spooling = False
         """New segments are drain segments: records wait for the drain instead of going to Kafka."""
@@ -244,7 +246,9 @@ class Spool:
                 self._cut_back(segment)
                 self._refused(f"writing {segment.path} failed: {exc}")
                 return None
-            self._dirty = True
+            if not self._dirty:
+                self._dirty = True
+                self._to_sync.set()
             segment.size += len(frame)
             self.bytes += len(frame)
             if kind == RECORD:
@@ -290,11 +294,17 @@ class Spool:
             if self._active is not None and time.monotonic() - self._active.opened >= self.segment_age_s:
                 self._seal_active()
 
+    def wait_to_sync(self, timeout: float) -> bool:
+        """Whether something waits for `sync()` (appended bytes, rolled files), waiting up to
+        `timeout` for it: the syncing thread sleeps while the log is idle."""
+        return self._to_sync.wait(timeout)
+
     def sync(self) -> None:
         """Group commit: fsync what was appended since the last call, close rolled files."""
         with self._lock:
             fd = self._fd if self._dirty else -1
             self._dirty = False
+            self._to_sync.clear()
             closing, self._closing = self._closing, []
         for handle in ([fd] if fd >= 0 else []) + closing:
             try:
@@ -366,6 +376,7 @@ class Spool:
         if self._fd >= 0:
             self._closing.append(self._fd)  # fsynced and closed by the next sync(), off the request path
             self._fd = -1
+            self._to_sync.set()
         if segment is not None:
             self._release(segment)
 
