@@ -25,7 +25,8 @@ checks that the raw topic holds one record per request the gateway answered.
 from that tree with this virtualenv) as target `base`, with a key and limits minted by that
 revision's own control plane (record formats change between revisions), so a change is measured
 before and after in the same run: the script prints gateway/base ratios of req/s and p50.
-Each cell is measured `--rounds` times, the targets in a rotated order each round, and the
+While one server is measured the others are stopped (SIGSTOP, SIGCONT after): they share its
+core, and an idle process's timers would otherwise take from it. Each cell is measured `--rounds` times, the targets in a rotated order each round, and the
 median round is reported: a machine that slows down for a while (shared, noisy) then moves
 every target alike instead of whichever ran at that moment.
 Installs wrk with apt-get when missing. Exits 1 when wrk saw errors or non-2xx answers.
@@ -37,12 +38,15 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,6 +212,19 @@ print(key)
 revision's record format (the current control plane refuses and is refused by older formats)."""
 
 
+@contextmanager
+def only_running(name: str, servers: dict[str, int]) -> Iterator[None]:
+    """Stop every server but `name` (all share the measured core) for the duration."""
+    others = [pid for other, pid in servers.items() if other != name]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
 def median_run(runs: list[Run]) -> Run:
     """The round with the median req/s, its CPU and request counts summed over all rounds (CPU
     per request is a ratio of totals)."""
@@ -346,6 +363,7 @@ def main() -> int:
             for name in targets
             for stream in (False, True)
         }
+        servers = {name: pid for name, (_, pid) in targets.items() if pid is not None}
         for name, (url, _) in targets.items():  # warm-up: connections, caches, page-ins
             wrk(url, scripts[(name, False)], 64, 2)
         rounds: dict[tuple[str, bool, int], list[Run]] = {}
@@ -356,7 +374,8 @@ def main() -> int:
                     order = names[round_number % len(names) :] + names[: round_number % len(names)]
                     for name in order:
                         url, pid = targets[name]
-                        run = wrk(url, scripts[(name, stream)], connections, args.duration, pid)
+                        with only_running(name, servers):
+                            run = wrk(url, scripts[(name, stream)], connections, args.duration, pid)
                         rounds.setdefault((name, stream, connections), []).append(run)
         results = {cell: median_run(runs) for cell, runs in rounds.items()}
         gateway_rss = rss_mib(gateway.pid)
