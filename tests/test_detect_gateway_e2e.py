@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ import orjson
 import pytest
 
 from schemas.models import Actor
-from tests.fixtures.alertmanager import AlertmanagerProcess, start_alertmanager
+from tests.fixtures.alertmanager import AlertmanagerProcess, start_alertmanager, wait_for
 from tests.fixtures.gateway import OPERATOR_KEY, SIGNING_KEY, GatewayProcess, gateway_env, spawn_gateway, wait_for_key
 from tests.fixtures.kafka import KafkaTopics, consume_all
 from tests.test_alertmanager_e2e import active_alerts
@@ -109,13 +108,10 @@ class Stack:
 
 def wait_until(condition: Callable[[], Any], stack: Stack, what: str, timeout: float = DEADLINE) -> Any:
     """Poll `condition` until it returns something truthy; fail naming `what`, with the logs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s\n{stack.logs()}")
+    try:
+        return wait_for(condition, timeout)
+    except AssertionError:
+        raise AssertionError(f"{what}: not within {timeout:.0f}s\n{stack.logs()}") from None
 
 
 def detections(events: list[dict[str, Any]], event_type: str, tenant: str | None = None) -> list[dict[str, Any]]:

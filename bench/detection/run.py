@@ -25,7 +25,6 @@ import inspect
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE_PATH = "TOKENTRAIL_BENCH_DETECTION_FROM"
@@ -56,9 +55,10 @@ from flows.cli import tune_gc  # noqa: E402
 from schemas.models import Alert, Budget, control_key  # noqa: E402
 from schemas.signing import KeySet  # noqa: E402
 from tokentrail import topics  # noqa: E402
-from tokentrail.broker.admin import produce_all  # noqa: E402
+from tokentrail.broker.admin import bulk_producer, produce_all  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
 from tokentrail.control.records import encode  # noqa: E402
+from tokentrail.processes import stop_process  # noqa: E402
 
 RULE_DETECTOR = {rule: detector for detector, rules in DETECTOR_RULES.items() for rule in rules}
 CHUNK = 20_000
@@ -312,14 +312,7 @@ def through_kafka(stream: list[dict[str, Any]], budgets: list[Budget], keep: boo
     try:
         handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
         bootstrap = handle.bootstrap
-        producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "linger.ms": 20,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 1_000_000,
-            }
-        )
+        producer = bulk_producer(bootstrap)
         operator = KeySet(OPERATOR_KEY)
         produce_all(
             producer, PREFIX + topics.CONTROLS, ((control_key(b).encode(), encode(b, operator)) for b in budgets)
@@ -391,12 +384,8 @@ def through_kafka(stream: list[dict[str, Any]], budgets: list[Budget], keep: boo
         )
         return changes_of(alerts), lines
     finally:
-        if flows is not None and flows.poll() is None:
-            flows.send_signal(signal.SIGTERM)
-            try:
-                flows.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                flows.kill()
+        if flows is not None:
+            stop_process(flows, timeout=60)
         stop_broker(home)
         if keep:
             print(f"home kept: {home}")

@@ -22,7 +22,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -40,9 +39,10 @@ from schemas import signing  # noqa: E402
 from schemas.ids import new_id  # noqa: E402
 from schemas.models import Actor, Identity, format_timestamp  # noqa: E402
 from tokentrail import topics  # noqa: E402
-from tokentrail.broker.admin import produce_all  # noqa: E402
+from tokentrail.broker.admin import bulk_producer, produce_all  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
 from tokentrail.control.records import encode  # noqa: E402
+from tokentrail.processes import stop_process  # noqa: E402
 from tokentrail.storage import StorageSettings  # noqa: E402
 from tokentrail.storage.query_server import find_query_server  # noqa: E402
 
@@ -188,14 +188,7 @@ def main() -> int:
     try:
         handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
         bootstrap = handle.bootstrap
-        producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "linger.ms": 20,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 1_000_000,
-            }
-        )
+        producer = bulk_producer(bootstrap)
         rng = random.Random(42)
 
         t = time.perf_counter()
@@ -315,12 +308,8 @@ def main() -> int:
         print(f"(d) flow RSS at the end: {memory(flows.pid)}", flush=True)
         return 0
     finally:
-        if flows is not None and flows.poll() is None:
-            flows.send_signal(signal.SIGTERM)
-            try:
-                flows.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                flows.kill()
+        if flows is not None:
+            stop_process(flows, timeout=60)
         stop_broker(home)
         if args.keep:
             print(f"home kept: {home}")

@@ -72,6 +72,19 @@ def ensure_topics(
     return created
 
 
+def bulk_producer(bootstrap: str) -> Producer:
+    """A producer for loading many records at once (benchmarks): batched, compressed, with a
+    queue deep enough that `produce_all` rarely waits."""
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+
+
 def produce_all(
     producer: Producer, topic: str, records: Iterable[tuple[bytes | None, bytes]], timeout: float = 60.0
 ) -> None:
