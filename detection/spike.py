@@ -85,21 +85,15 @@ class SpendRate:
             smoothed = self.hourly / weight
             if smoothed > self.peak:
                 self.peak = smoothed
-        return (
-            self.fast_calls >= config.min_calls
-            and self.fast >= config.min_usd
-            and self.fast / config.fast_seconds * 3600.0
-            >= config.factor * max(self.peak * 3600.0, config.floor_usd_per_hour)
-        )
+        return self._anomalous(self.fast / config.fast_seconds * 3600.0, self._baseline(config), config)
 
     def reading(self, config: SpikeConfig) -> SpikeReading:
         rate = self.fast / config.fast_seconds * 3600.0
-        baseline = max(self.peak * 3600.0, config.floor_usd_per_hour)
-        volume = self.fast_calls >= config.min_calls and self.fast >= config.min_usd
+        baseline = self._baseline(config)
         return SpikeReading(
             rate_per_hour=rate,
             baseline_per_hour=baseline,
-            anomalous=volume and rate >= config.factor * baseline,
+            anomalous=self._anomalous(rate, baseline, config),
             cleared=rate < config.clear_factor * baseline,
         )
 
@@ -108,8 +102,16 @@ class SpendRate:
         elapsed = max(0.0, at - self.last_at)
         decay = math.exp(-elapsed / config.fast_seconds)
         rate = self.fast * decay / config.fast_seconds * 3600.0
-        baseline = max(self.peak * 3600.0, config.floor_usd_per_hour)
+        baseline = self._baseline(config)
         return SpikeReading(rate, baseline, False, rate < config.clear_factor * baseline)
+
+    def _baseline(self, config: SpikeConfig) -> float:
+        """Dollars an hour the identity is judged against: its decayed peak, at least the floor."""
+        return max(self.peak * 3600.0, config.floor_usd_per_hour)
+
+    def _anomalous(self, rate: float, baseline: float, config: SpikeConfig) -> bool:
+        """Enough recent calls and dollars, spending `factor` times the baseline or more."""
+        return self.fast_calls >= config.min_calls and self.fast >= config.min_usd and rate >= config.factor * baseline
 
     def snapshot(self) -> tuple[float, float, float, float, float, float]:
         return (self.first_at, self.last_at, self.fast, self.fast_calls, self.hourly, self.peak)
