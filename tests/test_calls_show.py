@@ -11,9 +11,8 @@ from confluent_kafka import Producer
 
 from schemas import wire
 from schemas.signing import sign
-from tests.fixtures.clickhouse import call_row
+from tests.fixtures.clickhouse import call_row, cli_runner
 from tests.fixtures.flows import make_call
-from tokentrail.cli import main
 from tokentrail.topics import CALLS_RAW
 
 pytestmark = pytest.mark.kafka
@@ -22,15 +21,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 @pytest.fixture
 def cli(store, storage_env, kafka_topics, monkeypatch, capsys):
-    for name, value in {**storage_env, **kafka_topics.env}.items():
-        monkeypatch.setenv(name, value)
-
-    def run(*args):
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return cli_runner({**storage_env, **kafka_topics.env}, monkeypatch, capsys)
 
 
 def record_call(store, kafka_topics, **bodies) -> str:

@@ -6,22 +6,13 @@ import orjson
 import pytest
 
 from schemas.models import UnifiedEvent
-from tests.fixtures.clickhouse import call_row, event_row
-from tokentrail.cli import main
+from tests.fixtures.clickhouse import call_row, cli_runner, event_row
 
 
 @pytest.fixture
 def cli(store, storage_env, monkeypatch, capsys):
     """Run `tokentrail ...` against `store`; returns (exit code, stdout, stderr)."""
-    for name, value in storage_env.items():
-        monkeypatch.setenv(name, value)
-
-    def run(*args):
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return cli_runner(storage_env, monkeypatch, capsys)
 
 
 @pytest.fixture
