@@ -13,7 +13,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage, _list_parts
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage, _KafkaSourcePartition, _list_parts
 from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Producer
@@ -32,6 +32,10 @@ is kept per partition, so changing it needs a fresh recovery directory."""
 KafkaMessage = KafkaSourceMessage[bytes | None, bytes | None]
 """A record read from Kafka (`kafka_source` raises on consumer errors, so only records arrive)."""
 
+Record = DeliveredMessage
+"""A record read from Kafka as librdkafka hands it over (`key()`, `value()`, `partition()`,
+...): what `kafka_polls` emits, a poll at a time, without a Python object built per record."""
+
 Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 """A Kafka record to produce: (topic, key, value, headers)."""
 
@@ -49,14 +53,31 @@ def kafka_source(
     """Records of `topics`; offsets live in the Bytewax recovery store, not a consumer group.
     `from_beginning` is where a flow without recovery state starts. `kafka`: bootstrap and
     security (`CoreSettings.kafka_client_config()`), for the consumers and the partition listing."""
-    source = QuietKafkaSource(
-        [kafka["bootstrap.servers"]],
-        topics,
-        starting_offset=OFFSET_BEGINNING if from_beginning else OFFSET_END,
-        batch_size=batch_size,
-        add_config={**kafka, **CONSUMER_CONFIG, "logger": kafka_logger("flows.librdkafka")},  # type: ignore[dict-item]
-    )
+    source = QuietKafkaSource(**_source_settings(kafka, topics, from_beginning, batch_size))
     return cast("Source[KafkaMessage]", source)  # raise_on_errors (the default): no KafkaError items
+
+
+def kafka_polls(
+    kafka: dict[str, str], topics: list[str], *, from_beginning: bool, batch_size: int
+) -> Source[list[Record]]:
+    """`kafka_source` a poll at a time: each item is the records one poll of one partition
+    returned (up to `batch_size`), as librdkafka's own message objects. For flows whose
+    first step takes records in bulk (the detect flow): measured, bytewax's per-record
+    message objects and per-item hand-over cost 15-20% of that flow's CPU. Recovery state is
+    the same as `kafka_source`'s (the next offset of each partition)."""
+    return cast(
+        "Source[list[Record]]", PolledKafkaSource(**_source_settings(kafka, topics, from_beginning, batch_size))
+    )
+
+
+def _source_settings(kafka: dict[str, str], topics: list[str], from_beginning: bool, batch_size: int) -> dict[str, Any]:
+    return {
+        "brokers": [kafka["bootstrap.servers"]],
+        "topics": topics,
+        "starting_offset": OFFSET_BEGINNING if from_beginning else OFFSET_END,
+        "batch_size": batch_size,
+        "add_config": {**kafka, **CONSUMER_CONFIG, "logger": kafka_logger("flows.librdkafka")},
+    }
 
 
 class QuietKafkaSource(KafkaSource):
@@ -69,6 +90,50 @@ class QuietKafkaSource(KafkaSource):
         config: dict[str, Any] = {key: value for key, value in self._add_config.items() if key not in CONSUMER_CONFIG}
         config["bootstrap.servers"] = ",".join(self._brokers)
         return list(_list_parts(AdminClient(config), self._topics))
+
+
+class _PollPartition(_KafkaSourcePartition):
+    """bytewax 0.21.1's partition, emitting each poll as one item (see `kafka_polls`)."""
+
+    def next_batch(self) -> list[list[Record]]:  # type: ignore[override]
+        if self._eof:
+            raise StopIteration()
+        records: list[Record] = self._consumer.consume(self._batch_size, 0.001)
+        if not records:
+            return []
+        for index, record in enumerate(records):
+            error = record.error()
+            if error is None:
+                continue
+            if error.code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(f"error consuming from Kafka topic {self._topic!r}: {error}")
+            self._eof = True  # the end of a bounded read (`tail=False`): emit what came before it
+            records = records[:index]
+            break
+        if not records:
+            return []
+        self._offset = cast(int, records[-1].offset()) + 1  # a consumed record has an offset
+        return [records]
+
+
+class PolledKafkaSource(QuietKafkaSource):
+    """`QuietKafkaSource` with `_PollPartition`s; the consumer settings are bytewax's own."""
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PollPartition:
+        index, topic = for_part.split("-", 1)
+        if topic not in self._topics:
+            raise ValueError(f"recovery state names topic {topic!r}, not one of {self._topics}")
+        config = {
+            "group.id": "BYTEWAX_IGNORED",
+            "enable.auto.commit": "false",
+            "bootstrap.servers": ",".join(self._brokers),
+            "enable.partition.eof": str(not self._tail),
+            "statistics.interval.ms": 1000,
+            **self._add_config,
+        }
+        return _PollPartition(
+            step_id, config, topic, int(index), self._starting_offset, resume_state, self._batch_size, True
+        )
 
 
 def part_names() -> list[str]:

@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from bytewax.inputs import Source
 
 from flows.clickhouse import ClickHouseSink
-from flows.connectors import KafkaMessage, KafkaOutSink, SinkTicks, kafka_source
+from flows.connectors import KafkaMessage, KafkaOutSink, Record, SinkTicks, kafka_polls, kafka_source
 from flows.registry import DEFAULT_FLOW
 from flows.settings import FlowSettings
 from tokentrail.settings import CoreSettings
@@ -38,14 +39,20 @@ class FlowContext:
     def kafka_source(self, *topics: str, from_beginning: bool | None = None) -> Source[KafkaMessage]:
         """Records of the named topics (`tokentrail.topics` names). A flow without recovery
         state starts at TOKENTRAIL_FLOWS_START_AT unless `from_beginning` says otherwise."""
+        return kafka_source(self.core.kafka_client_config(), **self._reading(topics, from_beginning))
+
+    def kafka_polls(self, *topics: str, from_beginning: bool | None = None) -> Source[list[Record]]:
+        """`kafka_source`, a poll of records at a time (`flows.connectors.kafka_polls`)."""
+        return kafka_polls(self.core.kafka_client_config(), **self._reading(topics, from_beginning))
+
+    def _reading(self, topics: tuple[str, ...], from_beginning: bool | None) -> dict[str, Any]:
         if from_beginning is None:
             from_beginning = self.settings.flows_start_at == "beginning"
-        return kafka_source(
-            self.core.kafka_client_config(),
-            [self.topic(name) for name in topics],
-            from_beginning=from_beginning,
-            batch_size=self.settings.flows_kafka_batch,
-        )
+        return {
+            "topics": [self.topic(name) for name in topics],
+            "from_beginning": from_beginning,
+            "batch_size": self.settings.flows_kafka_batch,
+        }
 
     def kafka_sink(self) -> KafkaOutSink:
         """The process's Kafka sink (one producer, flushed before every epoch commits)."""

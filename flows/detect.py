@@ -31,6 +31,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from itertools import chain
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -45,7 +46,7 @@ from detection.engine import Controls, DetectionConfig, Detector, ProviderFailur
 from detection.outputs import alert_event, alert_record, pattern_event
 from flows import metrics
 from flows.clickhouse import Rows
-from flows.connectors import KafkaMessage, Message, Tick
+from flows.connectors import Message, Record, Tick
 from flows.context import FlowContext
 from flows.records import Rejected, dead_letter, dead_letter_headers
 from tokentrail import topics
@@ -71,7 +72,7 @@ class DetectTopics(NamedTuple):
 
 
 class EventBatch(NamedTuple):
-    events: list[KafkaMessage]
+    events: list[Record]
     """Records as read: routed by their key (the tenant, docs/architecture.md, Contracts) and
     parsed by the bucket, one at a time, so no batch of parsed events is held between steps."""
 
@@ -151,18 +152,18 @@ class Buckets(dict[bytes, str]):
 CALL_EVENTS = ("llm_call", "llm_call_failed")
 
 
-def route_events(names: DetectTopics) -> Callable[[list[KafkaMessage]], list[tuple[str, EventBatch | DetectOutputs]]]:
-    """Kafka records -> one EventBatch per bucket, by key (the tenant) without parsing; a record
-    without a key is parsed for its tenant, and dead-lettered when it has none."""
+def route_events(names: DetectTopics) -> Callable[[list[list[Record]]], list[tuple[str, EventBatch | DetectOutputs]]]:
+    """Polls of Kafka records -> one EventBatch per bucket, by key (the tenant) without parsing;
+    a record without a key is parsed for its tenant, and dead-lettered when it has none."""
     buckets = Buckets()
     records_in = metrics.RECORDS_IN.labels("events")
 
-    def route(messages: list[KafkaMessage]) -> list[tuple[str, EventBatch | DetectOutputs]]:
-        records_in.inc(len(messages))
-        groups: dict[str, list[KafkaMessage]] = {}
+    def route(polls: list[list[Record]]) -> list[tuple[str, EventBatch | DetectOutputs]]:
+        groups: dict[str, list[Record]] = {}
         rejected: list[Message] = []
-        for message in messages:
-            key = message.key
+        records_in.inc(sum(map(len, polls)))
+        for message in chain.from_iterable(polls):
+            key = message.key()
             if not key:
                 try:
                     key = _tenant_of(message).encode()
@@ -184,7 +185,7 @@ def route_events(names: DetectTopics) -> Callable[[list[KafkaMessage]], list[tup
     return route
 
 
-def _tenant_of(message: KafkaMessage) -> str:
+def _tenant_of(message: Record) -> str:
     """The tenant of a call event without a key ("" for other events); ValueError or KeyError
     when the record is not a JSON object with a string tenant_id."""
     event = _event_of(message)
@@ -196,17 +197,19 @@ def _tenant_of(message: KafkaMessage) -> str:
     return tenant_id
 
 
-def _event_of(message: KafkaMessage) -> dict[str, Any]:
-    event = orjson.loads(message.value or b"")
+def _event_of(message: Record) -> dict[str, Any]:
+    event = orjson.loads(message.value() or b"")
     if type(event) is not dict:
         raise ValueError("record is not a JSON object")
     return event
 
 
-def _dead_letter(reason: str, message: KafkaMessage, dlq: str) -> Message:
-    rejected = Rejected(reason, message.value, message.key)
-    headers = dead_letter_headers(message.headers, reason)
-    return dlq, message.key, dead_letter(rejected, message.topic or "", message.partition, message.offset), headers
+def _dead_letter(reason: str, message: Record, dlq: str) -> Message:
+    key = message.key()
+    rejected = Rejected(reason, message.value(), key)
+    headers = dead_letter_headers(cast("list[tuple[str, bytes]] | None", message.headers()), reason)
+    letter = dead_letter(rejected, message.topic() or "", message.partition(), message.offset())
+    return dlq, key, letter, headers
 
 
 def outputs_of(result: Result, names: DetectTopics) -> DetectOutputs:
@@ -254,7 +257,7 @@ class DetectTenants(StatefulBatchLogic[EventBatch | IdleTick, DetectOutputs | Fa
                     if event.get("event_type") not in CALL_EVENTS:
                         continue  # detection reads calls only (its own events come back here too)
                     tenant_id = event.get("tenant_id")
-                    key = message.key
+                    key = message.key()
                     if key and (type(tenant_id) is not str or tenant_id.encode() != key):
                         raise ValueError(
                             f"record key {key!r} is not its tenant_id {tenant_id!r} (tokentrail.events is keyed by tenant)"
@@ -320,7 +323,7 @@ def _is_failures(item: tuple[str, DetectOutputs | FailureBatch]) -> bool:
 def add_steps(
     flow: Dataflow,
     *,
-    events: Source[KafkaMessage],
+    events: Source[list[Record]],
     kafka_out: Sink[tuple[str, list[Message]]],
     clickhouse_out: Sink[tuple[str, Rows | None]] | None,
     names: DetectTopics,
@@ -339,7 +342,7 @@ def add_steps(
     def providers(resume: ProviderIncidents | None) -> DetectProviders:
         return DetectProviders(resume or ProviderIncidents(config), names)
 
-    read = op.input("detect_read_events", flow, events)  # KafkaMessage
+    read = op.input("detect_read_events", flow, events)  # a poll of Records
     routed = op.flat_map_batch("detect_route", read, route_events(names))
     # (bucket, EventBatch | DetectOutputs of dead letters)
     split = op.branch("detect_split_routed", routed, _is_events)
@@ -407,7 +410,7 @@ def build(flow: Dataflow, context: FlowContext) -> None:
     names = DetectTopics(context.topic(topics.EVENTS), context.topic(topics.ALERTS), context.topic(topics.DLQ))
     add_steps(
         flow,
-        events=context.kafka_source(topics.EVENTS),
+        events=context.kafka_polls(topics.EVENTS),
         kafka_out=context.kafka_sink(),
         clickhouse_out=context.clickhouse_sink("detect", TABLES),
         names=names,

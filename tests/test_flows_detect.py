@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
+from confluent_kafka import Message
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
@@ -23,20 +23,21 @@ NAMES = DetectTopics("events", "alerts", "dlq")
 T0 = 1_780_000_000.0
 
 
-def message(event: dict[str, Any] | bytes, offset: int) -> KafkaSourceMessage[bytes, bytes]:
-    """A record of `tokentrail.events`, keyed by its tenant (raw bytes: no key)."""
+def message(event: dict[str, Any] | bytes, offset: int) -> Message:
+    """A record of `tokentrail.events` as librdkafka hands it over, keyed by its tenant (raw bytes: no key)."""
     if isinstance(event, bytes):
-        return KafkaSourceMessage(key=None, value=event, topic="events", partition=0, offset=offset)
+        return Message(key=None, value=event, topic="events", partition=0, offset=offset)
     value = orjson.dumps(event)
-    return KafkaSourceMessage(key=event["tenant_id"].encode(), value=value, topic="events", partition=0, offset=offset)
+    return Message(key=event["tenant_id"].encode(), value=value, topic="events", partition=0, offset=offset)
 
 
 def build(events: list, out: list, rows: list, batch_size: int = 7) -> Dataflow:
     flow = Dataflow("test_detect")
-    records = [e if isinstance(e, KafkaSourceMessage) else message(e, i) for i, e in enumerate(events)]
+    records = [e if isinstance(e, Message) else message(e, i) for i, e in enumerate(events)]
+    polls = [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
     add_steps(
         flow,
-        events=TestingSource(records, batch_size=batch_size),
+        events=TestingSource(polls),  # one poll of `batch_size` records per item, as `kafka_polls` emits
         kafka_out=TestingSink(out),
         clickhouse_out=TestingSink(rows),
         names=NAMES,
@@ -111,7 +112,9 @@ def test_a_replayed_topic_detects_the_same_and_bad_records_go_to_the_dlq() -> No
     events = failing("acme", 3, T0)
     broken = call_event("acme", T0 + 5)
     del broken["payload"]["key_id"]
-    mislabelled = KafkaSourceMessage(key=b"other", value=orjson.dumps(call_event("acme", T0 + 6)), topic="events")
+    mislabelled = Message(
+        key=b"other", value=orjson.dumps(call_event("acme", T0 + 6)), topic="events", partition=0, offset=6
+    )
     messages, _ = run([*events, *events, b"{not json", broken, mislabelled])
     assert len([e for e in of_topic(messages, "events") if e["event_type"] == "pattern_detected"]) == 1
     reasons = sorted(letter["reason"] for letter in of_topic(messages, "dlq"))
@@ -125,14 +128,14 @@ def test_detection_state_survives_a_restart(tmp_path: Path) -> None:
     recovery = RecoveryConfig(str(tmp_path))
     first = failing("acme", 2, T0)  # two identities: no pattern yet
     out: list = []
-    run_main(build(first, out, []), epoch_interval=None, recovery_config=recovery)
+    run_main(build(first, out, [], batch_size=2), epoch_interval=None, recovery_config=recovery)
     assert not [m for _, batch in out for m in batch]
     # the restarted flow resumes after what it read (in its place here: harmless successes, so
     # only state restored from the snapshot can know the first two identities); the third
-    # identity completes the pattern
+    # identity completes the pattern (polls of two records: the testing source resumes by poll)
     out = []
     placeholders = [call_event("acme", T0 + n, key_id="ok") for n in range(len(first))]
-    run_main(build([*placeholders, failing("acme", 3, T0 + 60)[2]], out, []), recovery_config=recovery)
+    run_main(build([*placeholders, failing("acme", 3, T0 + 60)[2]], out, [], batch_size=2), recovery_config=recovery)
     patterns = [e for e in of_topic([m for _, b in out for m in b], "events") if e["event_type"] == "pattern_detected"]
     assert len(patterns) == 1 and patterns[0]["payload"]["identities"] == ["acme-k0", "acme-k1", "acme-k2"]
 

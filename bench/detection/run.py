@@ -193,15 +193,15 @@ def measure_rss(identities: int) -> tuple[float, float, int]:
 def through_bytewax(stream: list[dict[str, Any]], controls: Controls) -> float:
     """Records per CPU second of the detect dataflow (`flows.detect.add_steps`, one worker) on
     Bytewax's testing source and sink: the flow's steps without Kafka."""
-    from bytewax.connectors.kafka import KafkaSourceMessage
     from bytewax.dataflow import Dataflow
     from bytewax.testing import TestingSink, TestingSource, cluster_main
+    from confluent_kafka import Message
 
     from detection.engine import DetectionConfig
     from flows.detect import DetectTopics, add_steps
 
     messages = [
-        KafkaSourceMessage(
+        Message(
             key=call["tenant"].tenant_id.encode(),
             value=orjson.dumps(to_event(call, number)),
             topic=topics.EVENTS,
@@ -210,10 +210,11 @@ def through_bytewax(stream: list[dict[str, Any]], controls: Controls) -> float:
         )
         for number, call in enumerate(stream)
     ]
+    polls = [messages[start : start + 2000] for start in range(0, len(messages), 2000)]
     flow = Dataflow("bench_detect")
     add_steps(
         flow,
-        events=TestingSource(messages, batch_size=2000),  # TOKENTRAIL_FLOWS_KAFKA_BATCH's default
+        events=TestingSource(polls),  # polls of TOKENTRAIL_FLOWS_KAFKA_BATCH's default, as `kafka_polls` emits
         kafka_out=TestingSink([]),
         clickhouse_out=None,
         names=DetectTopics(topics.EVENTS, topics.ALERTS, topics.DLQ),
@@ -302,13 +303,16 @@ def flow_records(port: int) -> int:
     return int(float(match.group(1))) if match else 0
 
 
-def through_kafka(stream: list[dict[str, Any]], budgets: list[Budget], keep: bool) -> tuple[list[Change], str]:
+def through_kafka(
+    stream: list[dict[str, Any]], budgets: list[Budget], keep: bool, baseline: Path | None, rounds: int
+) -> tuple[list[Change], list[str]]:
     """The scenario through a private broker and `tokentrail flows --flow detect` (one process,
     one worker): (the state changes the flow published on the alerts topic, the throughput
     lines). The calls go on the events topic as the enrich flow writes them (key: tenant);
-    budgets on the controls topic, operator-signed."""
+    budgets on the controls topic, operator-signed. Each of `rounds` reads the whole topic
+    with a fresh flow of this tree and, with `baseline` (another revision's tree), one of that
+    tree's, alternating which goes first; the alerts are those of this tree's first run."""
     home = Path(tempfile.mkdtemp(prefix="tokentrail-bench-detect-"))
-    flows = None
     try:
         handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
         bootstrap = handle.bootstrap
@@ -329,30 +333,76 @@ def through_kafka(stream: list[dict[str, Any]], budgets: list[Budget], keep: boo
         del producer  # flushed: its connections close before the broker stops
         total = len(stream)
         raw_wall, raw_cpu = raw_consume(bootstrap, events_topic, total)
+        trees = [("this tree", ROOT)] + ([("baseline", baseline)] if baseline is not None else [])
+        rates: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in trees}
+        changes: list[Change] | None = None
+        for round_ in range(rounds):
+            for label, tree in trees if round_ % 2 == 0 else trees[::-1]:
+                flow_home = home / f"flow-{round_}-{'base' if tree != ROOT else 'now'}"
+                rates[label].append(run_flow(tree, flow_home, bootstrap, events_topic, total))
+                print(f"  round {round_ + 1}, {label}: {rates[label][-1][0]:,.0f} records/s", flush=True)
+                if changes is None:
+                    changes = changes_of(read_alerts(bootstrap, PREFIX + topics.ALERTS))
+        assert changes is not None
+        lines = []
+        for label, runs in rates.items():
+            wall = statistics.median(rate for rate, _ in runs)
+            cpu = statistics.median(rate for _, rate in runs)
+            lines.append(
+                f"through Kafka, one process, {label}: detect flow (`tokentrail flows --flow detect -w 1`) "
+                f"{wall:,.0f} records/s ({cpu:,.0f} per CPU second of the flow process), median of "
+                f"{len(runs)} ({', '.join(f'{rate:,.0f}' for rate, _ in runs)})"
+            )
+        if baseline is not None:
+            ratio = statistics.median(
+                now[0] / base[0] for now, base in zip(rates["this tree"], rates["baseline"], strict=True)
+            )
+            lines.append(f"this tree / baseline, median of the rounds' ratios: {ratio:.2f}")
+        lines.append(
+            f"baseline raw consume of the same topic {raw_wall:,.0f} records/s ({raw_cpu:,.0f} per CPU second); "
+            f"{total:,} calls (plus detection's own events coming back), load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        return changes, lines
+    finally:
+        stop_broker(home)
+        if keep:
+            print(f"home kept: {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "TOKENTRAIL_HOME": str(home),
-            "TOKENTRAIL_KAFKA_BOOTSTRAP": bootstrap,
-            "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
-            "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY.decode(),
-            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY.decode(),
-            "TOKENTRAIL_FLOWS_METRICS_PORT": str(port),
-            "TOKENTRAIL_FLOWS_START_AT": "beginning",
-        }
-        env.pop("TOKENTRAIL_CLICKHOUSE_URL", None)
-        log = (home / "flows.log").open("wb")
+
+def run_flow(tree: Path, home: Path, bootstrap: str, events_topic: str, total: int) -> tuple[float, float]:
+    """One detect flow of `tree` (its own code, this virtualenv) reading the events topic from
+    the beginning until it has read its own detection events too: (records per wall second,
+    per CPU second of the flow process), timed from its first poll with records to the one
+    at which it had read every call."""
+    home.mkdir(parents=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "TOKENTRAIL_HOME": str(home),
+        "TOKENTRAIL_KAFKA_BOOTSTRAP": bootstrap,
+        "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
+        "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY.decode(),
+        "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY.decode(),
+        "TOKENTRAIL_FLOWS_METRICS_PORT": str(port),
+        "TOKENTRAIL_FLOWS_START_AT": "beginning",
+    }
+    env.pop("TOKENTRAIL_CLICKHOUSE_URL", None)
+    with (home / "flows.log").open("wb") as log:
         flows = subprocess.Popen(
             [sys.executable, "-m", "tokentrail", "flows", "--flow", "detect", "-w", "1"],
             env=env,
-            cwd=ROOT,
+            cwd=tree,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    try:
 
         def check() -> None:
-            if flows is not None and flows.poll() is not None:
+            if flows.poll() is not None:
                 raise SystemExit(f"the detect flow exited: {(home / 'flows.log').read_text()[-3000:]}")
 
         first: tuple[float, float, int] | None = None  # (wall, flow CPU, records) at the first poll with records
@@ -363,7 +413,7 @@ def through_kafka(stream: list[dict[str, Any]], budgets: list[Budget], keep: boo
             seen = flow_records(port)
             if seen and first is None:
                 first = (time.perf_counter(), cpu_seconds(flows.pid), seen)
-            time.sleep(0.25)  # each poll costs the flow a /metrics rendering
+            time.sleep(1.0)  # each poll costs the flow a /metrics rendering (2-3% of its CPU at 4 a second)
         if first is None or seen < total:
             raise SystemExit(f"the detect flow read {seen:,} of {total:,} records in 30 minutes")
         last = (time.perf_counter(), cpu_seconds(flows.pid), seen)
@@ -372,25 +422,10 @@ def through_kafka(stream: list[dict[str, Any]], budgets: list[Budget], keep: boo
             check()
             time.sleep(0.5)
         time.sleep(1.0)
-        alerts = read_alerts(bootstrap, PREFIX + topics.ALERTS)
         records = last[2] - first[2]
-        flow_wall, flow_cpu = records / (last[0] - first[0]), records / (last[1] - first[1])
-        lines = (
-            f"through Kafka, one process: detect flow (`tokentrail flows --flow detect -w 1`) {flow_wall:,.0f} records/s "
-            f"({flow_cpu:,.0f} per CPU second of the flow process); baseline raw consume of the same topic "
-            f"{raw_wall:,.0f} records/s ({raw_cpu:,.0f} per CPU second); ratio {flow_wall / raw_wall:.2f}; "
-            f"{records:,} records timed (calls, plus detection's own events coming back), load average "
-            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
-        )
-        return changes_of(alerts), lines
+        return records / (last[0] - first[0]), records / (last[1] - first[1])
     finally:
-        if flows is not None:
-            stop_process(flows, timeout=60)
-        stop_broker(home)
-        if keep:
-            print(f"home kept: {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        stop_process(flows, timeout=60)
 
 
 def main() -> None:
@@ -402,7 +437,12 @@ def main() -> None:
     parser.add_argument(
         "--kafka", action="store_true", help="also run the scenario through Kafka and `tokentrail flows --flow detect`"
     )
-    parser.add_argument("--baseline", metavar="REV", help="also time the detectors of git revision REV, in-process")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time the detectors (and with --kafka the detect flow) of git revision REV",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --kafka: flow runs per tree (median)")
     parser.add_argument("--keep", action="store_true", help="keep the --kafka run's temporary home")
     parser.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--throughput-only", action="store_true", help=argparse.SUPPRESS)
@@ -472,12 +512,14 @@ def main() -> None:
     print(measured.stdout.strip())
     if args.kafka:
         dataflow_rate = through_bytewax(stream, controls)
-        flow_changes, lines = through_kafka(stream, budgets, args.keep)
+        with tempfile.TemporaryDirectory(prefix="tokentrail-bench-baseline-") as where:
+            tree = None if args.baseline is None else export(args.baseline, Path(where))
+            flow_changes, lines = through_kafka(stream, budgets, args.keep, tree, args.rounds)
         print()
         print("through Kafka and the running detect flow (alerts read back from the alerts topic):")
         print_table(score(flow_changes, scenario.incidents))
         print()
-        print(lines)
+        print("\n".join(lines))
         print(
             f"where the time goes, per CPU second: detectors alone (parse + detect) {count / detect_seconds:,.0f}; "
             f"the detect dataflow on Bytewax's testing source (no Kafka, one worker) {dataflow_rate:,.0f}; "
@@ -489,8 +531,7 @@ def time_revision(revision: str, args: argparse.Namespace) -> dict[str, float]:
     """CPU seconds of the in-process replay with `detection/` as of git `revision` (checked
     out into a temporary directory that goes first on the child's import path)."""
     with tempfile.TemporaryDirectory(prefix="tokentrail-bench-baseline-") as where:
-        archive = subprocess.run(["git", "archive", revision, "detection"], cwd=ROOT, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", where], input=archive.stdout, check=True)
+        export(revision, Path(where), "detection")
         child = subprocess.run(
             [sys.executable, __file__, "--throughput-only"]
             + ["--seed", str(args.seed), "--tenants", str(args.tenants), "--days", str(args.days)],
@@ -500,6 +541,13 @@ def time_revision(revision: str, args: argparse.Namespace) -> dict[str, float]:
             check=True,
         )
     return orjson.loads(child.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def export(revision: str, where: Path, *paths: str) -> Path:
+    """`paths` (default: everything) of git `revision`, extracted under `where`."""
+    archive = subprocess.run(["git", "archive", revision, *paths], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
+    return where
 
 
 def print_rss(identities: int) -> None:
