@@ -11,6 +11,10 @@ and worst detection delay (event time), notifications per incident (fired notifi
 escalations included) and false pages on noise-only tenants; then events/s, and the RSS of a
 detector holding `--rss-identities` identities.
 
+With `--kafka` the same calls go through a private broker and `tokentrail flows --flow detect`;
+`--baseline REV --rounds N` runs REV's detect flow on the same topic too, alternately, and
+prints both rates and the median ratio (this machine is shared and noisy: compare ratios).
+
 An alert is correct when it matches a labelled incident of its detector (same tenant, scope
 if the label names one, starting between a minute before the incident and 30 minutes after
 it ends); precision counts alerts (one per fingerprint firing), recall counts required
