@@ -512,6 +512,11 @@ class ProviderIncidents:
         self.book = AlertBook(self.config.clear_for, self.config.update_every)
         self.newest = float("-inf")
         self._last_sweep = float("-inf")
+        self.complete_until = float("inf")
+        """Event time up to which every failure has arrived (the detect flow: the slowest input
+        partition's clock, `InputClocks`). No incident resolves at a later time: read as a
+        backlog, one partition runs hours of event time ahead of another, and the failures
+        still to come from the one behind would fire the incident a second time."""
 
     def observe(self, failure: ProviderFailure, into: Result | None = None) -> Result:
         """What changed is added to `into` (a batch's result) or to a new Result."""
@@ -531,11 +536,24 @@ class ProviderIncidents:
         if self.newest - self._last_sweep >= self.config.sweep_seconds:
             self._last_sweep = self.newest
             for firing in list(self.book.firing.values()):
-                self._sweep(firing.alert.scope, self.newest, result)
+                self._sweep(firing.alert.scope, min(self.newest, self.complete_until), result)
         return result
 
+    def advance(self, result: Result) -> None:
+        """Every failure up to `complete_until` has arrived: re-evaluate the firing incidents
+        there (at most every `sweep_seconds`), so an incident resolves while calls go on
+        without failures."""
+        now = self.complete_until
+        if self.book.firing and now != float("inf") and now - self._last_sweep >= self.config.sweep_seconds:
+            self._last_sweep = now
+            for firing in list(self.book.firing.values()):
+                self._sweep(firing.alert.scope, now, result)
+
     def idle(self, seconds: float, result: Result) -> None:
-        """No failure for `seconds` (wall clock, measured by the caller): see `Detector.idle`."""
+        """No failure for `seconds` (wall clock, measured by the caller): see `Detector.idle`.
+        Quiet input has nothing on its way, so `complete_until` no longer holds anything back
+        (the next failures' clocks set it again)."""
+        self.complete_until = float("inf")
         for firing in list(self.book.firing.values()):
             self._sweep(firing.alert.scope, self.newest + seconds, result)
 
@@ -545,7 +563,7 @@ class ProviderIncidents:
         tenant_count = tenants.distinct(at, config, config.min_tenants)
         identity_count = identities.distinct(at, config, config.min_identities)
         if tenant_count < config.min_tenants or identity_count < config.min_identities:
-            _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, at))
+            _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, min(at, self.complete_until)))
             return
         failing = self.failing.signatures.get(signature)
         affected = sorted(set(tenants.last_seen) | set(failing.last_seen if failing is not None else ()))
@@ -584,7 +602,7 @@ class ProviderIncidents:
                     tenants.pruned_at = identities.pruned_at = float("-inf")
                     self._judge(signature, tenants, identities, now, result)
                     return
-        _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, now))
+        _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, min(now, self.complete_until)))
 
 
 class Detection:

@@ -41,7 +41,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from detection.calls import EventError
+from detection.calls import EventError, epoch_seconds
 from detection.engine import Controls, DetectionConfig, Detector, ProviderFailure, ProviderIncidents, Result
 from detection.outputs import alert_event, alert_record, pattern_event
 from flows import metrics
@@ -79,6 +79,8 @@ class EventBatch(NamedTuple):
 
 class FailureBatch(NamedTuple):
     failures: list[ProviderFailure]
+    clocks: dict[int, float]
+    """Input partition -> event time of the last record the bucket read from it in this batch."""
 
 
 class DetectOutputs(NamedTuple):
@@ -248,12 +250,14 @@ class DetectTenants(StatefulBatchLogic[EventBatch | IdleTick, DetectOutputs | Fa
         quiet = self.quiet.quiet_for(values)
         if quiet is not None:
             self.detector.idle(quiet, result)
+        stamps: dict[int, Any] = {}  # partition -> the timestamp of its last record here
         for batch in values:
             if isinstance(batch, IdleTick):
                 continue
             for message in batch.events:
                 try:
                     event = _event_of(message)
+                    stamps[message.partition()] = event.get("timestamp")
                     if event.get("event_type") not in CALL_EVENTS:
                         continue  # detection reads calls only (its own events come back here too)
                     tenant_id = event.get("tenant_id")
@@ -271,8 +275,9 @@ class DetectTenants(StatefulBatchLogic[EventBatch | IdleTick, DetectOutputs | Fa
         outputs = outputs_of(result, self.names)
         if outputs.messages or rejected:
             out.append(DetectOutputs(outputs.messages + rejected, outputs.rows))
-        if result.provider_failures:
-            out.append(FailureBatch(result.provider_failures))
+        clocks = _clocks(stamps)
+        if result.provider_failures or clocks:
+            out.append(FailureBatch(result.provider_failures, clocks))
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Detector:
@@ -286,26 +291,76 @@ class DetectProviders(StatefulBatchLogic[FailureBatch | IdleTick, DetectOutputs,
         self.incidents = incidents
         self.names = names
         self.quiet = QuietClock()
+        self.clocks = InputClocks()
 
     def on_batch(self, values: list[FailureBatch | IdleTick]) -> tuple[list[DetectOutputs], bool]:
         """The buckets' failures back in event-time order: each bucket sends its part of a
         batch on its own (in a replay or a backlog, a batch spans minutes of event time, and
         bucket after bucket would move the incidents' clock back and forth: an incident would
-        resolve and fire again). A tick with no failure since the last one lets firing
-        incidents resolve (`QuietClock`)."""
+        resolve and fire again). No incident resolves past the slowest input partition's clock
+        as known before this batch (`InputClocks`; a batch's own clocks count from the next,
+        so failures of the same poll still on their way from another bucket are not passed
+        over); those clocks also move the incidents' event time on when calls come without
+        failures (`ProviderIncidents.advance`). A tick with no record since the last one lets
+        firing incidents resolve (`QuietClock`)."""
         result = Result()
         quiet = self.quiet.quiet_for(values)
         if quiet is not None:
             self.incidents.idle(quiet, result)
-        failures = [failure for batch in values if not isinstance(batch, IdleTick) for failure in batch.failures]
+        batches = [batch for batch in values if not isinstance(batch, IdleTick)]
+        if batches:
+            self.incidents.complete_until = self.clocks.slowest(time.monotonic())
+        failures = [failure for batch in batches for failure in batch.failures]
         failures.sort(key=_event_time)
         for failure in failures:
             self.incidents.observe(failure, result)
+        if batches:
+            self.incidents.advance(result)
+        now = time.monotonic()
+        for batch in batches:
+            self.clocks.update(batch.clocks, now)
         outputs = outputs_of(result, self.names)
         return ([outputs] if outputs.messages else []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ProviderIncidents:
         return self.incidents
+
+
+class InputClocks:
+    """The event time each input partition has been read up to; the slowest of those heard
+    from in the last `stale_after` wall seconds is how far every failure has arrived (a
+    partition with no records is not waited for longer). Not snapshotted: after a restart
+    the partitions report again with their first records."""
+
+    def __init__(self, stale_after: float = 3 * IDLE_TICK_SECONDS) -> None:
+        self.stale_after = stale_after
+        self.clocks: dict[int, tuple[float, float]] = {}
+        """partition -> (event time, monotonic wall time of the report)"""
+
+    def update(self, clocks: dict[int, float], now: float) -> None:
+        for partition, at in clocks.items():
+            known = self.clocks.get(partition)
+            if known is None or at >= known[0]:
+                self.clocks[partition] = (at, now)
+            else:
+                self.clocks[partition] = (known[0], now)
+
+    def slowest(self, now: float) -> float:
+        """The lowest clock of the partitions heard from lately (+inf when none)."""
+        live = [at for at, heard in self.clocks.values() if now - heard <= self.stale_after]
+        return min(live, default=float("inf"))
+
+
+def _clocks(stamps: dict[int, Any]) -> dict[int, float]:
+    """Partition -> event time from the last records' timestamps (unreadable ones left out:
+    their records went to the DLQ)."""
+    clocks = {}
+    for partition, stamp in stamps.items():
+        try:
+            clocks[partition] = epoch_seconds(stamp)
+        except (TypeError, ValueError):
+            continue
+    return clocks
 
 
 def _event_time(failure: ProviderFailure) -> float:

@@ -86,7 +86,7 @@ def test_the_quiet_clock_counts_from_the_first_tick_after_the_last_event() -> No
     assert clock.quiet_for([IdleTick(110.0)]) == 10.0
     assert clock.quiet_for([IdleTick(130.0), IdleTick(140.0)]) == 40.0
     assert clock.quiet_for([IdleTick(150.0), events]) is None  # an event: not quiet
-    assert clock.quiet_for([FailureBatch([])]) is None
+    assert clock.quiet_for([FailureBatch([], {})]) is None
     assert clock.quiet_for([IdleTick(160.0)]) is None
     assert clock.quiet_for([IdleTick(170.0)]) == 10.0
 

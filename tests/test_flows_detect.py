@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Message
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from confluent_kafka import Message
 
 from detection.engine import Controls, DetectionConfig
 from detection.synthetic import call_event
@@ -23,18 +23,20 @@ NAMES = DetectTopics("events", "alerts", "dlq")
 T0 = 1_780_000_000.0
 
 
-def message(event: dict[str, Any] | bytes, offset: int) -> Message:
+def message(event: dict[str, Any] | bytes, offset: int, partition: int = 0) -> Message:
     """A record of `tokentrail.events` as librdkafka hands it over, keyed by its tenant (raw bytes: no key)."""
     if isinstance(event, bytes):
-        return Message(key=None, value=event, topic="events", partition=0, offset=offset)
+        return Message(key=None, value=event, topic="events", partition=partition, offset=offset)
     value = orjson.dumps(event)
-    return Message(key=event["tenant_id"].encode(), value=value, topic="events", partition=0, offset=offset)
+    return Message(key=event["tenant_id"].encode(), value=value, topic="events", partition=partition, offset=offset)
 
 
-def build(events: list, out: list, rows: list, batch_size: int = 7) -> Dataflow:
+def build(events: list, out: list, rows: list, batch_size: int = 7, polls: list | None = None) -> Dataflow:
+    """`events` in polls of `batch_size` records (or the `polls` given, as Messages)."""
     flow = Dataflow("test_detect")
     records = [e if isinstance(e, Message) else message(e, i) for i, e in enumerate(events)]
-    polls = [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
+    if polls is None:
+        polls = [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
     add_steps(
         flow,
         events=TestingSource(polls),  # one poll of `batch_size` records per item, as `kafka_polls` emits
@@ -47,10 +49,12 @@ def build(events: list, out: list, rows: list, batch_size: int = 7) -> Dataflow:
     return flow
 
 
-def run(events: list, workers: int = 1, batch_size: int = 7) -> tuple[list[tuple], list[dict]]:
+def run(
+    events: list, workers: int = 1, batch_size: int = 7, polls: list | None = None
+) -> tuple[list[tuple], list[dict]]:
     out: list = []
     rows: list = []
-    flow = build(events, out, rows, batch_size)
+    flow = build(events, out, rows, batch_size, polls)
     if workers == 1:
         run_main(flow)
     else:
@@ -106,6 +110,48 @@ def test_a_provider_incident_notifies_once_when_each_batch_spans_minutes_of_even
     alerts = [Alert.model_validate(a) for a in of_topic(messages, "alerts") if a["rule"] == "provider_incident"]
     assert [a.revision for a in alerts if a.status == "firing"][:1] == [0]
     assert [a.status for a in alerts].count("resolved") == 0 and len({a.fingerprint for a in alerts}) == 1
+
+
+def test_a_provider_incident_notifies_once_when_one_input_partition_runs_hours_ahead() -> None:
+    # a backlog read partition by partition: the outage's failures sit in partition 0, an hour
+    # of other tenants' traffic (with failures of their own) in partition 1, and the polls of
+    # partition 1 arrive between those of partition 0
+    tenants = list({bucket_of(t): t for t in (f"tenant-{n}" for n in range(40))}.values())[:4]
+    outage = {"status": 529, "error_type": "overloaded_error", "provider": "anthropic", "model": "claude-sonnet-4"}
+
+    def outage_poll(start: float, offset: int) -> list[Message]:
+        calls = [
+            call_event(tenant, start + 20 * n + index, key_id=f"{tenant}-k{index % 2}", **outage)
+            for n in range(15)
+            for index, tenant in enumerate(tenants[:3] * 2)
+        ]
+        return [message(event, offset + number, partition=0) for number, event in enumerate(calls)]
+
+    ahead = [
+        message(
+            call_event(tenants[3], T0 + 3600 + 60 * n, key_id="other", status=400, error_type="bad"), n, partition=1
+        )
+        for n in range(60)
+    ]
+    polls = [outage_poll(T0, 0), ahead[:30], ahead[30:], outage_poll(T0 + 300, 90), outage_poll(T0 + 600, 180)]
+    messages, _ = run([], polls=polls)
+    alerts = [Alert.model_validate(a) for a in of_topic(messages, "alerts") if a["rule"] == "provider_incident"]
+    notified = [(a.status, a.revision) for a in alerts if a.status == "resolved" or a.revision == 0]
+    assert notified == [("firing", 0)], "fired once, and not resolved while partition 0 still had the outage"
+
+
+def test_a_provider_incident_resolves_while_calls_go_on_without_failures() -> None:
+    tenants = list({bucket_of(t): t for t in (f"tenant-{n}" for n in range(40))}.values())[:3]
+    outage = {"status": 529, "error_type": "overloaded_error", "provider": "anthropic", "model": "claude-sonnet-4"}
+    events = [
+        call_event(tenant, T0 + 20 * n + index, key_id=f"{tenant}-k{index % 2}", **outage)
+        for n in range(15)
+        for index, tenant in enumerate(tenants * 2)
+    ]
+    events += [call_event(tenants[n % 3], T0 + 300 + 10 * n) for n in range(120)]  # 20 minutes of good calls
+    messages, _ = run(events, batch_size=20)
+    alerts = [Alert.model_validate(a) for a in of_topic(messages, "alerts") if a["rule"] == "provider_incident"]
+    assert [a.status for a in alerts if a.status == "resolved" or a.revision == 0] == ["firing", "resolved"]
 
 
 def test_a_replayed_topic_detects_the_same_and_bad_records_go_to_the_dlq() -> None:
