@@ -33,7 +33,7 @@ from detection.evidence import budget_sql, error_budget_sql, pattern_sql, spike_
 from detection.lifecycle import AlertBook, Change, Finding, fingerprint, moment
 from detection.patterns import Members, PatternConfig, Signature, SignatureWindow
 from detection.spike import SpendRate, SpikeConfig
-from schemas.models import SYSTEM_TENANT, FailurePattern
+from schemas.models import SYSTEM_TENANT, Alert, FailurePattern
 
 ERROR_BUDGET = "error_budget_burn"
 BUDGET_BURN = "budget_burn"
@@ -514,9 +514,11 @@ class ProviderIncidents:
         self._last_sweep = float("-inf")
         self.complete_until = float("inf")
         """Event time up to which every failure has arrived (the detect flow: the slowest input
-        partition's clock, `InputClocks`). No incident resolves at a later time: read as a
-        backlog, one partition runs hours of event time ahead of another, and the failures
-        still to come from the one behind would fire the incident a second time."""
+        partition's clock, `InputClocks`). An incident is judged over only at a time `t` with
+        newest failure <= t <= complete_until: read as a backlog, one partition runs hours
+        (in the harness up to a day) of event time ahead of another, and judged earlier an
+        incident would resolve while the failures still to come from the one behind fire it
+        a second time."""
 
     def observe(self, failure: ProviderFailure, into: Result | None = None) -> Result:
         """What changed is added to `into` (a batch's result) or to a new Result."""
@@ -536,7 +538,7 @@ class ProviderIncidents:
         if self.newest - self._last_sweep >= self.config.sweep_seconds:
             self._last_sweep = self.newest
             for firing in list(self.book.firing.values()):
-                self._sweep(firing.alert.scope, min(self.newest, self.complete_until), result)
+                self._sweep(firing.alert, min(self.newest, self.complete_until), result)
         return result
 
     def advance(self, result: Result) -> None:
@@ -547,7 +549,7 @@ class ProviderIncidents:
         if self.book.firing and now != float("inf") and now - self._last_sweep >= self.config.sweep_seconds:
             self._last_sweep = now
             for firing in list(self.book.firing.values()):
-                self._sweep(firing.alert.scope, now, result)
+                self._sweep(firing.alert, now, result)
 
     def idle(self, seconds: float, result: Result) -> None:
         """No failure for `seconds` (wall clock, measured by the caller): see `Detector.idle`.
@@ -555,7 +557,7 @@ class ProviderIncidents:
         (the next failures' clocks set it again)."""
         self.complete_until = float("inf")
         for firing in list(self.book.firing.values()):
-            self._sweep(firing.alert.scope, self.newest + seconds, result)
+            self._sweep(firing.alert, self.newest + seconds, result)
 
     def _judge(self, signature: Signature, tenants: Members, identities: Members, at: float, result: Result) -> None:
         config = self.config.patterns
@@ -563,7 +565,8 @@ class ProviderIncidents:
         tenant_count = tenants.distinct(at, config, config.min_tenants)
         identity_count = identities.distinct(at, config, config.min_identities)
         if tenant_count < config.min_tenants or identity_count < config.min_identities:
-            _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, min(at, self.complete_until)))
+            if identities.newest <= at <= self.complete_until:
+                _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, at))
             return
         failing = self.failing.signatures.get(signature)
         affected = sorted(set(tenants.last_seen) | set(failing.last_seen if failing is not None else ()))
@@ -594,7 +597,8 @@ class ProviderIncidents:
             result.patterns.append(_pattern(change, "provider", signature, members, affected, identities, at))
         _add(result, change)
 
-    def _sweep(self, scope: str, now: float, result: Result) -> None:
+    def _sweep(self, alert: Alert, now: float, result: Result) -> None:
+        scope = alert.scope
         for signature, tenants in self.tenants.signatures.items():
             if f"signature:{signature.digest()}" == scope:
                 identities = self.identities.signatures.get(signature)
@@ -602,7 +606,10 @@ class ProviderIncidents:
                     tenants.pruned_at = identities.pruned_at = float("-inf")
                     self._judge(signature, tenants, identities, now, result)
                     return
-        _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, min(now, self.complete_until)))
+        # its failures have left the windows (a newer failure moved them on): judged at a
+        # time no earlier than the alert's last update, never in its past
+        if (alert.updated_at or alert.starts_at).timestamp() <= now <= self.complete_until:
+            _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, now))
 
 
 class Detection:

@@ -250,7 +250,7 @@ class DetectTenants(StatefulBatchLogic[EventBatch | IdleTick, DetectOutputs | Fa
         quiet = self.quiet.quiet_for(values)
         if quiet is not None:
             self.detector.idle(quiet, result)
-        stamps: dict[int, Any] = {}  # partition -> the timestamp of its last record here
+        stamps: dict[int | None, Any] = {}  # partition -> the timestamp of its last record here
         for batch in values:
             if isinstance(batch, IdleTick):
                 continue
@@ -351,11 +351,13 @@ class InputClocks:
         return min(live, default=float("inf"))
 
 
-def _clocks(stamps: dict[int, Any]) -> dict[int, float]:
+def _clocks(stamps: dict[int | None, Any]) -> dict[int, float]:
     """Partition -> event time from the last records' timestamps (unreadable ones left out:
     their records went to the DLQ)."""
     clocks = {}
     for partition, stamp in stamps.items():
+        if partition is None:  # a record read from Kafka always has one
+            continue
         try:
             clocks[partition] = epoch_seconds(stamp)
         except (TypeError, ValueError):

@@ -114,8 +114,8 @@ def test_a_provider_incident_notifies_once_when_each_batch_spans_minutes_of_even
 
 def test_a_provider_incident_notifies_once_when_one_input_partition_runs_hours_ahead() -> None:
     # a backlog read partition by partition: the outage's failures sit in partition 0, an hour
-    # of other tenants' traffic (with failures of their own) in partition 1, and the polls of
-    # partition 1 arrive between those of partition 0
+    # later other tenants' traffic (with failures of their own) in partition 1, and the polls
+    # of partition 1 arrive between those of partition 0
     tenants = list({bucket_of(t): t for t in (f"tenant-{n}" for n in range(40))}.values())[:4]
     outage = {"status": 529, "error_type": "overloaded_error", "provider": "anthropic", "model": "claude-sonnet-4"}
 
@@ -133,7 +133,11 @@ def test_a_provider_incident_notifies_once_when_one_input_partition_runs_hours_a
         )
         for n in range(60)
     ]
-    polls = [outage_poll(T0, 0), ahead[:30], ahead[30:], outage_poll(T0 + 300, 90), outage_poll(T0 + 600, 180)]
+    # and partition 2 is a day behind both (its clock is the slowest): nothing may be judged
+    # at its time, before the incident even began
+    behind = [message(call_event(tenants[3], T0 - 86400 + 60 * n), n, partition=2) for n in range(30)]
+    polls = [outage_poll(T0, 0), behind[:10], ahead[:30], behind[10:20], ahead[30:], behind[20:]]
+    polls += [outage_poll(T0 + 300, 90), outage_poll(T0 + 600, 180)]
     messages, _ = run([], polls=polls)
     alerts = [Alert.model_validate(a) for a in of_topic(messages, "alerts") if a["rule"] == "provider_incident"]
     notified = [(a.status, a.revision) for a in alerts if a.status == "resolved" or a.revision == 0]

@@ -80,25 +80,32 @@ def records(count: int) -> list[bytes]:
     ]
 
 
-def one_round(bootstrap: str, spool_dir: Path, values: list[bytes], write_ahead: bool) -> tuple[float, float, float]:
-    """(median submit µs, mean submit µs, CPU µs per record until acknowledged)."""
+def one_round(
+    bootstrap: str, spool_dir: Path, values: list[bytes], write_ahead: bool, rate: float, fsync_interval_s: float
+) -> tuple[float, float, float]:
+    """(median submit µs, mean submit µs, CPU µs per record until acknowledged). `rate`:
+    records a second, one at a time (0: bursts of 500 every 50 ms)."""
     delivery = Delivery(
         producer_config({"bootstrap.servers": bootstrap}, 30_000, 20, write_ahead),
         TOPIC,
         Spool(spool_dir),
         GatewayMetrics(),
-        0.005,
+        fsync_interval_s,
         write_ahead,
     )
     delivery.start()
     try:
         timings = []
         cpu_start = time.process_time()
+        due = time.perf_counter()
         for value in values:
             started = time.perf_counter()
             delivery.submit(b"bench", value)
             timings.append(time.perf_counter() - started)
-            if len(timings) % 500 == 0:
+            if rate:
+                due += 1 / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+            elif len(timings) % 500 == 0:
                 time.sleep(0.05)  # a request rate, not a burst: the queue never fills
         while len(delivery.producer) > 0 or (write_ahead and delivery.spool.records > 0):
             time.sleep(0.01)
@@ -112,6 +119,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rate", type=float, default=0, help="records a second, one at a time, as requests come (default: bursts)"
+    )
+    parser.add_argument("--fsync-interval", type=float, default=0.005, help="group commit interval, seconds")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-wal-"))
     try:
@@ -121,7 +132,9 @@ def main() -> int:
         for round_number in range(args.rounds):
             for write_ahead in (False, True):
                 spool_dir = workdir / f"spool-{round_number}-{write_ahead}"
-                results[write_ahead].append(one_round(handle.bootstrap, spool_dir, values, write_ahead))
+                results[write_ahead].append(
+                    one_round(handle.bootstrap, spool_dir, values, write_ahead, args.rate, args.fsync_interval)
+                )
         print(f"{args.records} signed RawCalls of {len(values[0])} bytes per round, {args.rounds} rounds each")
         print(f"{'mode':<10} {'submit p50 µs':>14} {'submit mean µs':>15} {'CPU µs/record':>14}")
         for write_ahead in (False, True):
