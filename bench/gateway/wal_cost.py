@@ -31,12 +31,13 @@ from gateway.metrics import GatewayMetrics  # noqa: E402
 from gateway.records import call_record, signed_bytes  # noqa: E402
 from gateway.spool import Spool  # noqa: E402
 from schemas.ids import new_id  # noqa: E402
+from schemas.signing import KeySet  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
 from tokentrail.topics import CALLS_RAW  # noqa: E402
 
 PREFIX = "bench."
 TOPIC = PREFIX + CALLS_RAW
-KEY = b"bench-signing-key"
+KEY = KeySet(b"bench-signing-key-0123456789abcdef")
 
 
 def records(count: int) -> list[bytes]:
