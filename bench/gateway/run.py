@@ -54,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import orjson  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 
 from gateway.delivery import REDELIVERY_HEADER  # noqa: E402
@@ -189,26 +190,30 @@ def gateway_requests(url: str) -> int:
     )
 
 
-def topic_records(bootstrap: str, topic: str) -> tuple[int, int]:
-    """(first copies, redeliveries) on `topic`: a record sent again from the write-ahead log
-    (Kafka took it but the acknowledgement did not come in time, e.g. while the gateway was
-    stopped between its measurements) carries the redelivery header, and the flows count it once."""
+def topic_records(bootstrap: str, topic: str) -> tuple[int, int, int]:
+    """(distinct calls, records, unmarked extra copies) on `topic`. A record sent again from
+    the write-ahead log (Kafka took it but the acknowledgement did not come in time, e.g. while
+    the gateway was stopped between its measurements) carries the redelivery header, and the
+    flows count a call once; its first copy may also never have landed, so calls are counted
+    by call id. An extra copy without the header would be a duplicate nobody marked."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count", "enable.auto.commit": False})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        first = again = 0
+        calls: set[str] = set()
+        records = unmarked = 0
         read = dict.fromkeys(partitions, 0)
         while any(read[p] < ends[p] for p in partitions):
             for message in consumer.consume(10_000, 1.0):
                 if message.error() is None:
                     read[message.partition()] = message.offset() + 1
-                    if (REDELIVERY_HEADER, b"1") in (message.headers() or []):
-                        again += 1
-                    else:
-                        first += 1
-        return first, again
+                    records += 1
+                    call_id = orjson.loads(message.value())["call_id"]
+                    if call_id in calls and (REDELIVERY_HEADER, b"1") not in (message.headers() or []):
+                        unmarked += 1
+                    calls.add(call_id)
+        return len(calls), records, unmarked
     finally:
         consumer.close()
 
@@ -453,14 +458,15 @@ def main() -> int:
                     )
         time.sleep(2)
         answered = sum(gateway_requests(targets[name][0]) for name in gateways)
-        on_topic, redelivered = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
+        calls, records, unmarked = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
         print(f"RSS after the runs: gateway {gateway_rss:.0f} MiB, bare proxy {bare_rss:.0f} MiB")
         print(f"write-ahead log on disk after the runs: {spool_left} bytes (acknowledged segments are deleted)")
+        matched = calls == answered and unmarked == 0
         print(
-            f"raw topic: {on_topic} records (+ {redelivered} marked redeliveries), gateway answered {answered} "
-            f"requests ({'one record each' if on_topic == answered else 'MISMATCH'})"
+            f"raw topic: {calls} calls in {records} records ({records - calls} extra copies, {unmarked} of them "
+            f"unmarked), gateway answered {answered} requests ({'one call each' if matched else 'MISMATCH'})"
         )
-        failed |= on_topic != answered
+        failed |= not matched
         return 1 if failed else 0
     finally:
         for process in processes:
