@@ -66,7 +66,10 @@ PERMANENT_ERRORS = frozenset(
 """Errors a retry cannot fix: the record goes to the quarantine file."""
 NEVER_SENT = frozenset({KafkaError._PURGE_QUEUE})
 POLL_S = 0.05
-"""The delivery thread's longest wait for Kafka's reports (it returns as soon as one comes)."""
+"""The delivery thread serves Kafka's reports this often, all that came at once. Waking on
+each one (a blocking `poll`) cost the gateway a thread wake-up and a GIL hand-over per
+acknowledged record: measured, 170-250 µs of CPU per request at one connection on our VMs,
+and +0.1-0.3 ms p50. Records retire up to this much later; failures are carried as late."""
 
 
 def producer_config(
@@ -218,9 +221,9 @@ class Delivery:
 
     def _run(self) -> None:
         next_drain = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.wait(POLL_S):
             try:
-                self.producer.poll(POLL_S)
+                self.producer.poll(0)
                 now = time.monotonic()
                 self.spool.roll_if_old()
                 if self._fatal is not None:
