@@ -96,28 +96,20 @@ class _PollPartition(_KafkaSourcePartition):
     """bytewax 0.21.1's partition, emitting each poll as one item (see `kafka_polls`)."""
 
     def next_batch(self) -> list[list[Record]]:  # type: ignore[override]
-        if self._eof:
-            raise StopIteration()
         records: list[Record] = self._consumer.consume(self._batch_size, 0.001)
         if not records:
             return []
-        for index, record in enumerate(records):
+        for record in records:
             error = record.error()
-            if error is None:
-                continue
-            if error.code() != KafkaError._PARTITION_EOF:
+            if error is not None:  # the flow stops, as with bytewax's source (`raise_on_errors`)
                 raise RuntimeError(f"error consuming from Kafka topic {self._topic!r}: {error}")
-            self._eof = True  # the end of a bounded read (`tail=False`): emit what came before it
-            records = records[:index]
-            break
-        if not records:
-            return []
         self._offset = cast(int, records[-1].offset()) + 1  # a consumed record has an offset
         return [records]
 
 
 class PolledKafkaSource(QuietKafkaSource):
-    """`QuietKafkaSource` with `_PollPartition`s; the consumer settings are bytewax's own."""
+    """`QuietKafkaSource` with `_PollPartition`s; the consumer settings are bytewax's own (a
+    flow reads on at the end of a partition: no end-of-partition events)."""
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PollPartition:
         index, topic = for_part.split("-", 1)
@@ -127,7 +119,7 @@ class PolledKafkaSource(QuietKafkaSource):
             "group.id": "BYTEWAX_IGNORED",
             "enable.auto.commit": "false",
             "bootstrap.servers": ",".join(self._brokers),
-            "enable.partition.eof": str(not self._tail),
+            "enable.partition.eof": "false",
             "statistics.interval.ms": 1000,
             **self._add_config,
         }

@@ -71,6 +71,22 @@ def failing(tenant: str, identities: int, start: float, repeat: int = 2) -> list
     ]
 
 
+OUTAGE = {"status": 529, "error_type": "overloaded_error", "provider": "anthropic", "model": "claude-sonnet-4"}
+
+
+def tenants_in_distinct_buckets(count: int) -> list[str]:
+    return list({bucket_of(t): t for t in (f"tenant-{n}" for n in range(40))}.values())[:count]
+
+
+def outage_calls(tenants: list[str], start: float, rounds: int) -> list[dict]:
+    """Each tenant's two identities failing with `OUTAGE` once every 20 s, `rounds` times."""
+    return [
+        call_event(tenant, start + 20 * n + index, key_id=f"{tenant}-k{index % 2}", **OUTAGE)
+        for n in range(rounds)
+        for index, tenant in enumerate(tenants * 2)
+    ]
+
+
 def of_topic(messages: list[tuple], topic: str) -> list[dict]:
     return [orjson.loads(value) for name, _, value, _ in messages if name == topic]
 
@@ -99,14 +115,7 @@ def test_a_pattern_from_four_identities_is_one_event_one_alert_and_its_row(worke
 def test_a_provider_incident_notifies_once_when_each_batch_spans_minutes_of_event_time() -> None:
     # a replay or a backlog: each batch holds ~17 minutes of an hour-long outage seen by three
     # tenants in three state buckets; the buckets hand their failures on one after another
-    tenants = list({bucket_of(t): t for t in (f"tenant-{n}" for n in range(40))}.values())[:3]
-    outage = {"status": 529, "error_type": "overloaded_error", "provider": "anthropic", "model": "claude-sonnet-4"}
-    events = [
-        call_event(tenant, T0 + 20 * n + index, key_id=f"{tenant}-k{index % 2}", **outage)
-        for n in range(180)
-        for index, tenant in enumerate(tenants * 2)
-    ]
-    messages, _ = run(events, batch_size=300)
+    messages, _ = run(outage_calls(tenants_in_distinct_buckets(3), T0, 180), batch_size=300)
     alerts = [Alert.model_validate(a) for a in of_topic(messages, "alerts") if a["rule"] == "provider_incident"]
     assert [a.revision for a in alerts if a.status == "firing"][:1] == [0]
     assert [a.status for a in alerts].count("resolved") == 0 and len({a.fingerprint for a in alerts}) == 1
@@ -116,15 +125,10 @@ def test_a_provider_incident_notifies_once_when_one_input_partition_runs_hours_a
     # a backlog read partition by partition: the outage's failures sit in partition 0, an hour
     # later other tenants' traffic (with failures of their own) in partition 1, and the polls
     # of partition 1 arrive between those of partition 0
-    tenants = list({bucket_of(t): t for t in (f"tenant-{n}" for n in range(40))}.values())[:4]
-    outage = {"status": 529, "error_type": "overloaded_error", "provider": "anthropic", "model": "claude-sonnet-4"}
+    tenants = tenants_in_distinct_buckets(4)
 
     def outage_poll(start: float, offset: int) -> list[Message]:
-        calls = [
-            call_event(tenant, start + 20 * n + index, key_id=f"{tenant}-k{index % 2}", **outage)
-            for n in range(15)
-            for index, tenant in enumerate(tenants[:3] * 2)
-        ]
+        calls = outage_calls(tenants[:3], start, 15)
         return [message(event, offset + number, partition=0) for number, event in enumerate(calls)]
 
     ahead = [
@@ -145,13 +149,8 @@ def test_a_provider_incident_notifies_once_when_one_input_partition_runs_hours_a
 
 
 def test_a_provider_incident_resolves_while_calls_go_on_without_failures() -> None:
-    tenants = list({bucket_of(t): t for t in (f"tenant-{n}" for n in range(40))}.values())[:3]
-    outage = {"status": 529, "error_type": "overloaded_error", "provider": "anthropic", "model": "claude-sonnet-4"}
-    events = [
-        call_event(tenant, T0 + 20 * n + index, key_id=f"{tenant}-k{index % 2}", **outage)
-        for n in range(15)
-        for index, tenant in enumerate(tenants * 2)
-    ]
+    tenants = tenants_in_distinct_buckets(3)
+    events = outage_calls(tenants, T0, 15)
     events += [call_event(tenants[n % 3], T0 + 300 + 10 * n) for n in range(120)]  # 20 minutes of good calls
     messages, _ = run(events, batch_size=20)
     alerts = [Alert.model_validate(a) for a in of_topic(messages, "alerts") if a["rule"] == "provider_incident"]
