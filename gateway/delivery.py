@@ -6,8 +6,9 @@
   its segment; a segment with nothing owed is deleted. So a SIGKILL loses nothing that was
   submitted: whatever Kafka had not acknowledged is still in the log.
 - A failure report (timeout, purge) carries the record into the current drain segment (a
-  new frame, marked as a possible redelivery unless librdkafka never sent it) and retires the
-  old frame. A permanent error (the record can never be taken: too large, invalid) sends it
+  new frame, always marked as a possible redelivery: a record purged from librdkafka's queue
+  may have been sent before, since a retry goes back to that queue; CI caught such a copy
+  unmarked) and retires the old frame. A permanent error (the record can never be taken: too large, invalid) sends it
   to the quarantine file instead and counts it; it never blocks the records behind it.
 - When librdkafka reports that no broker is reachable, records it has not sent yet are purged
   from its queue into the drain segment at once, and new records go there directly (the log
@@ -64,7 +65,6 @@ PERMANENT_ERRORS = frozenset(
     }
 )
 """Errors a retry cannot fix: the record goes to the quarantine file."""
-NEVER_SENT = frozenset({KafkaError._PURGE_QUEUE})
 POLL_S = 0.05
 """The delivery thread serves Kafka's reports this often, all that came at once. Waking on
 each one (a blocking `poll`) cost the gateway a thread wake-up and a GIL hand-over per
@@ -259,8 +259,7 @@ class Delivery:
             return
         self.metrics.kafka_delivery_failures.inc()
         self._drain_failed = True
-        flags = 0 if error.code() in NEVER_SENT and not message.headers() else MAYBE_SENT
-        self._carry(key, value, flags, f"Kafka did not take a record: {error.str()}")
+        self._carry(key, value, MAYBE_SENT, f"Kafka did not take a record: {error.str()}")
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
