@@ -565,8 +565,7 @@ class ProviderIncidents:
         tenant_count = tenants.distinct(at, config, config.min_tenants)
         identity_count = identities.distinct(at, config, config.min_identities)
         if tenant_count < config.min_tenants or identity_count < config.min_identities:
-            if identities.newest <= at <= self.complete_until:
-                _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, at))
+            self._clear(scope, identities.newest, at, result)
             return
         failing = self.failing.signatures.get(signature)
         affected = sorted(set(tenants.last_seen) | set(failing.last_seen if failing is not None else ()))
@@ -606,10 +605,15 @@ class ProviderIncidents:
                     tenants.pruned_at = identities.pruned_at = float("-inf")
                     self._judge(signature, tenants, identities, now, result)
                     return
-        # its failures have left the windows (a newer failure moved them on): judged at a
-        # time no earlier than the alert's last update, never in its past
-        if (alert.updated_at or alert.starts_at).timestamp() <= now <= self.complete_until:
-            _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, now))
+        # its failures have left the windows (a newer failure moved them on): its last update
+        # stands for its newest failure
+        self._clear(scope, (alert.updated_at or alert.starts_at).timestamp(), now, result)
+
+    def _clear(self, scope: str, newest_failure: float, at: float, result: Result) -> None:
+        """The incident's condition does not hold at `at`: counted toward its resolution only
+        when `at` is neither before its newest failure nor past `complete_until` (see there)."""
+        if newest_failure <= at <= self.complete_until:
+            _add(result, self.book.clear(SYSTEM_TENANT, PROVIDER_INCIDENT, scope, at))
 
 
 class Detection:

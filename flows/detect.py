@@ -340,10 +340,7 @@ class InputClocks:
     def update(self, clocks: dict[int, float], now: float) -> None:
         for partition, at in clocks.items():
             known = self.clocks.get(partition)
-            if known is None or at >= known[0]:
-                self.clocks[partition] = (at, now)
-            else:
-                self.clocks[partition] = (known[0], now)
+            self.clocks[partition] = (at if known is None else max(at, known[0]), now)
 
     def slowest(self, now: float) -> float:
         """The lowest clock of the partitions heard from lately (+inf when none)."""

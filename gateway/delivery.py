@@ -7,9 +7,9 @@
   submitted: whatever Kafka had not acknowledged is still in the log.
 - A failure report (timeout, purge) carries the record into the current drain segment (a
   new frame, always marked as a possible redelivery: a record purged from librdkafka's queue
-  may have been sent before, since a retry goes back to that queue; CI caught such a copy
-  unmarked) and retires the old frame. A permanent error (the record can never be taken: too large, invalid) sends it
-  to the quarantine file instead and counts it; it never blocks the records behind it.
+  may have been sent before, since a retry goes back to that queue) and retires the old
+  frame. A permanent error (the record can never be taken: too large, invalid) sends it to
+  the quarantine file instead and counts it; it never blocks the records behind it.
 - When librdkafka reports that no broker is reachable, records it has not sent yet are purged
   from its queue into the drain segment at once, and new records go there directly (the log
   is in spooling mode) until the drain, run by the delivery thread once Kafka answers a
