@@ -59,7 +59,7 @@ from flows.cli import tune_gc  # noqa: E402
 from schemas.models import Alert, Budget, control_key  # noqa: E402
 from schemas.signing import KeySet  # noqa: E402
 from tokentrail import topics  # noqa: E402
-from tokentrail.broker.admin import bulk_producer, produce_all  # noqa: E402
+from tokentrail.broker.admin import bulk_producer, produce_all, read_to_end  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
 from tokentrail.control.records import encode  # noqa: E402
 from tokentrail.processes import stop_process  # noqa: E402
@@ -281,19 +281,7 @@ def topic_end(bootstrap: str, topic: str) -> int:
 
 
 def read_alerts(bootstrap: str, topic: str) -> list[Alert]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-alerts", "enable.auto.commit": False})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    alerts: list[Alert] = []
-    positions = dict.fromkeys(partitions, 0)
-    while any(positions[p] < ends[p] for p in partitions):
-        for message in consumer.consume(10_000, 1.0):
-            if message.error() is None:
-                alerts.append(Alert.model_validate_json(message.value()))
-                positions[message.partition()] = message.offset() + 1
-    consumer.close()
-    return alerts
+    return [Alert.model_validate_json(message.value()) for message in read_to_end(bootstrap, topic)]
 
 
 def flow_records(port: int) -> int:

@@ -55,11 +55,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 
 from gateway.delivery import REDELIVERY_HEADER  # noqa: E402
 from mock_upstream.process import spawn_mock_upstream  # noqa: E402
 from schemas.models import Actor, Limits  # noqa: E402
+from tokentrail.broker.admin import read_to_end  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
 from tokentrail.control.plane import ControlPlane  # noqa: E402
 from tokentrail.settings import CoreSettings  # noqa: E402
@@ -196,26 +196,15 @@ def topic_records(bootstrap: str, topic: str) -> tuple[int, int, int]:
     the gateway was stopped between its measurements) carries the redelivery header, and the
     flows count a call once; its first copy may also never have landed, so calls are counted
     by call id. An extra copy without the header would be a duplicate nobody marked."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count", "enable.auto.commit": False})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        calls: set[str] = set()
-        records = unmarked = 0
-        read = dict.fromkeys(partitions, 0)
-        while any(read[p] < ends[p] for p in partitions):
-            for message in consumer.consume(10_000, 1.0):
-                if message.error() is None:
-                    read[message.partition()] = message.offset() + 1
-                    records += 1
-                    call_id = orjson.loads(message.value())["call_id"]
-                    if call_id in calls and (REDELIVERY_HEADER, b"1") not in (message.headers() or []):
-                        unmarked += 1
-                    calls.add(call_id)
-        return len(calls), records, unmarked
-    finally:
-        consumer.close()
+    calls: set[str] = set()
+    records = unmarked = 0
+    for message in read_to_end(bootstrap, topic):
+        records += 1
+        call_id = orjson.loads(message.value())["call_id"]
+        if call_id in calls and (REDELIVERY_HEADER, b"1") not in (message.headers() or []):
+            unmarked += 1
+        calls.add(call_id)
+    return len(calls), records, unmarked
 
 
 BASELINE_KEY = """

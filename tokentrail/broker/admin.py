@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # untyped re-export
 
 from tokentrail.settings import ConfigError, CoreSettings
@@ -83,6 +83,26 @@ def bulk_producer(bootstrap: str) -> Producer:
             "queue.buffering.max.messages": 1_000_000,
         }
     )
+
+
+def read_to_end(bootstrap: str, topic: str) -> Iterator[Message]:
+    """Every record of `topic` from the beginning up to each partition's end as of the call, in
+    partition order (benchmarks' end checks; not for a request path)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "tokentrail-read-to-end", "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        read = dict.fromkeys(partitions, 0)
+        while any(read[p] < ends[p] for p in partitions):
+            for message in consumer.consume(10_000, 1.0):
+                if message.error() is None:
+                    read[cast(int, message.partition())] = cast(int, message.offset()) + 1  # a read record has both
+                    yield message
+    finally:
+        consumer.close()
 
 
 def produce_all(
