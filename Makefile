@@ -9,7 +9,13 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py gateway/_redaction.c
+	@# gateway/_redaction.c (redaction's compiled passes) needs a C compiler and Python's headers;
+	@# without them the install still works and the regex passes run instead (a test says so).
+	@command -v cc >/dev/null 2>&1 || { echo "installing gcc for gateway/_redaction.c"; \
+		apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; } || echo "warning: no C compiler"
+	@$(PYTHON) -c "import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()['include'] + '/Python.h'))" \
+		|| apt-get install -y -qq python3-dev >/dev/null || echo "warning: no Python headers"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -39,4 +45,4 @@ docs: schemas dashboards
 	$(BIN)/python -m tokentrail.config_docs
 
 clean:
-	rm -rf $(VENV) .tokentrail .pytest_cache
+	rm -rf $(VENV) .tokentrail .pytest_cache gateway/*.so
