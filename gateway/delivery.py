@@ -1,9 +1,10 @@
 """Get every record to Kafka exactly as written ahead, without ever blocking a request.
 
 - `submit()` (event loop) appends the signed record to the write-ahead log (`gateway.spool`,
-  one `write(2)`, a few microseconds) and hands it to librdkafka (idempotent, lz4, batched by
-  linger.ms) with its segment's delivery callback. A success report retires the record in
-  its segment; a segment with nothing owed is deleted. So a SIGKILL loses nothing that was
+  a copy into the segment's shared mapping, no system call) and hands it to librdkafka
+  (idempotent, lz4, batched by linger.ms) with its segment's delivery callback. A success
+  report retires the record in its segment (the reports of one poll together, under one
+  lock); a segment with nothing owed is deleted. So a SIGKILL loses nothing that was
   submitted: whatever Kafka had not acknowledged is still in the log.
 - A failure report (timeout, purge) carries the record into the current drain segment (a
   new frame, always marked as a possible redelivery: a record purged from librdkafka's queue
@@ -112,6 +113,9 @@ class Delivery:
         self.metrics = metrics
         self.fsync_interval_s = fsync_interval_s
         self.write_ahead = write_ahead
+        self._acknowledged: list[Segment] = []
+        """Segments of the records acknowledged since the last `_retire_acknowledged` (one entry
+        per record; appended by the delivery callbacks, which run on the delivery thread)."""
         self._replay_pending = bool(spool.segments)
         spool.spooling = bool(spool.segments)  # a restart with a log left sends it first, in order
         spool.bind = self._bind
@@ -207,6 +211,7 @@ class Delivery:
             self.producer.purge(in_queue=True, in_flight=False)
             self.producer.flush(0)  # serves the purge reports: they spool the records
             self.producer.poll(0)
+        self._retire_acknowledged()
         self.spool.close()
 
     def _sync_log(self) -> None:
@@ -224,6 +229,7 @@ class Delivery:
         while not self._stop.wait(POLL_S):
             try:
                 self.producer.poll(0)
+                self._retire_acknowledged()
                 now = time.monotonic()
                 self.spool.roll_if_old()
                 if self._fatal is not None:
@@ -239,14 +245,24 @@ class Delivery:
                 time.sleep(0.5)
 
     def _bind(self, segment: Segment) -> Callable[[KafkaError | None, Message], None]:
+        acknowledged = self._acknowledged
+
         def delivered(error: KafkaError | None, message: Message) -> None:
             if error is None:
-                self.spool.retire(segment)
+                acknowledged.append(segment)
                 return
             self._failed(error, message)
             self.spool.retire(segment)  # after the record is safe elsewhere
 
         return delivered
+
+    def _retire_acknowledged(self) -> None:
+        """Retire what the last reports acknowledged: one lock for all of them (a lock per
+        report contended with the event loop's appends)."""
+        if self._acknowledged:
+            acknowledged = self._acknowledged[:]
+            del self._acknowledged[: len(acknowledged)]
+            self.spool.retire_all(acknowledged)
 
     def _delivered_unlogged(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
@@ -371,6 +387,7 @@ class Delivery:
         # Every record of the batch is now either acknowledged or carried into the drain
         # segment by its failure report (flush waits for both): the mark may pass them all.
         self.producer.flush()
+        self._retire_acknowledged()
         self.spool.mark_drained(segment, offset)
         self.metrics.records_drained.inc(count)
 
@@ -407,6 +424,7 @@ class Delivery:
         self.producer = Producer(self._config)
         old.purge(in_queue=True, in_flight=True)
         old.flush(0)
+        self._retire_acknowledged()
 
 
 def _error_of(exc: KafkaException) -> KafkaError | None:

@@ -270,6 +270,13 @@ class Spool:
                 self.records -= 1
             self._release(segment)
 
+    def retire_all(self, segments: list[Segment]) -> None:
+        """`retire` of one record per entry, under one lock."""
+        with self._lock:
+            self.records -= len(segments)
+            for segment in segments:
+                self._release(segment)
+
     def set_spooling(self, spooling: bool) -> bool:
         """Switch modes; False if leaving spooling mode must wait (the active segment holds
         records the drain has not sent: seal it and drain again)."""
