@@ -7,10 +7,17 @@ Segments (`<sequence>.wal`, oldest first) are append-only files of frames:
 
     magic u16 | kind u8 | flags u8 | key length u16 | value length u32 | crc32 u32 | key | value
 
-The CRC covers the header fields before it, the key and the value. A frame is written with
-one `write(2)` (a short write is completed; a failed one is cut off again with `ftruncate`),
-so a SIGKILL never loses an appended frame; `sync()` (the delivery thread, every few ms) makes
-them survive a power loss too (group commit). Nothing on the request path waits for a disk.
+The CRC covers the header fields before it, the key and the value. The active segment is
+mapped (`mmap`, shared) and a frame is copied into the mapping: that is the kernel's page cache
+of the file, so a SIGKILL right after the copy loses nothing, and the request path makes no
+system call (a `write(2)` per record released and re-took the GIL, and waited for it behind
+the log's own threads: 3.7% of the gateway's samples at 64 connections). The segment reserves
+its disk `RESERVE` bytes at a time with `posix_fallocate`, so a copy never needs a block the
+disk does not have (that would be SIGBUS, not an error): a full disk (ENOSPC) or a file size
+limit (EFBIG) refuses the reservation instead, and the frame that needed it is not written.
+`sync()` (the log's sync thread, every few ms) makes frames survive a power loss too (group
+commit); a sealed segment is cut to what it holds. Nothing on the request path waits for a
+disk. A crash leaves the active segment at its reserved size: readers stop at the zeros.
 
 Kinds: `RECORD` (a record owed to Kafka), `STARTED` (a stream in progress: its value is the
 call id, a newline and the record to send if the gateway dies before the stream ends) and
@@ -33,7 +40,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
+import re
 import struct
 import threading
 import time
@@ -55,6 +64,10 @@ RECORD, STARTED, FINISHED = 1, 2, 3
 HAS_KEY, MAYBE_SENT = 1, 2
 """Frame flags: the record has a Kafka key; Kafka may already hold it (a redelivery)."""
 READ_CHUNK = 1 << 20
+RESERVE = 1 << 20
+"""Disk the active segment reserves at a time (and maps)."""
+ZERO_HEADER = bytes(HEADER.size)
+_NOT_ZERO = re.compile(rb"[^\x00]")
 MAX_VALUE = 64 << 20
 """Longest value a reader accepts before it treats a header as corrupt (records are far smaller)."""
 LOG_EVERY_S = 10.0
@@ -105,6 +118,19 @@ def read_frames(path: Path, start: int = 0, on_corrupt: Callable[[], None] | Non
                 continue
             if len(buffer) - position < HEADER.size:
                 return
+            if buffer.startswith(ZERO_HEADER, position):
+                # The reserved tail of a segment a crash left unsealed: the end, if only zeros follow.
+                written = _NOT_ZERO.search(buffer, position)
+                if written is None:
+                    position = len(buffer)
+                    if eof:
+                        return
+                    continue
+                if not damaged and on_corrupt is not None:
+                    on_corrupt()
+                damaged = True
+                position = written.start()
+                continue
             magic, kind, flags, key_length, value_length, crc = HEADER.unpack_from(buffer, position)
             if magic != MAGIC or value_length > MAX_VALUE or kind not in (RECORD, STARTED, FINISHED):
                 if not damaged and on_corrupt is not None:
@@ -198,10 +224,14 @@ class Spool:
         self._lock = threading.Lock()
         self._active: Segment | None = None
         self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._reserved = 0
+        """Bytes of the active segment reserved on disk and mapped."""
         self._dirty = False
         self._to_sync = threading.Event()
         """Set while appended bytes wait for their fsync or rolled files for their close."""
-        self._closing: list[int] = []
+        self._closing: list[tuple[int, mmap.mmap | None, int]] = []
+        """Sealed segments' (file, mapping, size): unmapped, cut to size, synced and closed by `sync()`."""
         self.spooling = False
         """New segments are drain segments: records wait for the drain instead of going to Kafka."""
         self.segments: list[Segment] = []
@@ -238,14 +268,14 @@ class Spool:
                 segment = self._open()
                 if segment is None:
                     return None
-            try:
-                written = os.write(self._fd, frame)
-                while written < len(frame):  # a short write: finish it, or fail and cut it off
-                    written += os.write(self._fd, frame[written:])
-            except OSError as exc:
-                self._cut_back(segment)
-                self._refused(f"writing {segment.path} failed: {exc}")
-                return None
+            end = segment.size + len(frame)
+            if end > self._reserved:
+                try:
+                    self._reserve(end)
+                except OSError as exc:
+                    self._refused(f"reserving disk for {segment.path} failed: {exc}")
+                    return None
+            self._map[segment.size : end] = frame  # type: ignore[index]
             if not self._dirty:
                 self._dirty = True
                 self._to_sync.set()
@@ -313,13 +343,16 @@ class Spool:
             self._dirty = False
             self._to_sync.clear()
             closing, self._closing = self._closing, []
-        for handle in ([fd] if fd >= 0 else []) + closing:
+        if fd >= 0:
+            _fsync(fd)
+        for handle, mapping, size in closing:
+            if mapping is not None:
+                mapping.close()
             try:
-                os.fsync(handle)
+                os.ftruncate(handle, size)  # the reserved, unwritten tail goes
             except OSError as exc:
-                if exc.errno != errno.EBADF:
-                    log.warning("fsync of the spool failed: %s", exc)
-        for handle in closing:
+                log.warning("cutting a spool segment to its size failed: %s", exc)
+            _fsync(handle)
             os.close(handle)
 
     def close(self) -> None:
@@ -366,7 +399,7 @@ class Spool:
     def _open(self) -> Segment | None:
         path = self.directory / f"{self._next_sequence:020d}{SUFFIX}"
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             self._refused(f"creating {path} failed: {exc}")
             return None
@@ -378,11 +411,22 @@ class Spool:
         self.segments.append(segment)
         return segment
 
+    def _reserve(self, end: int) -> None:
+        """Reserve (and map) the active segment up to at least `end`; OSError if the disk refuses."""
+        size = max(end, self._reserved + RESERVE)
+        os.posix_fallocate(self._fd, self._reserved, size - self._reserved)
+        if self._map is None:
+            self._map = mmap.mmap(self._fd, size)
+        else:
+            self._map.resize(size)
+        self._reserved = size
+
     def _seal_active(self) -> None:
         segment, self._active = self._active, None
         if self._fd >= 0:
-            self._closing.append(self._fd)  # fsynced and closed by the next sync(), off the request path
-            self._fd = -1
+            # unmapped, cut, fsynced and closed by the next sync(), off the request path
+            self._closing.append((self._fd, self._map, segment.size if segment is not None else 0))
+            self._fd, self._map, self._reserved = -1, None, 0
             self._to_sync.set()
         if segment is not None:
             self._release(segment)
@@ -394,12 +438,6 @@ class Spool:
             segment.path.with_suffix(".drained").unlink(missing_ok=True)
             self.bytes -= segment.size
             self.segments.remove(segment)
-
-    def _cut_back(self, segment: Segment) -> None:
-        try:
-            os.ftruncate(self._fd, segment.size)
-        except OSError:
-            self._seal_active()  # cannot even cut it: start a new file next time
 
     def _refused(self, reason: str) -> None:
         self.write_failures += 1
@@ -458,6 +496,14 @@ def _convert_legacy(directory: Path) -> None:
         path.with_suffix(".drained").unlink(missing_ok=True)
         path.unlink()
         log.warning("converted %s (%d records) from the old spool format to %s", path.name, records, target.name)
+
+
+def _fsync(handle: int) -> None:
+    try:
+        os.fsync(handle)
+    except OSError as exc:
+        if exc.errno != errno.EBADF:
+            log.warning("fsync of the spool failed: %s", exc)
 
 
 def drained_mark(path: Path) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.delivery import Delivery, producer_config, stream_started_value
 from gateway.metrics import GatewayMetrics
-from gateway.spool import FINISHED, HEADER, MAYBE_SENT, RECORD, STARTED, Spool, encode, read_frames
+from gateway.spool import FINISHED, HEADER, MAYBE_SENT, RECORD, RESERVE, STARTED, Spool, encode, read_frames
 from tokentrail.broker.server import free_port
 
 
@@ -105,24 +105,52 @@ def test_the_size_bound_refuses_frames_loudly_without_raising(tmp_path, caplog):
 
 
 def test_a_refusing_disk_is_counted_and_leaves_no_torn_frame(tmp_path):
-    """RLIMIT_FSIZE makes write(2) fail (EFBIG) or write short past the limit, as a full disk
-    does with ENOSPC; run in a child so the limit touches nothing else."""
+    """RLIMIT_FSIZE makes the log's next disk reservation fail (EFBIG), as a full disk does
+    with ENOSPC: the frames that fit in what was reserved are written, the rest refused and
+    counted, and the segment is cut to what it holds. Run in a child so the limit touches
+    nothing else."""
+    frame_size = len(encode(RECORD, 0, b"k", b"v" * 700))
+    fits = RESERVE // frame_size
     script = f"""
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-from gateway.spool import Spool
+from gateway.spool import RESERVE, Spool
 spool = Spool({str(tmp_path)!r})
-resource.setrlimit(resource.RLIMIT_FSIZE, (5000, resource.RLIM_INFINITY))
-results = [spool.append(b"k", b"v" * 700) is not None for _ in range(20)]
+resource.setrlimit(resource.RLIMIT_FSIZE, (RESERVE + 5000, resource.RLIM_INFINITY))
+results = [spool.append(b"k", b"v" * 700) is not None for _ in range({fits + 20})]
 spool.close()
 print(sum(results), spool.write_failures)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30)
     written, failures = map(int, out.stdout.split())
-    assert 0 < written < 20 and failures == 20 - written
+    assert written == fits and failures == 20
     segment = only_segment(tmp_path)
     assert len(values(segment)) == written
-    assert segment.stat().st_size == written * len(encode(RECORD, 0, b"k", b"v" * 700))  # cut back
+    assert segment.stat().st_size == written * frame_size  # cut to what it holds
+
+
+def test_a_segment_a_crash_left_at_its_reserved_size_reads_to_its_last_frame(tmp_path):
+    """SIGKILL before a seal leaves the active segment at its reserved size, zeros after the
+    last frame: a restart replays its frames and reports no damage; zeros followed by a frame
+    are damage (counted), and the frame after them is kept."""
+    spool = Spool(tmp_path)
+    for i in range(3):
+        spool.append(b"acme", b"record-%d" % i)
+    segment = only_segment(tmp_path)
+    assert segment.stat().st_size == RESERVE  # not sealed: as a crash leaves it
+    corrupt: list[int] = []
+    assert [f.value for f in read_frames(segment, 0, lambda: corrupt.append(1))] == [
+        b"record-0",
+        b"record-1",
+        b"record-2",
+    ]
+    assert corrupt == []
+    holed = tmp_path / "holed.wal"
+    holed.write_bytes(encode(RECORD, 0, b"k", b"a") + bytes(5000) + encode(RECORD, 0, b"k", b"b") + bytes(100))
+    assert [f.value for f in read_frames(holed, 0, lambda: corrupt.append(1))] == [b"a", b"b"]
+    assert corrupt == [1]
+    spool.close()
+    assert segment.stat().st_size == 3 * len(encode(RECORD, 0, b"acme", b"record-0"))
 
 
 def test_delivery_without_kafka_carries_records_to_a_drain_segment_in_order(tmp_path):
