@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,6 +22,7 @@ from gateway.delivery import Delivery, producer_config
 from gateway.metrics import GatewayMetrics
 from gateway.protection import Guard
 from gateway.proxy import Gateway
+from gateway.records import signed_bytes
 from gateway.routes import ANTHROPIC, OPENAI
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
@@ -72,6 +74,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         metrics,
         settings.spool_fsync_interval_s,
         settings.spool_write_ahead,
+        sign_fallback=lambda fallback: signed_bytes(orjson.loads(fallback), signing_keys),
     )
     metrics.watch(
         lambda: spool.records, lambda: spool.bytes, lambda: len(plane.identities), lambda: len(delivery.producer)

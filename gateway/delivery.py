@@ -38,9 +38,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from gateway.spool import FINISHED, MAYBE_SENT, RECORD, STARTED, Segment, Spool, drained_mark, encode, read_frames
+from gateway.spool import (
+    ENDS_STREAM,
+    FINISHED,
+    MAYBE_SENT,
+    RECORD,
+    STARTED,
+    Segment,
+    Spool,
+    drained_mark,
+    encode,
+    read_frames,
+)
 from tokentrail.kafka_log import kafka_logger
 
 log = logging.getLogger("tokentrail.gateway.delivery")
@@ -93,9 +105,18 @@ def producer_config(
 
 
 def stream_started_value(call_id: str, fallback: bytes) -> bytes:
-    """The value of a STARTED frame: the call id, a newline, the record to send if the
-    gateway dies before the stream ends."""
+    """The value of a STARTED frame: the call id, a newline, the unsigned record to sign and
+    send if the gateway dies before the stream ends."""
     return call_id.encode() + b"\n" + fallback
+
+
+def call_id_of(record: bytes) -> bytes | None:
+    """The call id of a logged record (read at start-up only, for records that end a stream)."""
+    try:
+        call_id = orjson.loads(record).get("call_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return call_id.encode() if isinstance(call_id, str) else None
 
 
 class Delivery:
@@ -107,12 +128,17 @@ class Delivery:
         metrics: Any,
         fsync_interval_s: float = 0.005,
         write_ahead: bool = True,
+        *,
+        sign_fallback: Callable[[bytes], bytes],
     ) -> None:
+        """`sign_fallback`: a STARTED frame's unsigned record -> the value to send (signing at
+        admission cost every stream a signature; only a cut stream needs one)."""
         self.topic = topic
         self.spool = spool
         self.metrics = metrics
         self.fsync_interval_s = fsync_interval_s
         self.write_ahead = write_ahead
+        self.sign_fallback = sign_fallback
         self._acknowledged: list[Segment] = []
         """Segments of the records acknowledged since the last `_retire_acknowledged` (one entry
         per record; appended by the delivery callbacks, which run on the delivery thread)."""
@@ -142,25 +168,27 @@ class Delivery:
 
     # --- event loop side
 
-    def submit(self, key: bytes, value: bytes) -> None:
+    def submit(self, key: bytes, value: bytes, ends_stream: bool = False) -> None:
+        """`ends_stream`: the record of a stream logged by `stream_started` (a restart then
+        knows the stream ended)."""
         if not self.write_ahead and not self.spool.spooling:
             self._produce(key, value, None)
             return
-        segment = self.spool.append(key, value)
+        segment = self.spool.append(key, value, RECORD, ENDS_STREAM if ends_stream else 0)
         if segment is not None and segment.drain:
             self.metrics.records_spooled.inc()
             return
         self._produce(key, value, segment)
 
     def stream_started(self, key: bytes, call_id: str, fallback: bytes) -> Segment | None:
-        """A stream's answer has begun: log the record to send should the gateway die before
-        it ends. Returns the segment to pass to `stream_finished` (None: not logged)."""
+        """A stream's answer has begun: log the (unsigned) record to send should the gateway die
+        before it ends. Returns the segment to pass to `stream_finished` (None: not logged)."""
         return self.spool.append(key, stream_started_value(call_id, fallback), STARTED)
 
-    def stream_finished(self, started: Segment | None, call_id: str) -> None:
-        """The stream's own record has been submitted: its STARTED frame is no longer needed."""
+    def stream_finished(self, started: Segment | None) -> None:
+        """The stream's own record has been submitted (`ends_stream`): its STARTED frame is no
+        longer needed."""
         if started is not None:
-            self.spool.append(None, call_id.encode(), FINISHED)
             self.spool.retire(started, record=False)
 
     def _produce(self, key: bytes | None, value: bytes, segment: Segment | None) -> None:
@@ -347,14 +375,16 @@ class Delivery:
             for frame in read_frames(segment.path, 0, self.spool.corrupt):  # STARTED frames may precede the mark
                 if frame.kind == RECORD:
                     records += frame.end > mark
+                    if frame.flags & ENDS_STREAM:
+                        open_streams.pop(call_id_of(frame.value) or b"", None)
                 elif frame.kind == STARTED:
                     call_id, _, fallback = frame.value.partition(b"\n")
                     open_streams[call_id] = (frame.key, fallback)
-                elif frame.kind == FINISHED:
+                elif frame.kind == FINISHED:  # a log written before ENDS_STREAM
                     open_streams.pop(frame.value, None)
         self.spool.counted(records)
         for key, fallback in open_streams.values():
-            self._carry(key, fallback, MAYBE_SENT, "a stream was cut by the gateway's end")
+            self._carry(key, self.sign_fallback(fallback), MAYBE_SENT, "a stream was cut by the gateway's end")
         if open_streams:
             log.warning("%d streams were cut by the gateway's end: recorded without usage", len(open_streams))
 

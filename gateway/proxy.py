@@ -38,6 +38,7 @@ from gateway.protection import Denial, Guard
 from gateway.records import call_record, event_record, signed_bytes
 from gateway.routes import ANTHROPIC, ANTHROPIC_MODELS, OPENAI, ROUTES, Route, provider_of_path
 from gateway.settings import GatewaySettings
+from gateway.spool import Segment
 from gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from schemas.ids import new_id
 from schemas.models import SYSTEM_TENANT
@@ -407,11 +408,13 @@ class _Call:
         response = web.StreamResponse(status=upstream.status, headers=self._response_headers(upstream))
         scanner = usage_reader.StreamScanner(self.provider, self.strip_injected_usage)
         captured = StreamCapture(self.gateway.capture_max) if self.capture else None
-        # Before the first byte: should the gateway die mid-stream, the restart records this.
+        # Before the first byte: should the gateway die mid-stream, the restart signs and records this.
         delivery = self.gateway.delivery
         started = (
             delivery.stream_started(
-                self.entry.tenant_id.encode(), self.call_id, self._signed(upstream.status, "gateway_ended", None, None)
+                self.entry.tenant_id.encode(),
+                self.call_id,
+                orjson.dumps(self._call_record(upstream.status, "gateway_ended", None, None)),
             )
             if delivery.write_ahead
             else None
@@ -432,7 +435,7 @@ class _Call:
                 rest = scanner.finish()
                 if rest:
                     await response.write(rest)
-                self._record_stream(upstream, scanner, None, None, False, captured)  # before the last byte
+                self._record_stream(upstream, scanner, None, None, False, captured, started)  # before the last byte
                 recorded = True
                 await response.write_eof()
         except ConnectionError:
@@ -455,8 +458,8 @@ class _Call:
             if error_type is not None and request.transport is not None:
                 request.transport.close()
             if not recorded:
-                self._record_stream(upstream, scanner, error_type, error_code, disconnected, captured)
-            delivery.stream_finished(started, self.call_id)
+                self._record_stream(upstream, scanner, error_type, error_code, disconnected, captured, started)
+            delivery.stream_finished(started)
         return response
 
     def _record_stream(
@@ -467,6 +470,7 @@ class _Call:
         error_code: str | None,
         disconnected: bool,
         captured: StreamCapture | None,
+        started: Segment | None,
     ) -> None:
         self.served_model = scanner.served_model
         self.record(
@@ -476,6 +480,7 @@ class _Call:
             scanner.usage,
             disconnected,
             captured.text(self.provider, self.gateway.capture_max) if captured is not None else None,
+            ends_stream=started is not None,
         )
 
     def _upstream_headers(self, request: web.BaseRequest, traceparent: str | None) -> bytes:
@@ -512,15 +517,17 @@ class _Call:
         usage: dict[str, Any] | None,
         client_disconnected: bool,
         response_body: bytes | str | None,
+        ends_stream: bool = False,
     ) -> None:
         """Sign and submit this call's RawCall. `response_body`: captured bytes, or a streamed
-        answer's captured text (already redacted and bounded)."""
+        answer's captured text (already redacted and bounded); `ends_stream`: a STARTED frame
+        was logged for this call."""
         gateway = self.gateway
         latency = time.perf_counter() - self.started
         ttft = self.first_byte - self.started if self.first_byte is not None else None
+        record = self._call_record(status, error_type, error_code, usage, client_disconnected, response_body)
         gateway.delivery.submit(
-            self.entry.tenant_id.encode(),
-            self._signed(status, error_type, error_code, usage, client_disconnected, response_body),
+            self.entry.tenant_id.encode(), signed_bytes(record, gateway.signing_keys), ends_stream=ends_stream
         )
         gateway.metrics.request(self.route.path, status, latency, ttft)
         if usage:
@@ -538,7 +545,7 @@ class _Call:
                 },
             )
 
-    def _signed(
+    def _call_record(
         self,
         status: int,
         error_type: str | None,
@@ -546,13 +553,13 @@ class _Call:
         usage: dict[str, Any] | None,
         client_disconnected: bool = False,
         response_body: bytes | str | None = None,
-    ) -> bytes:
-        """This call's signed RawCall as it stands now."""
+    ) -> dict[str, Any]:
+        """This call's RawCall as it stands now, unsigned."""
         gateway = self.gateway
         latency = time.perf_counter() - self.started
         ttft = self.first_byte - self.started if self.first_byte is not None else None
         capture = gateway.capture_max
-        record = call_record(
+        return call_record(
             call_id=self.call_id,
             gateway_id=gateway.gateway_id,
             received_at=self.received_at,
@@ -582,7 +589,6 @@ class _Call:
             request_body=captured_text(self.request_body, capture) if self.request_body is not None else None,
             response_body=captured_text(response_body, capture) if isinstance(response_body, bytes) else response_body,
         )
-        return signed_bytes(record, gateway.signing_keys)
 
 
 async def _read_to_end(upstream: UpstreamResponse, scanner: usage_reader.StreamScanner) -> None:

@@ -19,9 +19,11 @@ limit (EFBIG) refuses the reservation instead, and the frame that needed it is n
 commit); a sealed segment is cut to what it holds. Nothing on the request path waits for a
 disk. A crash leaves the active segment at its reserved size: readers stop at the zeros.
 
-Kinds: `RECORD` (a record owed to Kafka), `STARTED` (a stream in progress: its value is the
-call id, a newline and the record to send if the gateway dies before the stream ends) and
-`FINISHED` (its value is the call id of a stream that ended and was recorded).
+Kinds: `RECORD` (a record owed to Kafka; flagged `ENDS_STREAM` when it is the record of a
+stream that had a `STARTED` frame) and `STARTED` (a stream in progress: its value is the call
+id, a newline and the unsigned record to sign and send if the gateway dies before the stream
+ends). `FINISHED` frames (a stream's end as a frame of its own) are only read: logs written
+before `ENDS_STREAM` hold them.
 
 Each segment counts what it still owes (`Segment.owed`): a hold while it is the active one,
 a hold until it has been drained (segments written while spooling, and every segment found
@@ -61,8 +63,9 @@ _HEAD = struct.Struct(">HBBHI")
 _CRC_SPAN = _HEAD.size
 SUFFIX = ".wal"
 RECORD, STARTED, FINISHED = 1, 2, 3
-HAS_KEY, MAYBE_SENT = 1, 2
-"""Frame flags: the record has a Kafka key; Kafka may already hold it (a redelivery)."""
+HAS_KEY, MAYBE_SENT, ENDS_STREAM = 1, 2, 4
+"""Frame flags: the record has a Kafka key; Kafka may already hold it (a redelivery); it is
+the record of a stream whose `STARTED` frame it closes."""
 READ_CHUNK = 1 << 20
 RESERVE = 1 << 20
 """Disk the active segment reserves at a time (and maps)."""

@@ -12,7 +12,18 @@ import pytest
 
 from gateway.delivery import Delivery, producer_config, stream_started_value
 from gateway.metrics import GatewayMetrics
-from gateway.spool import FINISHED, HEADER, MAYBE_SENT, RECORD, RESERVE, STARTED, Spool, encode, read_frames
+from gateway.spool import (
+    ENDS_STREAM,
+    FINISHED,
+    HEADER,
+    MAYBE_SENT,
+    RECORD,
+    RESERVE,
+    STARTED,
+    Spool,
+    encode,
+    read_frames,
+)
 from tokentrail.broker.server import free_port
 
 
@@ -157,7 +168,9 @@ def test_delivery_without_kafka_carries_records_to_a_drain_segment_in_order(tmp_
     metrics = GatewayMetrics()
     spool = Spool(tmp_path)
     config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=1000, linger_ms=5)
-    delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics, fsync_interval_s=0.01)
+    delivery = Delivery(
+        {**config, "log_level": 0}, "t.calls", spool, metrics, fsync_interval_s=0.01, sign_fallback=bytes
+    )
     try:
         started = time.perf_counter()
         for i in range(50):
@@ -187,7 +200,7 @@ def test_a_record_kafka_can_never_take_is_quarantined_and_blocks_nothing(tmp_pat
     metrics = GatewayMetrics()
     spool = Spool(tmp_path)
     config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=1000, linger_ms=5)
-    delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics)
+    delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics, sign_fallback=bytes)
     try:
         delivery.submit(b"acme", b"x" * (2 << 20))  # over message.max.bytes: refused at once
         delivery.submit(b"acme", b"next")
@@ -200,24 +213,29 @@ def test_a_record_kafka_can_never_take_is_quarantined_and_blocks_nothing(tmp_pat
 
 def test_a_restart_replays_the_log_and_records_cut_streams(tmp_path):
     """A log left by a killed gateway: its records are sent again, marked; a stream that
-    started and never finished is recorded from its STARTED frame, one that finished is not."""
+    started and never finished is recorded from its STARTED frame, signed at the restart; one
+    whose record (flagged ENDS_STREAM) was logged is not, nor one closed by a FINISHED frame
+    (the log of a gateway before ENDS_STREAM)."""
     spool = Spool(tmp_path)
     spool.append(b"acme", b"record-1")
-    spool.append(b"acme", stream_started_value("c-cut", b"fallback-cut"), STARTED)
-    spool.append(b"acme", stream_started_value("c-done", b"fallback-done"), STARTED)
-    spool.append(b"acme", b"record-done")
-    spool.append(None, b"c-done", FINISHED)
+    for call_id in ("c-cut", "c-done", "c-done-before"):
+        spool.append(b"acme", stream_started_value(call_id, b'{"call_id":"%s"}' % call_id.encode()), STARTED)
+    spool.append(b"acme", b'{"call_id":"c-done","usage":{}}', RECORD, ENDS_STREAM)
+    spool.append(b"acme", b'{"call_id":"c-done-before","usage":{}}')
+    spool.append(None, b"c-done-before", FINISHED)
     spool.close()  # then SIGKILL: nothing retired
     metrics = GatewayMetrics()
     restarted = Spool(tmp_path)
     config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=1000, linger_ms=5)
-    delivery = Delivery({**config, "log_level": 0}, "t.calls", restarted, metrics)
+    delivery = Delivery(
+        {**config, "log_level": 0}, "t.calls", restarted, metrics, sign_fallback=lambda f: b"signed " + f
+    )
     assert delivery.spooling
     delivery._recover_streams()
-    assert restarted.records == 2 + 1  # two replayed, one cut stream carried into a new segment
+    assert restarted.records == 3 + 1  # three replayed, one cut stream carried into a new segment
     newest = sorted(tmp_path.glob("*.wal"))[-1]
     (frame,) = read_frames(newest)
-    assert frame.value == b"fallback-cut" and frame.flags & MAYBE_SENT
+    assert frame.value == b'signed {"call_id":"c-cut"}' and frame.flags & MAYBE_SENT
     delivery.stop(timeout=0.1)
 
 
@@ -256,7 +274,9 @@ def test_an_idle_log_is_never_synced_and_a_written_record_is_synced_within_the_i
 
     spool.sync = counted_sync  # type: ignore[method-assign]
     config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=60_000, linger_ms=5)
-    delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, GatewayMetrics(), fsync_interval_s=0.01)
+    delivery = Delivery(
+        {**config, "log_level": 0}, "t.calls", spool, GatewayMetrics(), fsync_interval_s=0.01, sign_fallback=bytes
+    )
     delivery.start()
     try:
         time.sleep(1.0)

@@ -93,6 +93,7 @@ def one_round(
         GatewayMetrics(),
         fsync_interval_s,
         write_ahead,
+        sign_fallback=bytes,  # no streams here
     )
     delivery.start()
     try:
