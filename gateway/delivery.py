@@ -126,7 +126,7 @@ class Delivery:
         topic: str,
         spool: Spool,
         metrics: Any,
-        fsync_interval_s: float = 0.005,
+        fsync_interval_s: float = 0.02,
         write_ahead: bool = True,
         *,
         sign_fallback: Callable[[bytes], bytes],

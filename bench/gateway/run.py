@@ -24,7 +24,9 @@ checks that the raw topic holds one record per request the gateway answered (plu
 `--baseline REV` also runs the gateway of git revision REV (exported with `git archive`, run
 from that tree with this virtualenv) as target `base`, with a key and limits minted by that
 revision's own control plane (record formats change between revisions), so a change is measured
-before and after in the same run: the script prints gateway/base ratios of req/s and p50.
+before and after in the same run. Comparisons (the log: gateway vs no-wal; issues 9-12 without
+the log: no-wal vs base; all: gateway vs base) are paired by round: the median and range of the
+rounds' req/s ratios, p50 differences and CPU-per-request ratios.
 While one server is measured the others are stopped (SIGSTOP, SIGCONT after): they share its
 core, and an idle process's timers would otherwise take from it. Each cell is measured `--rounds` times, the targets in a rotated order each round, and the
 median round is reported: a machine that slows down for a while (shared, noisy) then moves
@@ -244,6 +246,28 @@ def median_run(runs: list[Run]) -> Run:
     return Run(middle.rps, middle.p50_ms, middle.p99_ms, requests, bad, cpu)
 
 
+def paired(
+    rounds: dict[tuple[str, bool, int], list[Run]], name: str, other: str, stream: bool, connections: int
+) -> str:
+    """`name` against `other` round by round (each round measures both within seconds, so a
+    machine that slows down for a while moves both alike): the median and range of the rounds'
+    req/s ratios, p50 differences and CPU-per-request ratios."""
+    pairs = list(zip(rounds[(name, stream, connections)], rounds[(other, stream, connections)], strict=True))
+    rps = sorted(a.rps / b.rps for a, b in pairs)
+    p50 = sorted(a.p50_ms - b.p50_ms for a, b in pairs)
+    cpu = sorted(
+        (a.cpu_s / a.requests) / (b.cpu_s / b.requests)
+        for a, b in pairs
+        if a.cpu_s and b.cpu_s and a.requests and b.requests
+    )
+    middle = len(pairs) // 2
+    cpu_text = f", CPU per request {cpu[len(cpu) // 2]:.3f} ({cpu[0]:.2f}-{cpu[-1]:.2f})" if cpu else ""
+    return (
+        f"{name} vs {other}, median of {len(pairs)} rounds' ratios: req/s {rps[middle]:.3f} ({rps[0]:.2f}-{rps[-1]:.2f}), "
+        f"p50 {p50[middle]:+.3f} ms ({p50[0]:+.3f} to {p50[-1]:+.3f}){cpu_text}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
@@ -429,22 +453,14 @@ def main() -> int:
                     results[("gateway", stream, connections)],
                     results[("bare", stream, connections)],
                 )
-                no_wal_run = results[("no-wal", stream, connections)]
                 print(
                     f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
                     f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}"
                 )
-                print(
-                    f"{'':<10} {'':>5} write-ahead log (gateway vs no-wal): req/s "
-                    f"{gateway_run.rps / no_wal_run.rps:.3f}, p50 {gateway_run.p50_ms - no_wal_run.p50_ms:+.3f} ms, "
-                    f"p99 {gateway_run.p99_ms - no_wal_run.p99_ms:+.3f} ms"
-                )
+                print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', 'no-wal', stream, connections)}")
                 if "base" in targets:
-                    base_run = results[("base", stream, connections)]
-                    print(
-                        f"{'':<10} {'':>5} gateway/base: req/s {gateway_run.rps / base_run.rps:.3f}, "
-                        f"p50 {gateway_run.p50_ms - base_run.p50_ms:+.3f} ms"
-                    )
+                    print(f"{'':<10} {'':>5} {paired(rounds, 'no-wal', 'base', stream, connections)}")
+                    print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', 'base', stream, connections)}")
         time.sleep(2)
         answered = sum(gateway_requests(targets[name][0]) for name in gateways)
         calls, records, unmarked = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
