@@ -205,14 +205,6 @@ typedef struct {
     Index written, copied;
 } Masked;
 
-static int masked_open(Masked *m, const Text *t) {
-    /* A mask (at most 16 bytes) replaces at least 6 (`a@b.cd`), so the copy is under 3x the text. */
-    m->text = t;
-    m->bytes = PyMem_Malloc(t->length * 4 + 64);
-    m->written = m->copied = 0;
-    return m->bytes != NULL;
-}
-
 static void masked_put(Masked *m, Index start, Index end, const char *mask) {
     size_t mask_length = strlen(mask);
     memcpy(m->bytes + m->written, m->text->text + m->copied, start - m->copied);
@@ -229,13 +221,22 @@ static PyObject *masked_close(Masked *m) {
     return result;
 }
 
-static int text_of(PyObject *argument, Text *t, const char *function) {
+/* The text of `argument` (bytes) and its masked copy to fill; 0 with an exception set if not. */
+static int masked_open(PyObject *argument, Text *t, Masked *m, const char *function) {
     if (!PyBytes_Check(argument)) {
         PyErr_Format(PyExc_TypeError, "%s() takes bytes, not %.100s", function, Py_TYPE(argument)->tp_name);
         return 0;
     }
     t->text = (const unsigned char *)PyBytes_AS_STRING(argument);
     t->length = PyBytes_GET_SIZE(argument);
+    /* A mask (at most 16 bytes) replaces at least 6 (`a@b.cd`), so the copy is under 3x the text. */
+    m->text = t;
+    m->bytes = PyMem_Malloc(t->length * 4 + 64);
+    m->written = m->copied = 0;
+    if (m->bytes == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
     return 1;
 }
 
@@ -243,8 +244,7 @@ static PyObject *mask_numbers(PyObject *module, PyObject *argument) {
     (void)module;
     Text t;
     Masked m;
-    if (!text_of(argument, &t, "mask_numbers")) return NULL;
-    if (!masked_open(&m, &t)) return PyErr_NoMemory();
+    if (!masked_open(argument, &t, &m, "mask_numbers")) return NULL;
     for (Index p = 0; p < t.length;) {
         const char *mask;
         Index end = starts_candidate(&t, p) ? candidate(&t, p, &mask) : -1;
@@ -282,8 +282,7 @@ static PyObject *mask_emails(PyObject *module, PyObject *argument) {
     (void)module;
     Text t;
     Masked m;
-    if (!text_of(argument, &t, "mask_emails")) return NULL;
-    if (!masked_open(&m, &t)) return PyErr_NoMemory();
+    if (!masked_open(argument, &t, &m, "mask_emails")) return NULL;
     const unsigned char *at_byte;
     for (Index from = 0; from < t.length && (at_byte = memchr(t.text + from, '@', t.length - from)) != NULL;) {
         Index at = at_byte - t.text, end = domain_end(&t, at);
