@@ -84,7 +84,7 @@ CHECKS = [
     ),
     ("PLANNER_KEY=", lambda rc, out, err: rc == 0),
     (
-        "curl -s http://127.0.0.1:",
+        "curl -s --fail --retry 5",
         lambda rc, out, err: rc == 0 and _json(out)["object"] == "chat.completion" and _json(out)["usage"],
     ),
     ("until tokentrail report", lambda rc, out, err: rc == 0),

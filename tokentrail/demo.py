@@ -56,6 +56,10 @@ BATCH_CALLS = 8
 spike detector's 10-call minimum, so it shows budget exhaustion and nothing else."""
 BATCH_USAGE = "input=10000,output=1500"
 BATCH_BUDGET_USD = "0.30"
+CONTROL_SETTLE_S = 2.0
+"""Seconds the demo gives the detect flow to read a budget before spending against it: a budget
+counts the spend it sees after it arrives, and on a slow machine the flow's control follower
+took longer than the gateway's first calls (CI: the budget's incident not found)."""
 RUNAWAY_CALLS = 30
 RUNAWAY_USAGE = "input=40000,output=2000"
 """$0.12 a call on gpt-4o: ten calls in a few seconds is over 10x the $1/h floor."""
@@ -341,6 +345,7 @@ def _drive(gateway_url: str, cast: list[Identity], calls: int, tally: Tally) -> 
 
         say(f"2/5 budget: {batch.tenant} gets a ${BATCH_BUDGET_USD}/day budget; its nightly batch spends more")
         _cli(["budget", "set", "--tenant", batch.tenant, "--usd", BATCH_BUDGET_USD, "--period", "day"], show=True)
+        time.sleep(CONTROL_SETTLE_S)
         incidents.append(Incident("budget runs out", batch.tenant, "budget_exhausted", datetime.now(UTC)))
         batch_jobs = [
             _job(clients[batch.name], batch.tenant, n, usage=BATCH_USAGE, model="anthropic") for n in range(BATCH_CALLS)
