@@ -87,7 +87,7 @@ def bulk_producer(bootstrap: str) -> Producer:
 
 def read_to_end(bootstrap: str, topic: str) -> Iterator[Message]:
     """Every record of `topic` from the beginning up to each partition's end as of the call, in
-    partition order (benchmarks' end checks; not for a request path)."""
+    order within each partition (benchmarks' end checks; not for a request path)."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "tokentrail-read-to-end", "enable.auto.commit": False}
     )
