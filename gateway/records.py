@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from schemas.ids import new_id
 from schemas.models import SCHEMA_VERSION, SYSTEM_TENANT
 from schemas.signing import KeySet
@@ -133,6 +131,5 @@ def event_record(
 
 def signed_bytes(record: dict[str, Any], keys: KeySet) -> bytes:
     """Sign with the current signing key (`<key id>:<hex>`, `schemas.signing`) and serialize:
-    the value put on the topic."""
-    record["signature"] = keys.sign(record)
-    return orjson.dumps(record)
+    the value put on the topic (`KeySet.signed`: canonical form, signature last)."""
+    return keys.signed(record)

@@ -97,6 +97,41 @@ def test_signature_is_independent_of_key_order():
     signing.verify(reordered, KEY)
 
 
+@pytest.mark.parametrize("length", [1, 16, 63, 64, 65, 200])
+def test_the_precomputed_hmac_is_hmac_sha256(length):
+    """`HmacSha256` keeps the padded keys' states instead of setting HMAC up per record: it must
+    give exactly what the standard library's HMAC gives, for keys shorter than, as long as and
+    longer than SHA-256's block (hashed first), over any message."""
+    import hashlib
+    import hmac
+    import random
+
+    rng = random.Random(length)
+    key = rng.randbytes(length)
+    mac = signing.HmacSha256(key)
+    for size in (0, 1, 55, 64, 1000, 70_000):
+        message = rng.randbytes(size)
+        assert mac.hexdigest(message) == hmac.new(key, message, hashlib.sha256).hexdigest()
+        assert mac.hexdigest(message) == mac.hexdigest(message)  # the kept states are not consumed
+
+
+def test_signed_bytes_are_the_canonical_form_with_the_signature_last_and_verify():
+    """`KeySet.signed` serializes once: the canonical bytes, then the signature as the last field.
+    The result verifies under the key set and under the plain key, any `signature` already in the
+    record (events carry an empty one) is replaced, and an empty record still gives valid JSON."""
+    keys = signing.KeySet(KEY)
+    record = {**wire.to_dict(make_call()), "signature": ""}
+    value = keys.signed(dict(record))
+    del record["signature"]
+    canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    parsed = orjson.loads(value)
+    assert value.startswith(canonical[:-1]) and list(parsed)[-1] == "signature"
+    assert parsed["signature"] == keys.sign(record) and parsed["signature"].startswith(keys.current_id + ":")
+    signing.verify(parsed, keys)
+    signing.verify(orjson.loads(value), KEY)
+    assert orjson.loads(keys.signed({})) == {"signature": keys.sign({})}
+
+
 def test_missing_required_field_is_named():
     record = wire.to_dict(make_call())
     del record["tenant_id"]
