@@ -23,7 +23,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.protection import Guard
 from gateway.proxy import Gateway
 from gateway.records import signed_bytes
-from gateway.routes import ANTHROPIC, OPENAI
+from gateway.routes import ANTHROPIC, OPENAI, ROUTES
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 from gateway.upstream import UpstreamPool
@@ -183,5 +183,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)
-    app.router.add_route("*", "/{path:.*}", provider_route)
+    for path in ROUTES:  # an exact path resolves without the catch-all's regex (~2-3 µs a request)
+        app.router.add_route("*", path, provider_route)
+    app.router.add_route("*", "/{path:.*}", provider_route)  # the rest: 404/405 in the provider's shape
     return app
