@@ -102,7 +102,8 @@ class Gateway:
         self.unready_reason = unready_reason
         """None while the gateway may admit requests, else the 503 message (registry not loaded,
         control topics silent too long)."""
-        self.router = router or UpstreamRouter([])
+        self.router = router if router else None
+        """The configured OpenAI-compatible upstreams; None when there are none (tested per request)."""
         self.streams: dict[_Call, UpstreamResponse] = {}
         """Streams being relayed, so `cut_withdrawn_streams` can end those of a revoked or frozen key."""
         self.gateway_id = settings.gateway_id
@@ -120,7 +121,7 @@ class Gateway:
             self.credentials[ANTHROPIC] = (
                 b"x-api-key: " + settings.anthropic_api_key.get_secret_value().encode() + b"\r\n"
             )
-        for compatible in self.router.by_name.values():
+        for compatible in router.by_name.values() if router else ():
             credential = compatible.credential_header()
             if credential is not None:
                 self.credentials[compatible.name] = credential
@@ -134,11 +135,11 @@ class Gateway:
             provider = provider_of_path(request.path, "anthropic-version" in request.headers)
             return self._error(provider, 503, "the gateway is at its limit of requests in flight", None, 1)
         try:
-            return await self._handle(request)
+            return await self._handle(request, length)
         finally:
             self.in_flight.leave(held)
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest, length: int | None) -> web.StreamResponse:
         received_at = time.time()
         started = time.perf_counter()
         headers = request.headers
@@ -174,7 +175,7 @@ class Gateway:
         if bad_header or bad_session:
             return call.refuse(400, bad_header or bad_session or "")
         routed_by_header = None
-        if self.router and route.provider == OPENAI:
+        if self.router is not None and route.provider == OPENAI:
             named = headers.get(UPSTREAM_HEADER)
             if named is not None:
                 try:
@@ -182,7 +183,6 @@ class Gateway:
                 except KeyError as exc:
                     return call.refuse(400, exc.args[0])
                 call.provider = routed_by_header.name
-        length = request.content_length
         if length is not None and length > self.max_body:
             return call.refuse(413, f"request body of {length} bytes is over the limit of {self.max_body}")
         try:
@@ -204,7 +204,7 @@ class Gateway:
             if entry.models is not None and call.requested_model not in entry.models:
                 return call.refuse(403, f"this tokentrail key may not call model {call.requested_model!r}")
             call.context_hash = context_hash(route.path, parsed)
-            if self.router and route.provider == OPENAI:
+            if self.router is not None and route.provider == OPENAI:
                 routed = self.router.by_model(call.requested_model)
                 if routed is not None and routed_by_header in (None, routed[0]):
                     call.provider, call.requested_model = routed[0].name, routed[1]
