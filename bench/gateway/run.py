@@ -1,7 +1,7 @@
 """Gateway benchmark: wrk against the mock directly, a bare aiohttp pass-through proxy, and the
 gateway with every feature on, in one run.
 
-    .venv/bin/python bench/gateway/run.py [--duration 10] [--rounds 3] [--baseline REV]
+    .venv/bin/python bench/gateway/run.py [--duration 10] [--rounds 3] [--baseline REV ...]
 
 Set-up (all on loopback, private TOKENTRAIL_HOME):
 - a real Kafka broker (`tokentrail.broker.server.up`), a key minted for tenant `bench`, and a
@@ -21,12 +21,13 @@ For 1 and 64 connections, non-streaming and streaming POST /v1/chat/completions,
 requests/s, p50/p99, latency added over the mock, the gateway/bare ratios, the gateway's CPU
 time per request (utime+stime of /proc/<pid>/stat over the run / requests) and its RSS, and
 checks that the raw topic holds one record per request the gateway answered (plus marked redeliveries).
-`--baseline REV` also runs the gateway of git revision REV (exported with `git archive`, run
-from that tree with this virtualenv) as target `base`, with a key and limits minted by that
-revision's own control plane (record formats change between revisions), so a change is measured
-before and after in the same run. Comparisons (the log: gateway vs no-wal; issues 9-12 without
-the log: no-wal vs base; all: gateway vs base) are paired by round: the median and range of the
-rounds' req/s ratios, p50 differences and CPU-per-request ratios.
+`--baseline REV` (repeatable) also runs the gateway of git revision REV (exported with `git
+archive`, run from that tree with this virtualenv) as a target named REV, with a key and limits
+minted by that revision's own control plane (record formats change between revisions), so a
+change is measured before and after in the same run; several revisions measure a series of
+changes one by one. Comparisons (the log: gateway vs no-wal; everything since REV without the
+log: no-wal vs REV; all: gateway vs REV; each baseline against the first) are paired by round:
+the median and range of the rounds' req/s ratios, p50 differences and CPU-per-request ratios.
 While one server is measured the others are stopped (SIGSTOP, SIGCONT after): they share its
 core, and an idle process's timers would otherwise take from it. Each cell is measured `--rounds` times, the targets in a rotated order each round, and the
 median round is reported: a machine that slows down for a while (shared, noisy) then moves
@@ -224,6 +225,26 @@ print(key)
 revision's record format (the current control plane refuses and is refused by older formats)."""
 
 
+def export_revision(revision: str, tree: Path) -> Path:
+    """The files of git revision `revision` in `tree` (`git archive`), to run its gateway."""
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def baseline_key(env: dict[str, str], tree: Path) -> str:
+    """A key (with limits) minted by the control plane of the revision exported in `tree`."""
+    return subprocess.run(
+        [sys.executable, "-c", BASELINE_KEY],
+        env={**env, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 @contextmanager
 def only_running(name: str, servers: dict[str, int]) -> Iterator[None]:
     """Stop every server but `name` (all share the measured core) for the duration."""
@@ -272,7 +293,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per cell, median reported (default 3)")
-    parser.add_argument("--baseline", metavar="REV", help="also run the gateway of this git revision")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        action="append",
+        default=[],
+        help="also run the gateway of this git revision (repeatable)",
+    )
     args = parser.parse_args()
     ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-gateway-"))
@@ -352,32 +379,20 @@ def main() -> int:
             "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid),
         }
         gateways = {"gateway": gateway, "no-wal": no_wal}
-        if args.baseline:
-            tree = workdir / "baseline"
-            tree.mkdir()
-            archive = subprocess.run(
-                ["git", "-C", str(ROOT), "archive", args.baseline], capture_output=True, check=True
-            )
-            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-            keys["base"] = subprocess.run(
-                [sys.executable, "-c", BASELINE_KEY],
-                env={**env, "PYTHONPATH": str(tree)},
-                cwd=tree,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
+        for revision in args.baseline:
+            tree = export_revision(revision, workdir / f"baseline-{revision}")
+            keys[revision] = baseline_key(env, tree)
             base_port = free_port()
             base = subprocess.Popen(
                 ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(base_port)],
-                env={**env, "PYTHONPATH": str(tree), "TOKENTRAIL_SPOOL_DIR": str(home / "spool-base")},
+                env={**env, "PYTHONPATH": str(tree), "TOKENTRAIL_SPOOL_DIR": str(home / f"spool-{revision}")},
                 cwd=tree,
                 stdout=subprocess.DEVNULL,
-                stderr=open(workdir / "base.log", "wb"),
+                stderr=open(workdir / f"{revision}.log", "wb"),
             )
             processes.append(base)
-            targets["base"] = (f"http://127.0.0.1:{base_port}", base.pid)
-            gateways["base"] = base
+            targets[revision] = (f"http://127.0.0.1:{base_port}", base.pid)
+            gateways[revision] = base
         wait_ready(targets["bare"][0], bare, "/healthz")
         for name, process in gateways.items():
             wait_ready(targets[name][0], process, "/readyz")
@@ -458,9 +473,11 @@ def main() -> int:
                     f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}"
                 )
                 print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', 'no-wal', stream, connections)}")
-                if "base" in targets:
-                    print(f"{'':<10} {'':>5} {paired(rounds, 'no-wal', 'base', stream, connections)}")
-                    print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', 'base', stream, connections)}")
+                for revision in args.baseline:
+                    print(f"{'':<10} {'':>5} {paired(rounds, 'no-wal', revision, stream, connections)}")
+                    print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', revision, stream, connections)}")
+                for revision in args.baseline[1:]:
+                    print(f"{'':<10} {'':>5} {paired(rounds, revision, args.baseline[0], stream, connections)}")
         time.sleep(2)
         answered = sum(gateway_requests(targets[name][0]) for name in gateways)
         calls, records, unmarked = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
