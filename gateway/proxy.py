@@ -436,9 +436,10 @@ class _Call:
                 rest = scanner.finish()
                 if rest:
                     await response.write(rest)
-                self._record_stream(upstream, scanner, None, None, False, captured, started)  # before the last byte
-                recorded = True
-                await response.write_eof()
+                if delivery.write_ahead:  # in the log before the client has the last byte (docs/gateway.md)
+                    self._record_stream(upstream, scanner, None, None, False, captured, started)
+                    recorded = True
+                await response.write_eof()  # without the log: recorded below, off the answer's latency
         except ConnectionError:
             if not recorded:
                 disconnected = True

@@ -17,7 +17,7 @@ import pytest
 
 from schemas import wire
 from schemas.models import Actor, Capture, Freeze, Limits, RawCall
-from tests.fixtures.gateway import MAX_BODY_BYTES, raw_records, wait_for_key
+from tests.fixtures.gateway import MAX_BODY_BYTES, gateway_env, raw_records, spawn_gateway, wait_for_key
 
 pytestmark = pytest.mark.kafka
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
@@ -114,6 +114,36 @@ def test_openai_sdk_gets_the_mocks_bytes_and_each_call_is_recorded(gateway, mock
     assert by_endpoint[("/v1/responses", True)][0]["usage"]["output_tokens"] == 16
     assert by_endpoint[("/v1/models", False)][0]["usage"] is None
     assert len({r["call_id"] for r in records}) == 9
+
+
+def test_with_the_log_off_a_stream_is_recorded_after_its_last_byte_with_its_usage(
+    mock_upstream, control, kafka_topics, tmp_path
+):
+    """With TOKENTRAIL_SPOOL_WRITE_AHEAD=false a stream is recorded after its last byte (off
+    the answer's latency, as before the log; with the log the record is written ahead of it):
+    still one record per call, with the provider's usage, and the same bytes as the mock's."""
+    env = {**gateway_env(kafka_topics, mock_upstream.url), "TOKENTRAIL_SPOOL_WRITE_AHEAD": "false"}
+    gateway = spawn_gateway(env, tmp_path / "gateway-home")
+    try:
+        _, key = control.create_key("acme", Actor(type="human", id="bob"))
+        wait_for_key(gateway, key)
+        via, direct = openai_pair(gateway, mock_upstream, key)
+        asked = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+        assert streamed(lambda c: c.chat.completions, via, **asked) == streamed(
+            lambda c: c.chat.completions, direct, **asked
+        )
+        chunks = list(via.chat.completions.create(**CHAT, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("lorem ipsum")
+        via.chat.completions.create(**CHAT)
+    finally:
+        gateway.stop()  # SIGTERM flushes to Kafka: every record is on the topic below
+    records = raw_records(kafka_topics, expected=3)
+    assert len(records) == 3 and len({r["call_id"] for r in records}) == 3
+    streams = [r for r in records if r["stream"]]
+    assert len(streams) == 2
+    for record in records:
+        assert record["status"] == 200 and not record["client_disconnected"]
+        assert record["usage"]["completion_tokens"] == 16
 
 
 def test_anthropic_sdk_gets_the_mocks_bytes_and_usage_is_recorded(gateway, mock_upstream, keys, kafka_topics):
