@@ -2,6 +2,7 @@
 gateway with every feature on, in one run.
 
     .venv/bin/python bench/gateway/run.py [--duration 10] [--rounds 3] [--baseline REV ...]
+                                          [--connections 1,64] [--modes plain,stream]
 
 Set-up (all on loopback, private TOKENTRAIL_HOME):
 - a real Kafka broker (`tokentrail.broker.server.up`), a key minted for tenant `bench`, and a
@@ -293,6 +294,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per cell, median reported (default 3)")
+    parser.add_argument("--connections", default="1,64", help="comma-separated wrk connection counts (default 1,64)")
+    parser.add_argument("--modes", default="plain,stream", help="comma-separated: plain, stream (default both)")
     parser.add_argument(
         "--baseline",
         metavar="REV",
@@ -301,6 +304,13 @@ def main() -> int:
         help="also run the gateway of this git revision (repeatable)",
     )
     args = parser.parse_args()
+    try:
+        connection_counts = [int(n) for n in args.connections.split(",")]
+    except ValueError:
+        parser.error(f"--connections: not a list of numbers: {args.connections!r}")
+    streams = [{"plain": False, "stream": True}.get(mode.strip()) for mode in args.modes.split(",")]
+    if None in streams or min(connection_counts) < 1 or args.rounds < 1 or args.duration < 1:
+        parser.error("--modes takes plain and/or stream; --connections, --rounds and --duration must be positive")
     ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-gateway-"))
     home = workdir / "home"
@@ -417,8 +427,8 @@ def main() -> int:
             wrk(url, scripts[(name, False)], 64, 2)
         rounds: dict[tuple[str, bool, int], list[Run]] = {}
         names = list(targets)
-        for stream in (False, True):
-            for connections in (1, 64):
+        for stream in streams:
+            for connections in connection_counts:
                 for round_number in range(args.rounds):
                     order = names[round_number % len(names) :] + names[: round_number % len(names)]
                     for name in order:
@@ -442,8 +452,8 @@ def main() -> int:
             f"{'+p50 ms':>8} {'+p99 ms':>8} {'CPU µs/req':>10}"
         )
         failed = False
-        for stream in (False, True):
-            for connections in (1, 64):
+        for stream in streams:
+            for connections in connection_counts:
                 mock_run = results[("mock", stream, connections)]
                 for name in targets:
                     run = results[(name, stream, connections)]
