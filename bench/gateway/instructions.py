@@ -25,22 +25,19 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from kill import wait_key  # noqa: E402
-from run import OPERATOR_KEY, PREFIX, SIGNING_KEY, baseline_key, export_revision, wait_ready  # noqa: E402
+from run import baseline_key, bench_stack, export_revision, gateway_env, wait_ready  # noqa: E402
 
-from mock_upstream.process import spawn_mock_upstream  # noqa: E402
-from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
+from tokentrail.broker.server import free_port  # noqa: E402
 
 VALGRIND_START_S = 600.0
 """A gateway under valgrind takes ~10-30 s to import and start here; allow for a loaded machine."""
@@ -119,22 +116,11 @@ def main() -> int:
     if args.requests < 1 or args.warmup < 1 or not modes or set(modes) - set(MODES):
         parser.error(f"--requests and --warmup must be positive, --modes a list of {', '.join(MODES)}")
     ensure_valgrind()
-    workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-instructions-"))
-    home = workdir / "home"
-    mock = None
-    try:
-        handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
-        mock = spawn_mock_upstream()
-        env = {
-            **os.environ,
-            "TOKENTRAIL_HOME": str(home),
-            "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
-            "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
-            "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
-            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
-            "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url,
-            "OPENAI_API_KEY": "sk-bench",
-            "PYTHONMALLOC": "malloc",  # valgrind follows the system allocator without false reports
+    with bench_stack("instructions", pinned=False) as (workdir, handle, mock):
+        home = workdir / "home"
+        env = {  # the system allocator: valgrind follows it without false reports
+            **gateway_env(home, handle.bootstrap, mock.url),
+            "PYTHONMALLOC": "malloc",
         }
         key = baseline_key(env, ROOT)
         targets = {  # the baselines first: each later row prints its ratio to the first
@@ -172,11 +158,6 @@ def main() -> int:
                 )
                 print(f"{mode:<7} {name:<10} {per_request[(name, mode)]:>12,.0f}{ratio}", flush=True)
         return 0
-    finally:
-        if mock is not None:
-            mock.stop()
-        stop_broker(home)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,13 +41,23 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
-from run import LOAD_CORE, OPERATOR_KEY, PREFIX, SERVER_CORE, SIGNING_KEY, ensure_wrk, wait_ready  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from run import (  # noqa: E402
+    LOAD_CORE,
+    OPERATOR_KEY,
+    PREFIX,
+    SERVER_CORE,
+    bench_stack,
+    ensure_wrk,
+    gateway_env,
+    wait_ready,
+    wrk_command,
+)
 
 from gateway.delivery import REDELIVERY_HEADER  # noqa: E402
-from mock_upstream.process import spawn_mock_upstream  # noqa: E402
 from schemas.models import Actor  # noqa: E402
 from tokentrail.broker.admin import read_to_end  # noqa: E402
-from tokentrail.broker.server import free_port, running_broker, stop_broker, up  # noqa: E402
+from tokentrail.broker.server import free_port, running_broker  # noqa: E402
 from tokentrail.control.plane import ControlPlane  # noqa: E402
 from tokentrail.processes import stop_process  # noqa: E402
 from tokentrail.settings import CoreSettings  # noqa: E402
@@ -94,15 +102,14 @@ class Scenario:
         return f"{'wal' if self.write_ahead else 'no-wal'} {self.broker}"
 
 
-def metrics(url: str) -> dict[str, float]:
+def spool_records(url: str) -> float:
+    """The gateway's `tokentrail_gateway_spool_records` gauge."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
         text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+    for family in text_string_to_metric_families(text):
+        if family.name == "tokentrail_gateway_spool_records":
+            return float(family.samples[0].value)
+    raise SystemExit(f"{url}/metrics has no tokentrail_gateway_spool_records")
 
 
 def start_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -137,7 +144,7 @@ def wait_drained(url: str, timeout: float = DRAIN_TIMEOUT_S) -> None:
     while time.monotonic() < deadline:
         with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
             spooling = orjson.loads(response.read())["spooling"]
-        if not spooling and metrics(url)["tokentrail_gateway_spool_records"] == 0:
+        if not spooling and spool_records(url) == 0:
             return
         time.sleep(0.2)
     raise SystemExit(f"{url}: log not drained within {timeout:.0f}s")
@@ -150,32 +157,19 @@ def kill_under_load(
     port = free_port()
     label = f"{scenario.name.replace(' ', '-')}-{kill}"
     spool = workdir / f"spool-{scenario.name.replace(' ', '-')}"
-    gateway_env = {
+    target_env = {
         **env,
         "TOKENTRAIL_SPOOL_DIR": str(spool),
         "TOKENTRAIL_SPOOL_WRITE_AHEAD": "true" if scenario.write_ahead else "false",
     }
     url = f"http://127.0.0.1:{port}"
     log = workdir / f"gateway-{label}.log"
-    gateway = start_gateway(gateway_env, port, log)
+    gateway = start_gateway(target_env, port, log)
     wait_key(url, env["BENCH_KEY"])
     answered_file = workdir / f"answered-{label}.txt"
     broker_pid = running_broker(Path(env["TOKENTRAIL_HOME"])).pid
     load = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            LOAD_CORE,
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{load_s + 1:.0f}s",
-            "-s",
-            str(script),
-            url + "/v1/chat/completions",
-            "--",
-            str(answered_file),
-        ],
+        wrk_command(url, script, connections, round(load_s + 1), str(answered_file)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -203,7 +197,7 @@ def kill_under_load(
     answered = set(filter(None, answered_file.read_text().splitlines()))
     scenario.answered |= answered
     scenario.rps.append(len(answered) / killed_after)
-    restarted = start_gateway(gateway_env, port, log)
+    restarted = start_gateway(target_env, port, log)
     try:
         wait_drained(url)
     finally:
@@ -264,30 +258,15 @@ def main() -> int:
     if args.kills < 1 or args.connections < 1 or args.load_seconds <= PAUSE_BEFORE_KILL_S:
         parser.error(f"--kills and --connections must be positive, --load-seconds above {PAUSE_BEFORE_KILL_S}")
     ensure_wrk()
-    workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-kill-"))
-    home = workdir / "home"
-    mock = None
-    try:
-        handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
-        subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CORE, str(handle.pid)], check=True, capture_output=True)
+    with bench_stack("kill", pinned=True) as (workdir, handle, mock):
+        home = workdir / "home"
         plane = ControlPlane(
             CoreSettings(home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX, operator_key=OPERATOR_KEY)
         )
         _, key = plane.create_key("bench", Actor(type="system", id="wrk"))
-        mock = spawn_mock_upstream(prefix=["taskset", "-c", LOAD_CORE])
         script = workdir / "record-answers.lua"
         script.write_text(RECORDING_SCRIPT % key)
-        env = {
-            **os.environ,
-            "TOKENTRAIL_HOME": str(home),
-            "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
-            "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
-            "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
-            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
-            "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url,
-            "OPENAI_API_KEY": "sk-bench",
-            "BENCH_KEY": key,
-        }
+        env = {**gateway_env(home, handle.bootstrap, mock.url), "BENCH_KEY": key}
         scenarios = [Scenario(wal, broker) for wal in (True, False) for broker in ("steady", "paused")]
         print(
             f"gateway SIGKILL under wrk -t1 -c{args.connections}, killed after {args.load_seconds:g}s of load, "
@@ -309,11 +288,6 @@ def main() -> int:
             print(f"{scenario.name:<14} {len(scenario.answered):>9} {rps:>7,.0f} {lost:>6} {doubled:>8}")
             failed |= scenario.write_ahead and (lost > 0 or doubled > 0 or not scenario.answered)
         return 1 if failed else 0
-    finally:
-        if mock is not None:
-            mock.stop()
-        stop_broker(home)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

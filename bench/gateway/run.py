@@ -54,6 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -61,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 
 from gateway.delivery import REDELIVERY_HEADER  # noqa: E402
-from mock_upstream.process import spawn_mock_upstream  # noqa: E402
+from mock_upstream.process import MockProcess, spawn_mock_upstream  # noqa: E402
 from schemas.models import Actor, Limits  # noqa: E402
 from tokentrail.broker.admin import read_to_end  # noqa: E402
 from tokentrail.broker.server import free_port, stop_broker, up  # noqa: E402
@@ -124,22 +125,16 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def wrk_command(url: str, script: Path, connections: int, seconds: int, *script_args: str) -> list[str]:
+    """wrk on the load core, one thread, POSTing `script`'s request to the chat endpoint."""
+    command = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s"]
+    return [*command, str(script), url + "/v1/chat/completions", *(("--", *script_args) if script_args else ())]
+
+
 def wrk(url: str, script: Path, connections: int, duration: int, pid: int | None = None) -> Run:
     before = cpu_seconds(pid) if pid else None
     out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            LOAD_CORE,
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "-s",
-            str(script),
-            url + "/v1/chat/completions",
-        ],
+        wrk_command(url, script, connections, duration),
         capture_output=True,
         text=True,
         check=True,
@@ -224,6 +219,43 @@ print(key)
 """
 """Run with the baseline's tree first on the path: mints a key and its limits in that
 revision's record format (the current control plane refuses and is refused by older formats)."""
+
+
+@contextmanager
+def bench_stack(name: str, pinned: bool) -> Iterator[tuple[Path, Any, MockProcess]]:
+    """A private work directory (`<it>/home` the TOKENTRAIL_HOME), a Kafka broker and the mock
+    upstream, all removed afterwards; `pinned`: the broker and the mock on the load core."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"tokentrail-bench-{name}-"))
+    home = workdir / "home"
+    mock = None
+    try:
+        handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
+        if pinned:
+            subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CORE, str(handle.pid)], check=True, capture_output=True)
+        mock = spawn_mock_upstream(prefix=["taskset", "-c", LOAD_CORE] if pinned else [])
+        yield workdir, handle, mock
+    finally:
+        if mock is not None:
+            mock.stop()
+        stop_broker(home)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def gateway_env(home: Path, bootstrap: str, mock_url: str) -> dict[str, str]:
+    """The environment of a benchmarked gateway: private home, the broker, the bench keys, the
+    mock as both providers."""
+    return {
+        **os.environ,
+        "TOKENTRAIL_HOME": str(home),
+        "TOKENTRAIL_KAFKA_BOOTSTRAP": bootstrap,
+        "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
+        "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
+        "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
+        "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock_url,
+        "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": mock_url,
+        "OPENAI_API_KEY": "sk-bench",
+        "ANTHROPIC_API_KEY": "sk-ant-bench",
+    }
 
 
 def export_revision(revision: str, tree: Path) -> Path:
@@ -312,206 +344,195 @@ def main() -> int:
     if None in streams or min(connection_counts) < 1 or args.rounds < 1 or args.duration < 1:
         parser.error("--modes takes plain and/or stream; --connections, --rounds and --duration must be positive")
     ensure_wrk()
-    workdir = Path(tempfile.mkdtemp(prefix="tokentrail-bench-gateway-"))
-    home = workdir / "home"
     processes: list[subprocess.Popen] = []
-    mock = None
-    try:
-        handle, _, _ = up(home, port=free_port(), topic_prefix=PREFIX, die_with_parent=True)
-        subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CORE, str(handle.pid)], check=True, capture_output=True)
-        plane = ControlPlane(
-            CoreSettings(home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX, operator_key=OPERATOR_KEY)
-        )
-        identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
-        plane.put_control(
-            Limits(
-                scope=f"key:{identity.key_id}",
-                requests_per_minute=100_000_000,
-                tokens_per_minute=100_000_000,
-                changed_at=datetime.now(UTC),
-            )
-        )
-        mock = spawn_mock_upstream(prefix=["taskset", "-c", LOAD_CORE])
-
-        bare_port, gateway_port = free_port(), free_port()
-        bare = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                SERVER_CORE,
-                sys.executable,
-                str(HERE / "bare_proxy.py"),
-                "--upstream",
-                mock.url,
-                "--port",
-                str(bare_port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "bare.log", "wb"),
-        )  # wrk's closing connections log tracebacks
-        processes.append(bare)
-        env = {
-            **os.environ,
-            "TOKENTRAIL_HOME": str(home),
-            "TOKENTRAIL_KAFKA_BOOTSTRAP": handle.bootstrap,
-            "TOKENTRAIL_TOPIC_PREFIX": PREFIX,
-            "TOKENTRAIL_SIGNING_KEY": SIGNING_KEY,
-            "TOKENTRAIL_OPERATOR_KEY": OPERATOR_KEY,
-            "TOKENTRAIL_UPSTREAM_OPENAI_URL": mock.url,
-            "TOKENTRAIL_UPSTREAM_ANTHROPIC_URL": mock.url,
-            "OPENAI_API_KEY": "sk-bench",
-            "ANTHROPIC_API_KEY": "sk-ant-bench",
-        }
-        gateway = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(gateway_port)],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "gateway.log", "wb"),
-        )
-        processes.append(gateway)
-        # The baseline: the same gateway without the write-ahead log (records go to Kafka
-        # directly, to the spool only on failure), as before issue 11.
-        no_wal_port = free_port()
-        no_wal = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(no_wal_port)],
-            env={**env, "TOKENTRAIL_SPOOL_WRITE_AHEAD": "false", "TOKENTRAIL_SPOOL_DIR": str(home / "spool-no-wal")},
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "gateway-no-wal.log", "wb"),
-        )
-        processes.append(no_wal)
-        keys = dict.fromkeys(("mock", "bare", "no-wal", "gateway"), key)
-        targets = {
-            "mock": (mock.url, None),
-            "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
-            "no-wal": (f"http://127.0.0.1:{no_wal_port}", no_wal.pid),
-            "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid),
-        }
-        gateways = {"gateway": gateway, "no-wal": no_wal}
-        for revision in args.baseline:
-            tree = export_revision(revision, workdir / f"baseline-{revision}")
-            keys[revision] = baseline_key(env, tree)
-            base_port = free_port()
-            base = subprocess.Popen(
-                ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(base_port)],
-                env={**env, "PYTHONPATH": str(tree), "TOKENTRAIL_SPOOL_DIR": str(home / f"spool-{revision}")},
-                cwd=tree,
-                stdout=subprocess.DEVNULL,
-                stderr=open(workdir / f"{revision}.log", "wb"),
-            )
-            processes.append(base)
-            targets[revision] = (f"http://127.0.0.1:{base_port}", base.pid)
-            gateways[revision] = base
-        wait_ready(targets["bare"][0], bare, "/healthz")
-        for name, process in gateways.items():
-            wait_ready(targets[name][0], process, "/readyz")
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # the key and its limits reached the gateway
-                request = urllib.request.Request(
-                    targets[name][0] + "/v1/models", headers={"Authorization": f"Bearer {keys[name]}"}
+    with bench_stack("gateway", pinned=True) as (workdir, handle, mock):
+        home = workdir / "home"
+        try:
+            plane = ControlPlane(
+                CoreSettings(
+                    home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX, operator_key=OPERATOR_KEY
                 )
-                try:
-                    urllib.request.urlopen(request, timeout=1).read()
-                    break
-                except urllib.error.HTTPError:
-                    time.sleep(0.05)
+            )
+            identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
+            plane.put_control(
+                Limits(
+                    scope=f"key:{identity.key_id}",
+                    requests_per_minute=100_000_000,
+                    tokens_per_minute=100_000_000,
+                    changed_at=datetime.now(UTC),
+                )
+            )
 
-        scripts = {
-            (name, stream): lua_script(workdir, name, keys[name], stream)
-            for name in targets
-            for stream in (False, True)
-        }
-        servers = {name: pid for name, (_, pid) in targets.items() if pid is not None}
-        for name, (url, _) in targets.items():  # warm-up: connections, caches, page-ins
-            wrk(url, scripts[(name, False)], 64, 2)
-        rounds: dict[tuple[str, bool, int], list[Run]] = {}
-        names = list(targets)
-        for stream in streams:
-            for connections in connection_counts:
-                for round_number in range(args.rounds):
-                    order = names[round_number % len(names) :] + names[: round_number % len(names)]
-                    for name in order:
-                        url, pid = targets[name]
-                        with only_running(name, servers):
-                            if name in gateways:  # stopped meanwhile: it fails closed until the control topics answer
-                                wait_ready(url, gateways[name], "/readyz")
-                            run = wrk(url, scripts[(name, stream)], connections, args.duration, pid)
-                        rounds.setdefault((name, stream, connections), []).append(run)
-        results = {cell: median_run(runs) for cell, runs in rounds.items()}
-        gateway_rss = rss_mib(gateway.pid)
-        spool_left = sum(path.stat().st_size for path in (home / "spool").glob("*.wal"))
-        bare_rss = rss_mib(bare.pid)
-
-        print(
-            f"POST /v1/chat/completions, wrk -t1 -d{args.duration}s, median of {args.rounds} rounds; "
-            f"server under test on core {SERVER_CORE}, wrk + mock + Kafka on core {LOAD_CORE}"
-        )
-        print(
-            f"{'mode':<10} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'+p50 ms':>8} {'+p99 ms':>8} {'CPU µs/req':>10}"
-        )
-        failed = False
-        for stream in streams:
-            for connections in connection_counts:
-                mock_run = results[("mock", stream, connections)]
-                for name in targets:
-                    run = results[(name, stream, connections)]
-                    cpu = (
-                        f"{run.cpu_s / run.requests * 1e6:10.0f}"
-                        if run.cpu_s is not None and run.requests
-                        else f"{'':>10}"
+            bare_port, gateway_port = free_port(), free_port()
+            bare = subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    SERVER_CORE,
+                    sys.executable,
+                    str(HERE / "bare_proxy.py"),
+                    "--upstream",
+                    mock.url,
+                    "--port",
+                    str(bare_port),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(workdir / "bare.log", "wb"),
+            )  # wrk's closing connections log tracebacks
+            processes.append(bare)
+            env = gateway_env(home, handle.bootstrap, mock.url)
+            gateway = subprocess.Popen(
+                ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(gateway_port)],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=open(workdir / "gateway.log", "wb"),
+            )
+            processes.append(gateway)
+            # The baseline: the same gateway without the write-ahead log (records go to Kafka
+            # directly, to the spool only on failure), as before issue 11.
+            no_wal_port = free_port()
+            no_wal = subprocess.Popen(
+                ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(no_wal_port)],
+                env={
+                    **env,
+                    "TOKENTRAIL_SPOOL_WRITE_AHEAD": "false",
+                    "TOKENTRAIL_SPOOL_DIR": str(home / "spool-no-wal"),
+                },
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=open(workdir / "gateway-no-wal.log", "wb"),
+            )
+            processes.append(no_wal)
+            keys = dict.fromkeys(("mock", "bare", "no-wal", "gateway"), key)
+            targets = {
+                "mock": (mock.url, None),
+                "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
+                "no-wal": (f"http://127.0.0.1:{no_wal_port}", no_wal.pid),
+                "gateway": (f"http://127.0.0.1:{gateway_port}", gateway.pid),
+            }
+            gateways = {"gateway": gateway, "no-wal": no_wal}
+            for revision in args.baseline:
+                tree = export_revision(revision, workdir / f"baseline-{revision}")
+                keys[revision] = baseline_key(env, tree)
+                base_port = free_port()
+                base = subprocess.Popen(
+                    ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "--port", str(base_port)],
+                    env={**env, "PYTHONPATH": str(tree), "TOKENTRAIL_SPOOL_DIR": str(home / f"spool-{revision}")},
+                    cwd=tree,
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(workdir / f"{revision}.log", "wb"),
+                )
+                processes.append(base)
+                targets[revision] = (f"http://127.0.0.1:{base_port}", base.pid)
+                gateways[revision] = base
+            wait_ready(targets["bare"][0], bare, "/healthz")
+            for name, process in gateways.items():
+                wait_ready(targets[name][0], process, "/readyz")
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # the key and its limits reached the gateway
+                    request = urllib.request.Request(
+                        targets[name][0] + "/v1/models", headers={"Authorization": f"Bearer {keys[name]}"}
                     )
-                    added = (
-                        ""
-                        if name == "mock"
-                        else f"{run.p50_ms - mock_run.p50_ms:8.3f} {run.p99_ms - mock_run.p99_ms:8.3f}"
+                    try:
+                        urllib.request.urlopen(request, timeout=1).read()
+                        break
+                    except urllib.error.HTTPError:
+                        time.sleep(0.05)
+
+            scripts = {
+                (name, stream): lua_script(workdir, name, keys[name], stream)
+                for name in targets
+                for stream in (False, True)
+            }
+            servers = {name: pid for name, (_, pid) in targets.items() if pid is not None}
+            for name, (url, _) in targets.items():  # warm-up: connections, caches, page-ins
+                wrk(url, scripts[(name, False)], 64, 2)
+            rounds: dict[tuple[str, bool, int], list[Run]] = {}
+            names = list(targets)
+            for stream in streams:
+                for connections in connection_counts:
+                    for round_number in range(args.rounds):
+                        order = names[round_number % len(names) :] + names[: round_number % len(names)]
+                        for name in order:
+                            url, pid = targets[name]
+                            with only_running(name, servers):
+                                if (
+                                    name in gateways
+                                ):  # stopped meanwhile: it fails closed until the control topics answer
+                                    wait_ready(url, gateways[name], "/readyz")
+                                run = wrk(url, scripts[(name, stream)], connections, args.duration, pid)
+                            rounds.setdefault((name, stream, connections), []).append(run)
+            results = {cell: median_run(runs) for cell, runs in rounds.items()}
+            gateway_rss = rss_mib(gateway.pid)
+            spool_left = sum(path.stat().st_size for path in (home / "spool").glob("*.wal"))
+            bare_rss = rss_mib(bare.pid)
+
+            print(
+                f"POST /v1/chat/completions, wrk -t1 -d{args.duration}s, median of {args.rounds} rounds; "
+                f"server under test on core {SERVER_CORE}, wrk + mock + Kafka on core {LOAD_CORE}"
+            )
+            print(
+                f"{'mode':<10} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+                f"{'+p50 ms':>8} {'+p99 ms':>8} {'CPU µs/req':>10}"
+            )
+            failed = False
+            for stream in streams:
+                for connections in connection_counts:
+                    mock_run = results[("mock", stream, connections)]
+                    for name in targets:
+                        run = results[(name, stream, connections)]
+                        cpu = (
+                            f"{run.cpu_s / run.requests * 1e6:10.0f}"
+                            if run.cpu_s is not None and run.requests
+                            else f"{'':>10}"
+                        )
+                        added = (
+                            ""
+                            if name == "mock"
+                            else f"{run.p50_ms - mock_run.p50_ms:8.3f} {run.p99_ms - mock_run.p99_ms:8.3f}"
+                        )
+                        print(
+                            f"{'stream' if stream else 'plain':<10} {connections:>5} {name:<8} {run.rps:9.0f} "
+                            f"{run.p50_ms:8.3f} {run.p99_ms:8.3f} {added:>17} {cpu}"
+                        )
+                        if run.bad:
+                            print(f"  !! {name}: {run.bad} errors or non-2xx answers")
+                            failed = True
+                    gateway_run, bare_run = (
+                        results[("gateway", stream, connections)],
+                        results[("bare", stream, connections)],
                     )
                     print(
-                        f"{'stream' if stream else 'plain':<10} {connections:>5} {name:<8} {run.rps:9.0f} "
-                        f"{run.p50_ms:8.3f} {run.p99_ms:8.3f} {added:>17} {cpu}"
+                        f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
+                        f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}"
                     )
-                    if run.bad:
-                        print(f"  !! {name}: {run.bad} errors or non-2xx answers")
-                        failed = True
-                gateway_run, bare_run = (
-                    results[("gateway", stream, connections)],
-                    results[("bare", stream, connections)],
-                )
-                print(
-                    f"{'':<10} {'':>5} gateway/bare: req/s {gateway_run.rps / bare_run.rps:.2f}, "
-                    f"added p50 {(gateway_run.p50_ms - mock_run.p50_ms) / max(1e-9, bare_run.p50_ms - mock_run.p50_ms):.2f}"
-                )
-                print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', 'no-wal', stream, connections)}")
-                for revision in args.baseline:
-                    print(f"{'':<10} {'':>5} {paired(rounds, 'no-wal', revision, stream, connections)}")
-                    print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', revision, stream, connections)}")
-                for revision in args.baseline[1:]:
-                    print(f"{'':<10} {'':>5} {paired(rounds, revision, args.baseline[0], stream, connections)}")
-        time.sleep(2)
-        answered = sum(gateway_requests(targets[name][0]) for name in gateways)
-        calls, records, unmarked = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
-        print(f"RSS after the runs: gateway {gateway_rss:.0f} MiB, bare proxy {bare_rss:.0f} MiB")
-        print(f"write-ahead log on disk after the runs: {spool_left} bytes (acknowledged segments are deleted)")
-        matched = calls == answered and unmarked == 0
-        print(
-            f"raw topic: {calls} calls in {records} records ({records - calls} extra copies, {unmarked} of them "
-            f"unmarked), gateway answered {answered} requests ({'one call each' if matched else 'MISMATCH'})"
-        )
-        failed |= not matched
-        return 1 if failed else 0
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if mock is not None:
-            mock.stop()
-        stop_broker(home)
-        shutil.rmtree(workdir, ignore_errors=True)
+                    print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', 'no-wal', stream, connections)}")
+                    for revision in args.baseline:
+                        print(f"{'':<10} {'':>5} {paired(rounds, 'no-wal', revision, stream, connections)}")
+                        print(f"{'':<10} {'':>5} {paired(rounds, 'gateway', revision, stream, connections)}")
+                    for revision in args.baseline[1:]:
+                        print(f"{'':<10} {'':>5} {paired(rounds, revision, args.baseline[0], stream, connections)}")
+            time.sleep(2)
+            answered = sum(gateway_requests(targets[name][0]) for name in gateways)
+            calls, records, unmarked = topic_records(handle.bootstrap, PREFIX + CALLS_RAW)
+            print(f"RSS after the runs: gateway {gateway_rss:.0f} MiB, bare proxy {bare_rss:.0f} MiB")
+            print(f"write-ahead log on disk after the runs: {spool_left} bytes (acknowledged segments are deleted)")
+            matched = calls == answered and unmarked == 0
+            print(
+                f"raw topic: {calls} calls in {records} records ({records - calls} extra copies, {unmarked} of them "
+                f"unmarked), gateway answered {answered} requests ({'one call each' if matched else 'MISMATCH'})"
+            )
+            failed |= not matched
+            return 1 if failed else 0
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
 
 if __name__ == "__main__":
