@@ -48,6 +48,7 @@ def sign(record: dict[str, Any], key: bytes) -> str:
     return hmac.digest(key, canonical_bytes(record), "sha256").hex()
 
 
+_BLOCK_SIZE = hashlib.sha256().block_size
 _INNER_PAD = bytes(x ^ 0x36 for x in range(256))
 _OUTER_PAD = bytes(x ^ 0x5C for x in range(256))
 
@@ -60,9 +61,9 @@ class HmacSha256:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > hashlib.sha256().block_size:
+        if len(key) > _BLOCK_SIZE:
             key = hashlib.sha256(key).digest()
-        key = key.ljust(hashlib.sha256().block_size, b"\0")
+        key = key.ljust(_BLOCK_SIZE, b"\0")
         self._inner = hashlib.sha256(key.translate(_INNER_PAD))
         self._outer = hashlib.sha256(key.translate(_OUTER_PAD))
 
@@ -88,7 +89,6 @@ class KeySet:
     """The key that signs (`current`) and the keys that verify (current and `previous`), by key id."""
 
     def __init__(self, current: bytes, previous: Iterable[bytes] = ()) -> None:
-        self.current = current
         self.current_id = key_id(current)
         self._by_id = {key_id(key): HmacSha256(key) for key in previous}
         self._current = self._by_id[self.current_id] = HmacSha256(current)
@@ -99,7 +99,7 @@ class KeySet:
 
     def sign(self, record: dict[str, Any]) -> str:
         """`<key id>:<hex HMAC>` of the record's canonical form with the current key."""
-        return f"{self.current_id}:{self._current.hexdigest(canonical_bytes(record))}"
+        return self._signature(canonical_bytes(record))
 
     def signed(self, record: dict[str, Any]) -> bytes:
         """The record as JSON with its signature: its canonical form with `signature` added as
@@ -107,8 +107,11 @@ class KeySet:
         not depend on the order of fields. Takes any `signature` field out of `record`."""
         record.pop(SIGNATURE_FIELD, None)
         canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-        field = b'"signature":"' + f"{self.current_id}:{self._current.hexdigest(canonical)}".encode() + b'"}'
+        field = b'"signature":"' + self._signature(canonical).encode() + b'"}'
         return canonical[:-1] + (b"," + field if len(canonical) > 2 else field)
+
+    def _signature(self, canonical: bytes) -> str:
+        return f"{self.current_id}:{self._current.hexdigest(canonical)}"
 
     def verify(self, record: dict[str, Any]) -> None:
         """Raise InvalidSignature unless the record's signature is good."""

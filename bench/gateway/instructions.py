@@ -34,8 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from kill import wait_key  # noqa: E402
-from run import baseline_key, bench_stack, export_revision, gateway_env, wait_ready  # noqa: E402
+from run import baseline_key, bench_stack, export_revision, gateway_env, wait_key, wait_ready  # noqa: E402
 
 from tokentrail.broker.server import free_port  # noqa: E402
 

@@ -50,6 +50,7 @@ from run import (  # noqa: E402
     bench_stack,
     ensure_wrk,
     gateway_env,
+    wait_key,
     wait_ready,
     wrk_command,
 )
@@ -123,19 +124,6 @@ def start_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
         )
     wait_ready(f"http://127.0.0.1:{port}", gateway, "/readyz")
     return gateway
-
-
-def wait_key(url: str, key: str, timeout: float = 30.0) -> None:
-    """The key reached this gateway (control topics read): a probe answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        request = urllib.request.Request(url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
-        try:
-            urllib.request.urlopen(request, timeout=2).read()
-            return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.05)
-    raise SystemExit(f"{url}: the key was not accepted within {timeout:.0f}s")
 
 
 def wait_drained(url: str, timeout: float = DRAIN_TIMEOUT_S) -> None:

@@ -176,6 +176,19 @@ def wait_ready(url: str, process: subprocess.Popen, path: str, timeout: float = 
     raise SystemExit(f"{url} not ready within {timeout:.0f}s")
 
 
+def wait_key(url: str, key: str, timeout: float = 30.0) -> None:
+    """The key reached this gateway (control topics read): a probe answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+        try:
+            urllib.request.urlopen(request, timeout=2).read()
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.05)
+    raise SystemExit(f"{url}: the key was not accepted within {timeout:.0f}s")
+
+
 def gateway_requests(url: str) -> int:
     """Requests the gateway answered, from its /metrics (all endpoints and statuses)."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
@@ -429,16 +442,7 @@ def main() -> int:
             wait_ready(targets["bare"][0], bare, "/healthz")
             for name, process in gateways.items():
                 wait_ready(targets[name][0], process, "/readyz")
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:  # the key and its limits reached the gateway
-                    request = urllib.request.Request(
-                        targets[name][0] + "/v1/models", headers={"Authorization": f"Bearer {keys[name]}"}
-                    )
-                    try:
-                        urllib.request.urlopen(request, timeout=1).read()
-                        break
-                    except urllib.error.HTTPError:
-                        time.sleep(0.05)
+                wait_key(targets[name][0], keys[name])  # the key and its limits reached the gateway
 
             scripts = {
                 (name, stream): lua_script(workdir, name, keys[name], stream)
