@@ -40,7 +40,8 @@ DELIVERY = web.AppKey("delivery", Delivery)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 SERVICE_PATHS = ("/healthz", "/readyz", "/metrics")
 STREAM_CHECK_INTERVAL_S = 0.2
-"""How often running streams are checked against revocations and freezes (cut within a second)."""
+"""How often running streams are checked against revocations and freezes (cut within a second)
+and given their write-ahead STARTED frame (`Gateway.log_running_streams`)."""
 
 
 def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application:
@@ -123,17 +124,19 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         for pool in upstreams.values():
             pool.close()
 
-    async def cut_withdrawn_streams(app: web.Application) -> AsyncIterator[None]:
+    async def watch_streams(app: web.Application) -> AsyncIterator[None]:
         async def watch() -> None:
             while True:
                 await asyncio.sleep(STREAM_CHECK_INTERVAL_S)
-                app[GATEWAY].cut_withdrawn_streams()
+                gateway = app[GATEWAY]
+                gateway.cut_withdrawn_streams()
+                gateway.log_running_streams()
 
         task = asyncio.create_task(watch())
         yield
         task.cancel()
 
-    app.cleanup_ctx.extend([follow_control_plane, run_delivery, open_upstreams, cut_withdrawn_streams])
+    app.cleanup_ctx.extend([follow_control_plane, run_delivery, open_upstreams, watch_streams])
 
     stale_after = settings.control_stale_after_s
 

@@ -168,13 +168,21 @@ class Delivery:
 
     # --- event loop side
 
-    def submit(self, key: bytes, value: bytes, ends_stream: bool = False) -> None:
-        """`ends_stream`: the record of a stream logged by `stream_started` (a restart then
-        knows the stream ended)."""
+    def submit(self, key: bytes, value: bytes) -> None:
+        """`log` the record, then `send` it."""
+        self.send(key, value, self.log(key, value))
+
+    def log(self, key: bytes, value: bytes, ends_stream: bool = False) -> Segment | None:
+        """Write a record to the log (with the log on, or while spooling): its segment, None
+        if not written. `ends_stream`: the record of a stream logged by `stream_started` (a
+        restart then knows the stream ended). The caller `send`s it next."""
         if not self.write_ahead and not self.spool.spooling:
-            self._produce(key, value, None)
-            return
-        segment = self.spool.append(key, value, RECORD, ENDS_STREAM if ends_stream else 0)
+            return None
+        return self.spool.append(key, value, RECORD, ENDS_STREAM if ends_stream else 0)
+
+    def send(self, key: bytes, value: bytes, segment: Segment | None) -> None:
+        """Hand a record `log` wrote (or did not: `segment` None) to Kafka; one written to a
+        drain segment waits for the drain instead."""
         if segment is not None and segment.drain:
             self.metrics.records_spooled.inc()
             return

@@ -347,7 +347,8 @@ class Spool:
             self._to_sync.clear()
             closing, self._closing = self._closing, []
         if fd >= 0:
-            _fsync(fd)
+            # the data only: the segment's size is fixed by its reservation, and its times need no disk write
+            _fsync(fd, os.fdatasync)
         for handle, mapping, size in closing:
             if mapping is not None:
                 mapping.close()
@@ -501,9 +502,9 @@ def _convert_legacy(directory: Path) -> None:
         log.warning("converted %s (%d records) from the old spool format to %s", path.name, records, target.name)
 
 
-def _fsync(handle: int) -> None:
+def _fsync(handle: int, sync: Callable[[int], None] = os.fsync) -> None:
     try:
-        os.fsync(handle)
+        sync(handle)
     except OSError as exc:
         if exc.errno != errno.EBADF:
             log.warning("fsync of the spool failed: %s", exc)

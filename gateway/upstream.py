@@ -105,6 +105,11 @@ class UpstreamResponse:
         self._conn.resume()
         return data
 
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body has arrived: what `next_chunk` last returned was its end."""
+        return self._done and not self._chunks
+
     def close(self) -> None:
         """Give up on the rest of the answer (client went away): the connection is dropped."""
         if not self._released:

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from gateway.delivery import REDELIVERY_HEADER
-from gateway.spool import RECORD, encode
+from gateway.spool import RECORD, STARTED, SUFFIX, encode, read_frames
 from schemas.models import Actor
 from tests.fixtures.gateway import OPERATOR_KEY, SIGNING_KEY, gateway_env, spawn_gateway, wait_for_key
 from tests.fixtures.kafka import KafkaTopics, consume_all, require_java_and_maven
@@ -333,9 +333,20 @@ def test_a_2_gb_log_left_by_a_crash_drains_with_rss_under_300_mb(own_broker, moc
     assert peak < 300
 
 
+def wait_started_frame(spool: Path, timeout: float = 5.0) -> None:
+    """Until the log holds a STARTED frame (a running stream is logged within the gateway's
+    stream check interval, 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(frame.kind == STARTED for path in spool.glob(f"*{SUFFIX}") for frame in read_frames(path)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no STARTED frame in {spool} within {timeout:.0f} s")
+
+
 def test_a_stream_cut_by_a_gateway_kill_is_recorded_once_after_the_restart(own_broker, mock_upstream, tmp_path):
-    """The gateway dies in the middle of relaying a stream: the restart records the call from
-    its STARTED frame (the status answered, `error_type: gateway_ended`, no usage), once."""
+    """The gateway dies in the middle of relaying a stream that has run past its stream check:
+    the restart records the call from its STARTED frame (the status answered, `error_type: gateway_ended`, no usage), once."""
     _, _, topics = own_broker
     key = mint(topics)
     env = gateway_env(topics, mock_upstream.url)
@@ -356,6 +367,7 @@ def test_a_stream_cut_by_a_gateway_kill_is_recorded_once_after_the_restart(own_b
             + body
         )
         assert connection.recv(65536).startswith(b"HTTP/1.1 200")  # the stream has begun
+        wait_started_frame(gateway_home / "spool")  # it has run past the gateway's stream check
         gateway.kill()
     restarted = spawn_gateway(env, gateway_home)
     try:

@@ -146,6 +146,24 @@ def test_with_the_log_off_a_stream_is_recorded_after_its_last_byte_with_its_usag
         assert record["usage"]["completion_tokens"] == 16
 
 
+@pytest.mark.parametrize("chunk_delay_ms", ["0", "5"])
+def test_a_streams_last_event_reaches_the_client_once_whether_or_not_the_upstreams_end_came_with_it(
+    gateway, mock_upstream, keys, kafka_topics, chunk_delay_ms
+):
+    """The gateway holds an answer's last bytes back when they came with the upstream's end (0:
+    the mock sends the whole stream at once) and sends them with the end of the chunked body,
+    after the record is written; when the end comes later (5 ms between the mock's writes) the
+    last event went out already. Either way the client gets the mock's bytes, each once."""
+    via, direct = anthropic_pair(gateway, mock_upstream, keys["child_key"])
+    timing = {"x-mock-chunk-delay-ms": chunk_delay_ms}
+    through, straight = (
+        streamed(lambda c: c.messages, client, **MESSAGE, stream=True, extra_headers=timing) for client in (via, direct)
+    )
+    assert through == straight and through.endswith(b'data: {"type":"message_stop"}\n\n')
+    [record] = raw_records(kafka_topics, expected=1)
+    assert record["stream"] is True and record["usage"]["output_tokens"] > 0
+
+
 def test_anthropic_sdk_gets_the_mocks_bytes_and_usage_is_recorded(gateway, mock_upstream, keys, kafka_topics):
     via, direct = anthropic_pair(gateway, mock_upstream, keys["root_key"])
     headers = {"x-mock-usage": "input=120,cached=30,cache_write=10,output=24"}
