@@ -1,6 +1,6 @@
 """Gateway SIGKILL under load: is every answered request one row in ClickHouse after a restart?
 
-    .venv/bin/python bench/gateway/kill.py [--kills 3] [--connections 64] [--load-seconds 4]
+    .venv/bin/python bench/gateway/kill.py [--kills 3] [--connections 64] [--load-seconds 4] [--stream]
 
 One run on a private TOKENTRAIL_HOME and a real Kafka broker (`tokentrail.broker.server.up`),
 `tokentrail mock-upstream` as the provider. Four scenarios, `--kills` kills each:
@@ -12,7 +12,8 @@ One run on a private TOKENTRAIL_HOME and a real Kafka broker (`tokentrail.broker
   `TOKENTRAIL_SPOOL_WRITE_AHEAD=false` (records handed straight to librdkafka, as before issue
   11), so the run also shows what the log saves and that this benchmark can see a loss.
 Each kill: wrk (`-t1 -c<connections>`, pinned like bench/gateway/run.py: the gateway on core 1,
-wrk, mock and broker on core 0) posts chat completions; its Lua script writes the
+wrk, mock and broker on core 0) posts chat completions (`--stream`: streamed ones, whose record
+is written before the end of the chunked body and sent after it); its Lua script writes the
 `x-tokentrail-request-id` of every complete 200 answer to a file (a response cut by the kill
 is an error to wrk, not an answer). After `--load-seconds` the gateway gets SIGKILL; it is then
 started again on the same spool directory and stopped once its log is drained.
@@ -73,7 +74,7 @@ FLOWS_TIMEOUT_S = 900.0
 
 RECORDING_SCRIPT = """
 wrk.method = "POST"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]%s}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %s"
 local answered
@@ -242,6 +243,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=3, help="kills per scenario (default 3)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--load-seconds", type=float, default=4.0, help="load before each kill (default 4)")
+    parser.add_argument("--stream", action="store_true", help="streamed chat completions")
     args = parser.parse_args()
     if args.kills < 1 or args.connections < 1 or args.load_seconds <= PAUSE_BEFORE_KILL_S:
         parser.error(f"--kills and --connections must be positive, --load-seconds above {PAUSE_BEFORE_KILL_S}")
@@ -253,11 +255,11 @@ def main() -> int:
         )
         _, key = plane.create_key("bench", Actor(type="system", id="wrk"))
         script = workdir / "record-answers.lua"
-        script.write_text(RECORDING_SCRIPT % key)
+        script.write_text(RECORDING_SCRIPT % (',"stream":true' if args.stream else "", key))
         env = {**gateway_env(home, handle.bootstrap, mock.url), "BENCH_KEY": key}
         scenarios = [Scenario(wal, broker) for wal in (True, False) for broker in ("steady", "paused")]
         print(
-            f"gateway SIGKILL under wrk -t1 -c{args.connections}, killed after {args.load_seconds:g}s of load, "
+            f"gateway SIGKILL under wrk -t1 -c{args.connections} ({'streamed' if args.stream else 'plain'}), killed after {args.load_seconds:g}s of load, "
             f"{args.kills} kills per scenario; gateway on core {SERVER_CORE}, wrk + mock + Kafka on core {LOAD_CORE}",
             flush=True,
         )
