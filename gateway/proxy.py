@@ -384,7 +384,7 @@ class _Call:
     def refuse(self, status: int, message: str) -> web.Response:
         """A request the gateway answers itself (400/413/502/504), recorded as a failed call."""
         body, error_type, error_code = error_body(self.provider, status, message)
-        self.record(status, error_type, error_code, None, False, None)
+        self.publish(self.write(status, error_type, error_code, None, False, None))
         response = web.Response(status=status, body=body, content_type="application/json")
         response.headers["x-request-id"] = self.request_id
         return response
@@ -427,7 +427,9 @@ class _Call:
         else:
             usage, self.served_model = usage_reader.body_usage(payload)
         disconnected = request.transport is None or request.transport.is_closing()
-        self.record(upstream.status, error_type, error_code, usage, disconnected, payload if self.capture else None)
+        self.publish(
+            self.write(upstream.status, error_type, error_code, usage, disconnected, payload if self.capture else None)
+        )
         return response
 
     async def _relay_stream(self, request: web.BaseRequest, upstream: UpstreamResponse) -> web.StreamResponse:
@@ -539,18 +541,6 @@ class _Call:
             headers["x-request-id"] = self.request_id
         headers["x-tokentrail-request-id"] = self.request_id
         return headers
-
-    def record(
-        self,
-        status: int,
-        error_type: str | None,
-        error_code: str | None,
-        usage: dict[str, Any] | None,
-        client_disconnected: bool,
-        response_body: bytes | str | None,
-    ) -> None:
-        """Record this call's RawCall: `write` it, then `publish` it."""
-        self.publish(self.write(status, error_type, error_code, usage, client_disconnected, response_body))
 
     def write(
         self,
