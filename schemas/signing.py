@@ -44,7 +44,10 @@ def canonical_bytes(record: dict[str, Any]) -> bytes:
 
 
 def sign(record: dict[str, Any], key: bytes) -> str:
-    """Hex HMAC-SHA256 of the record's canonical form; store it in `record["signature"]`."""
+    """Hex HMAC-SHA256 of the record's canonical form; store it in `record["signature"]`.
+    The scheme spelled with the standard library, bare hex without a key id (verified against
+    every key): what tests and one-off signers use, and the reference `HmacSha256` is tested
+    against. The services sign with `KeySet`."""
     return hmac.digest(key, canonical_bytes(record), "sha256").hex()
 
 
