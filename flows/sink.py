@@ -318,10 +318,9 @@ class BatchingSink:
         elif written is None:
             asked = [row[column] for row in rows if row[column] in suspects] if suspects else []
         else:
+            maybe_held = written.suspects(table, [(row[column], row.get("timestamp", "")) for row in rows])
             asked = [
-                row[column]
-                for row in rows
-                if row[column] in suspects or written.suspect(table, row[column], row.get("timestamp", ""))
+                row[column] for row, maybe in zip(rows, maybe_held, strict=True) if maybe or row[column] in suspects
             ]
         present = self._store.existing_ids(table, column, asked) if asked else set()
         fresh: list[Row] = []

@@ -33,12 +33,25 @@ def sink(store: FakeStore, seen: SeenIds) -> BatchingSink:
 
 def test_bloom_filter_has_no_false_negatives_and_about_its_error_rate():
     bloom = BloomFilter(10_000, 0.01)
-    for i in range(10_000):
-        bloom.add(b"in-%d" % i)
-    assert all(b"in-%d" % i in bloom for i in range(10_000))
-    false_positives = sum(b"out-%d" % i in bloom for i in range(20_000))
+    added = [hash(("llm_calls", f"in-{i}")) for i in range(10_000)]
+    for start in range(0, 10_000, 1_000):  # in batches, as the sink adds
+        bloom.add(added[start : start + 1_000])
+    assert bloom.contains(added) == [True] * 10_000
+    false_positives = sum(bloom.contains([hash(("llm_calls", f"out-{i}")) for i in range(20_000)]))
     assert false_positives < 20_000 * 0.02
     assert len(bloom._array) <= 10_000 * 10 // 8 + 8  # ~9.6 bits an id
+    assert bloom.contains([]) == [] and bloom.count == 10_000
+
+
+def test_a_batch_answers_each_row_as_it_would_alone():
+    seen = SeenIds(capacity=1_000, since="2026-11-28 00:00:00.000")
+    seen.add("llm_calls", [f"c{i}" for i in range(0, 100, 2)])
+    rows = [(f"c{i}", "2026-11-28 12:00:00.000") for i in range(100)] + [("c1", ""), ("c3", "2026-11-27 00:00:00.000")]
+    batch = seen.suspects("llm_calls", rows)
+    assert batch == [seen.suspect("llm_calls", row_id, timestamp) for row_id, timestamp in rows]
+    assert all(batch[0:100:2]) and batch[-2:] == [True, True]  # added; no timestamp and before `since`
+    assert sum(batch[1:100:2]) < 10  # never added: only false positives
+    assert not any(SeenIds(capacity=1_000).suspects("alerts_other", rows[:100]))  # another filter: nothing seen
 
 
 def test_a_call_written_before_is_dropped_whenever_it_comes_back_and_new_ids_are_not_looked_up():
