@@ -1,7 +1,7 @@
 """The records the gateway sends to `tokentrail.calls.raw`, built as plain dicts and signed.
 
 The hot path builds the JSON form of `RawCall` / `GatewayEvent` directly (no pydantic per
-request); `tests/test_gateway_records.py` validates these dicts against the models, so the
+request); `tests/test_gateway_unit.py` validates these dicts against the models, so the
 two cannot drift apart. Timestamps are epoch seconds turned into the wire's RFC 3339 UTC
 milliseconds.
 """
