@@ -294,7 +294,7 @@ class Gateway:
     def log_running_streams(self) -> None:
         """Give every running stream not yet in the write-ahead log its STARTED frame, so should
         the gateway die before the stream ends, the restart records the call. Called with
-        `cut_withdrawn_streams`, so a stream is covered once it has run that interval (0.2 s):
+        `cut_withdrawn_streams`, so a stream is covered from the first check it runs at (0.2 s apart):
         writing the frame at admission cost a short stream more than its record (docs/gateway.md)."""
         if not self.delivery.write_ahead:
             return
