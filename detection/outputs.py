@@ -53,10 +53,21 @@ def alert_event(change: Change) -> dict[str, Any] | None:
     }
 
 
+def pattern_version(pattern: FailurePattern) -> str:
+    """One publication of a pattern: when, and how many identities and tenants it names then.
+    The counts matter: a pattern that grows twice at one instant of event time (two joins in
+    one batch) is published twice, and the flows sink keeps the first row of an id, so an id
+    of the instant alone kept the smaller version in `events` and `failure_patterns`."""
+    return (
+        f"{pattern.pattern_id}/{pattern.detected_at.isoformat()}"
+        f"/{len(set(pattern.identities))}/{len(set(pattern.tenants))}"
+    )
+
+
 def pattern_event(pattern: FailurePattern) -> dict[str, Any]:
     at = pattern.detected_at
     return {
-        "event_id": stable_uuid7(int(at.timestamp() * 1000), f"pattern_detected/{pattern.pattern_id}/{at.isoformat()}"),
+        "event_id": stable_uuid7(int(at.timestamp() * 1000), f"pattern_detected/{pattern_version(pattern)}"),
         "event_type": "pattern_detected",
         "event_source": "flows",
         "tenant_id": pattern.tenant_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from detection.outputs import pattern_event
 from schemas.models import SYSTEM_TENANT, Actor, Alert, FailurePattern
 from tokentrail.storage.alert_rows import alert_row, pattern_row
 
@@ -100,6 +101,20 @@ def test_a_growing_pattern_is_one_row_at_its_latest_detection(store):
     [stored] = store.query("SELECT * FROM failure_patterns FINAL")
     assert (stored["identity_count"], stored["calls"], stored["context_hash"]) == (4, 25, "3f2a9c0d1e4b5a67")
     assert (stored["pattern_id"], stored["scope"], stored["status"]) == ("fp-pattern", "tenant", 503)
+
+
+def test_a_pattern_grown_twice_at_one_instant_is_two_publications_and_the_grown_one_is_kept(store):
+    """Two joins in one batch of event time publish the pattern twice with one `detected_at`;
+    the flows sink keeps the first row of an id, so the ids must tell the two apart (they did
+    not: the events table and failure_patterns kept the three-identity version)."""
+    first, grown = pattern(), pattern(identities=["k1", "k2", "k3", "k4"], count=25)
+    assert pattern_row(first)["detection_id"] != pattern_row(grown)["detection_id"]
+    assert pattern_event(first)["event_id"] != pattern_event(grown)["event_id"]
+    assert pattern_event(grown)["event_id"] == pattern_event(pattern(identities=["k4", "k3", "k2", "k1"]))["event_id"]
+    store.insert_rows("failure_patterns", [pattern_row(first)])
+    store.insert_rows("failure_patterns", [pattern_row(grown)])
+    [stored] = store.query("SELECT * FROM failure_patterns FINAL")
+    assert stored["identity_count"] == 4
 
 
 def test_a_provider_incident_belongs_to_the_system_tenant_and_names_every_tenant(store):

@@ -48,10 +48,12 @@ def alert_row(alert: Alert) -> dict[str, Any]:
 
 def pattern_row(pattern: FailurePattern) -> dict[str, Any]:
     """The `failure_patterns` row of a detected pattern (the replacing version is `detected_at`);
-    `detection_id` names this detection: pattern, signature and when."""
+    `detection_id` names this publication: pattern, signature, when and how many it names (two
+    growths at one instant are two rows for the sink's dedup; the later inserted one wins)."""
     detected_at = format_timestamp(pattern.detected_at)
+    identity_count, tenant_count = len(set(pattern.identities)), len(set(pattern.tenants))
     return {
-        "detection_id": f"{pattern.pattern_id}/{pattern.signature}/{detected_at}",
+        "detection_id": f"{pattern.pattern_id}/{pattern.signature}/{detected_at}/{identity_count}/{tenant_count}",
         "tenant_id": pattern.tenant_id,
         "pattern_id": pattern.pattern_id,
         "scope": pattern.scope,
@@ -63,9 +65,9 @@ def pattern_row(pattern: FailurePattern) -> dict[str, Any]:
         "error_code": pattern.error_code,
         "context_hash": pattern.context_hash,
         "identities": sorted(set(pattern.identities)),
-        "identity_count": len(set(pattern.identities)),
+        "identity_count": identity_count,
         "tenants": sorted(set(pattern.tenants)),
-        "tenant_count": len(set(pattern.tenants)),
+        "tenant_count": tenant_count,
         "calls": pattern.count,
         "first_seen": format_timestamp(pattern.first_seen),
         "last_seen": format_timestamp(pattern.last_seen),
