@@ -58,10 +58,8 @@ def pattern_version(pattern: FailurePattern) -> str:
     The counts matter: a pattern that grows twice at one instant of event time (two joins in
     one batch) is published twice, and the flows sink keeps the first row of an id, so an id
     of the instant alone kept the smaller version in `events` and `failure_patterns`."""
-    return (
-        f"{pattern.pattern_id}/{pattern.detected_at.isoformat()}"
-        f"/{len(set(pattern.identities))}/{len(set(pattern.tenants))}"
-    )
+    identity_count, tenant_count = pattern.breadth()
+    return f"{pattern.pattern_id}/{pattern.detected_at.isoformat()}/{identity_count}/{tenant_count}"
 
 
 def pattern_event(pattern: FailurePattern) -> dict[str, Any]:

@@ -97,10 +97,6 @@ class SeenIds:
             maybe = iter(self._filter.contains(hashes))
         return [next(maybe) if inside else True for inside in covered]
 
-    def suspect(self, table: str, row_id: str, timestamp: str) -> bool:
-        """`suspects` of one row."""
-        return self.suspects(table, [(row_id, timestamp)])[0]
-
     def add(self, table: str, ids: Iterable[str]) -> None:
         hashes = [_id_hash(table, row_id) for row_id in ids]
         with self._lock:

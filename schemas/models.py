@@ -348,3 +348,8 @@ class FailurePattern(Contract):
     first_seen: UtcTimestamp
     last_seen: UtcTimestamp
     detected_at: UtcTimestamp
+
+    def breadth(self) -> tuple[int, int]:
+        """(distinct identities, distinct tenants) it names: with `detected_at`, what tells one
+        publication of a growing pattern from another (its event id and `detection_id`)."""
+        return len(set(self.identities)), len(set(self.tenants))

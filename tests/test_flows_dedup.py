@@ -48,7 +48,7 @@ def test_a_batch_answers_each_row_as_it_would_alone():
     seen.add("llm_calls", [f"c{i}" for i in range(0, 100, 2)])
     rows = [(f"c{i}", "2026-11-28 12:00:00.000") for i in range(100)] + [("c1", ""), ("c3", "2026-11-27 00:00:00.000")]
     batch = seen.suspects("llm_calls", rows)
-    assert batch == [seen.suspect("llm_calls", row_id, timestamp) for row_id, timestamp in rows]
+    assert batch == [seen.suspects("llm_calls", [row])[0] for row in rows]
     assert all(batch[0:100:2]) and batch[-2:] == [True, True]  # added; no timestamp and before `since`
     assert sum(batch[1:100:2]) < 10  # never added: only false positives
     assert not any(SeenIds(capacity=1_000).suspects("alerts_other", rows[:100]))  # another filter: nothing seen
@@ -88,14 +88,14 @@ def test_the_filter_is_loaded_from_storage_within_the_window(store):
     store.insert_rows("llm_calls", [old, *recent])
     seen = SeenIds.load(store, TABLES, capacity=1000, window_hours=24)
     assert seen.since.startswith("2026-11-27 12:00:00")
-    assert all(seen.suspect("llm_calls", f"r{i}", "2026-11-28 12:00:00.000") for i in range(5))
-    assert seen.suspect("llm_calls", "old", "2026-11-20 12:00:00.000")  # before `since`: looked up
-    assert sum(seen.suspect("llm_calls", f"x{i}", "2026-11-28 12:00:00.000") for i in range(200)) < 10
+    assert all(seen.suspects("llm_calls", [(f"r{i}", "2026-11-28 12:00:00.000") for i in range(5)]))
+    assert seen.suspects("llm_calls", [("old", "2026-11-20 12:00:00.000")]) == [True]  # before `since`: looked up
+    assert sum(seen.suspects("llm_calls", [(f"x{i}", "2026-11-28 12:00:00.000") for i in range(200)])) < 10
 
 
 def test_tables_without_a_timestamp_load_and_their_rows_are_always_looked_up(store):
     """The detect flow's sink also writes `alerts` and `failure_patterns`, which have no `timestamp`."""
     store.insert_rows("llm_calls", [call_row(call_id="r0", timestamp="2026-11-28 12:00:00.000")])
     seen = SeenIds.load(store, {**TABLES, "alerts": "alert_id"}, capacity=1000, window_hours=24)
-    assert seen.suspect("llm_calls", "r0", "2026-11-28 12:00:00.000")
-    assert seen.suspect("alerts", "never-seen", "")
+    assert seen.suspects("llm_calls", [("r0", "2026-11-28 12:00:00.000")]) == [True]
+    assert seen.suspects("alerts", [("never-seen", "")]) == [True]

@@ -51,7 +51,7 @@ def pattern_row(pattern: FailurePattern) -> dict[str, Any]:
     `detection_id` names this publication: pattern, signature, when and how many it names (two
     growths at one instant are two rows for the sink's dedup; the later inserted one wins)."""
     detected_at = format_timestamp(pattern.detected_at)
-    identity_count, tenant_count = len(set(pattern.identities)), len(set(pattern.tenants))
+    identity_count, tenant_count = pattern.breadth()
     return {
         "detection_id": f"{pattern.pattern_id}/{pattern.signature}/{detected_at}/{identity_count}/{tenant_count}",
         "tenant_id": pattern.tenant_id,
