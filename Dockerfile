@@ -7,7 +7,7 @@ COPY gateway ./gateway
 COPY flows ./flows
 COPY schemas ./schemas
 COPY clickhouse ./clickhouse
-# gcc builds gateway/_redaction.c (redaction's compiled passes) and leaves with the apt lists.
+# gcc builds gateway/_redaction.c and gateway/_group_commit.c and leaves with the apt lists.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install --no-cache-dir -e . \
     && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/*

@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py gateway/_redaction.c
-	@# gateway/_redaction.c (redaction's compiled passes) needs a C compiler and Python's headers;
-	@# without them the install still works and the regex passes run instead (a test says so).
-	@command -v cc >/dev/null 2>&1 || { echo "installing gcc for gateway/_redaction.c"; \
+$(STAMP): pyproject.toml setup.py gateway/_redaction.c gateway/_group_commit.c
+	@# gateway/_redaction.c and gateway/_group_commit.c need a C compiler and Python's headers;
+	@# without them the install still works and their Python versions run instead (tests say so).
+	@command -v cc >/dev/null 2>&1 || { echo "installing gcc for the gateway's C extensions"; \
 		apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; } || echo "warning: no C compiler"
 	@$(PYTHON) -c "import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()['include'] + '/Python.h'))" \
 		|| apt-get install -y -qq python3-dev >/dev/null || echo "warning: no Python headers"

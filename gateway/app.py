@@ -60,6 +60,7 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         max_bytes=settings.spool_max_bytes,
         segment_bytes=settings.spool_segment_bytes,
         segment_age_s=settings.spool_segment_age_s,
+        fsync_interval_s=settings.spool_fsync_interval_s,
         on_write_failure=metrics.spool_write_failures.inc,
         on_corrupt_frame=metrics.spool_corrupt_frames.inc,
     )
@@ -73,7 +74,6 @@ def create_app(settings: GatewaySettings, core: CoreSettings) -> web.Application
         core.topic(CALLS_RAW),
         spool,
         metrics,
-        settings.spool_fsync_interval_s,
         settings.spool_write_ahead,
         sign_fallback=lambda fallback: signed_bytes(orjson.loads(fallback), signing_keys),
     )

@@ -19,10 +19,9 @@
   Kafka header `tokentrail-redelivery: 1` (the flows look such ids up before writing;
   docs/architecture.md), and streams that had started but not finished are recorded from
   the record their `STARTED` frame carries.
-- A second thread fsyncs the log (group commit): once something is appended it waits
-  `fsync_interval_s` for more and syncs it all, so a record waits at most that long; an idle
-  log wakes nobody (a 5 ms timer cost ~15% of a core on our VMs). The delivery thread rolls
-  segments by age.
+- The log's group commit (`gateway.group_commit`, a thread off the GIL) fdatasyncs appended
+  records within the spool's `fsync_interval_s`. The delivery thread rolls segments by age and
+  closes the sealed ones.
 
 With `write_ahead=False` records go to Kafka directly and reach the spool only on failure
 (the behaviour before the write-ahead log, kept as the benchmark's baseline).
@@ -126,7 +125,6 @@ class Delivery:
         topic: str,
         spool: Spool,
         metrics: Any,
-        fsync_interval_s: float = 0.02,
         write_ahead: bool = True,
         *,
         sign_fallback: Callable[[bytes], bytes],
@@ -136,7 +134,6 @@ class Delivery:
         self.topic = topic
         self.spool = spool
         self.metrics = metrics
-        self.fsync_interval_s = fsync_interval_s
         self.write_ahead = write_ahead
         self.sign_fallback = sign_fallback
         self._acknowledged: list[Segment] = []
@@ -156,7 +153,6 @@ class Delivery:
         self.producer = Producer(self._config)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._syncer: threading.Thread | None = None
         self._drain_failed = False
         self._fatal: KafkaError | None = None
         self._brokers_down = False
@@ -233,32 +229,19 @@ class Delivery:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tokentrail-delivery", daemon=True)
         self._thread.start()
-        self._syncer = threading.Thread(target=self._sync_log, name="tokentrail-wal-sync", daemon=True)
-        self._syncer.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Deliver what is queued within `timeout`. What Kafka did not acknowledge stays in the
         log (the next start sends it again); without the write-ahead log it goes to the spool."""
         self._stop.set()
-        for thread in (self._thread, self._syncer):
-            if thread is not None:
-                thread.join(timeout=30)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         if self.producer.flush(timeout) > 0 and not self.write_ahead:
             self.producer.purge(in_queue=True, in_flight=False)
             self.producer.flush(0)  # serves the purge reports: they spool the records
             self.producer.poll(0)
         self._retire_acknowledged()
         self.spool.close()
-
-    def _sync_log(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.spool.wait_to_sync(timeout=0.5):
-                    time.sleep(self.fsync_interval_s)  # what is appended meanwhile shares the fsync
-                    self.spool.sync()
-            except Exception:  # noqa: BLE001 - the log must keep being synced
-                log.exception("syncing the write-ahead log failed; retrying")
-                time.sleep(0.5)
 
     def _run(self) -> None:
         next_drain = time.monotonic()
@@ -268,6 +251,7 @@ class Delivery:
                 self._retire_acknowledged()
                 now = time.monotonic()
                 self.spool.roll_if_old()
+                self.spool.close_sealed()
                 if self._fatal is not None:
                     self._replace_producer()
                 if self._brokers_down:

@@ -15,9 +15,11 @@ the log's own threads: 3.7% of the gateway's samples at 64 connections). The seg
 its disk `RESERVE` bytes at a time with `posix_fallocate`, so a copy never needs a block the
 disk does not have (that would be SIGBUS, not an error): a full disk (ENOSPC) or a file size
 limit (EFBIG) refuses the reservation instead, and the frame that needed it is not written.
-`sync()` (the log's sync thread, every few ms) makes frames survive a power loss too (group
-commit); a sealed segment is cut to what it holds. Nothing on the request path waits for a
-disk. A crash leaves the active segment at its reserved size: readers stop at the zeros.
+The group commit (`gateway.group_commit`, a thread off the GIL) fdatasyncs the active segment
+at most `fsync_interval_s` after an append, so frames survive a power loss too; a sealed
+segment is cut to what it holds, synced and closed by `close_sealed()` (the delivery thread).
+Nothing on the request path waits for a disk. A crash leaves the active segment at its
+reserved size: readers stop at the zeros.
 
 Kinds: `RECORD` (a record owed to Kafka; flagged `ENDS_STREAM` when it is the record of a
 stream that had a `STARTED` frame) and `STARTED` (a stream in progress: its value is the call
@@ -52,6 +54,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from gateway.group_commit import group_commit
 
 log = logging.getLogger("tokentrail.gateway.spool")
 
@@ -214,6 +218,7 @@ class Spool:
         max_bytes: int = 8 << 30,
         segment_bytes: int = 64 << 20,
         segment_age_s: float = 2.0,
+        fsync_interval_s: float = 0.02,
         on_write_failure: Callable[[], None] | None = None,
         on_corrupt_frame: Callable[[], None] | None = None,
     ) -> None:
@@ -230,11 +235,11 @@ class Spool:
         self._map: mmap.mmap | None = None
         self._reserved = 0
         """Bytes of the active segment reserved on disk and mapped."""
-        self._dirty = False
-        self._to_sync = threading.Event()
-        """Set while appended bytes wait for their fsync or rolled files for their close."""
+        self.group_commit = group_commit(fsync_interval_s)
+        """Syncs the active segment at most `fsync_interval_s` after an append."""
+        self._sync_failures = 0
         self._closing: list[tuple[int, mmap.mmap | None, int]] = []
-        """Sealed segments' (file, mapping, size): unmapped, cut to size, synced and closed by `sync()`."""
+        """Sealed segments' (file, mapping, size): unmapped, cut to size, synced and closed by `close_sealed()`."""
         self.spooling = False
         """New segments are drain segments: records wait for the drain instead of going to Kafka."""
         self.segments: list[Segment] = []
@@ -279,9 +284,7 @@ class Spool:
                     self._refused(f"reserving disk for {segment.path} failed: {exc}")
                     return None
             self._map[segment.size : end] = frame  # type: ignore[index]
-            if not self._dirty:
-                self._dirty = True
-                self._to_sync.set()
+            self.group_commit.dirty()
             segment.size += len(frame)
             self.bytes += len(frame)
             if kind == RECORD:
@@ -334,21 +337,11 @@ class Spool:
             if self._active is not None and time.monotonic() - self._active.opened >= self.segment_age_s:
                 self._seal_active()
 
-    def wait_to_sync(self, timeout: float) -> bool:
-        """Whether something waits for `sync()` (appended bytes, rolled files), waiting up to
-        `timeout` for it: the syncing thread sleeps while the log is idle."""
-        return self._to_sync.wait(timeout)
-
-    def sync(self) -> None:
-        """Group commit: fsync what was appended since the last call, close rolled files."""
+    def close_sealed(self) -> None:
+        """Unmap, cut to size, fsync and close the segments sealed since the last call (the
+        delivery thread, off the request path); log the group commit's failures."""
         with self._lock:
-            fd = self._fd if self._dirty else -1
-            self._dirty = False
-            self._to_sync.clear()
             closing, self._closing = self._closing, []
-        if fd >= 0:
-            # the data only: the segment's size is fixed by its reservation, and its times need no disk write
-            _fsync(fd, os.fdatasync)
         for handle, mapping, size in closing:
             if mapping is not None:
                 mapping.close()
@@ -358,12 +351,18 @@ class Spool:
                 log.warning("cutting a spool segment to its size failed: %s", exc)
             _fsync(handle)
             os.close(handle)
+        _, failures, error = self.group_commit.counts()
+        if failures > self._sync_failures:
+            self._sync_failures = failures
+            log.warning("fsync of the write-ahead log failed (%d so far): %s", failures, os.strerror(error))
 
     def close(self) -> None:
+        """Seal the active segment, sync what the group commit owes and close every file."""
         with self._lock:
             if self._active is not None:
                 self._seal_active()
-        self.sync()
+        self.group_commit.stop()
+        self.close_sealed()
 
     # --- draining (delivery thread)
 
@@ -408,6 +407,7 @@ class Spool:
             self._refused(f"creating {path} failed: {exc}")
             return None
         self._next_sequence += 1
+        self.group_commit.follow(str(path))
         segment = Segment(path, drain=self.spooling, replayed=False)
         if self.bind is not None:
             segment.on_delivery = self.bind(segment)
@@ -428,10 +428,10 @@ class Spool:
     def _seal_active(self) -> None:
         segment, self._active = self._active, None
         if self._fd >= 0:
-            # unmapped, cut, fsynced and closed by the next sync(), off the request path
+            # unmapped, cut, fsynced and closed by the next close_sealed(), off the request path
             self._closing.append((self._fd, self._map, segment.size if segment is not None else 0))
             self._fd, self._map, self._reserved = -1, None, 0
-            self._to_sync.set()
+            self.group_commit.follow(None)
         if segment is not None:
             self._release(segment)
 
@@ -502,9 +502,9 @@ def _convert_legacy(directory: Path) -> None:
         log.warning("converted %s (%d records) from the old spool format to %s", path.name, records, target.name)
 
 
-def _fsync(handle: int, sync: Callable[[int], None] = os.fsync) -> None:
+def _fsync(handle: int) -> None:
     try:
-        sync(handle)
+        os.fsync(handle)
     except OSError as exc:
         if exc.errno != errno.EBADF:
             log.warning("fsync of the spool failed: %s", exc)

@@ -88,11 +88,11 @@ def test_segments_roll_by_size_and_age_and_go_when_nothing_is_owed(tmp_path):
     assert len({s.path for s in appended}) >= 3  # rolled by size
     for segment in appended:
         spool.retire(segment)  # Kafka acknowledged every record
-    spool.sync()
+    spool.close_sealed()
     assert len(list(tmp_path.glob("*.wal"))) == 1  # only the active one is left
     time.sleep(0.06)
     spool.roll_if_old()
-    spool.sync()
+    spool.close_sealed()
     assert list(tmp_path.glob("*.wal")) == [] and spool.records == 0 and spool.bytes == 0
 
 
@@ -100,7 +100,7 @@ def test_a_stream_in_progress_keeps_its_segment(tmp_path):
     spool = Spool(tmp_path, segment_bytes=100)
     started = spool.append(b"k", b"c1\nfallback" + b"x" * 100, STARTED)  # fills the segment: rolled
     assert started is not None and started.path.exists()
-    spool.sync()
+    spool.close_sealed()
     assert started.path.exists()  # the stream still holds it
     spool.retire(started, record=False)
     assert not started.path.exists()
@@ -168,9 +168,7 @@ def test_delivery_without_kafka_carries_records_to_a_drain_segment_in_order(tmp_
     metrics = GatewayMetrics()
     spool = Spool(tmp_path)
     config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=1000, linger_ms=5)
-    delivery = Delivery(
-        {**config, "log_level": 0}, "t.calls", spool, metrics, fsync_interval_s=0.01, sign_fallback=bytes
-    )
+    delivery = Delivery({**config, "log_level": 0}, "t.calls", spool, metrics, sign_fallback=bytes)
     try:
         started = time.perf_counter()
         for i in range(50):
@@ -261,33 +259,19 @@ def test_a_spool_of_the_old_format_is_converted_from_its_drained_mark(tmp_path):
 
 
 def test_an_idle_log_is_never_synced_and_a_written_record_is_synced_within_the_interval(tmp_path):
-    """Group commit without a timer: an idle gateway's delivery side does not wake every
-    fsync interval (200 wake-ups a second cost ~15% of a core on these VMs, stolen from the
-    event loop when pinned together), yet a record written ahead is fsynced within the interval."""
-    spool = Spool(tmp_path)
-    syncs: list[float] = []
-    real_sync = spool.sync
-
-    def counted_sync() -> None:
-        syncs.append(time.monotonic())
-        real_sync()
-
-    spool.sync = counted_sync  # type: ignore[method-assign]
-    config = producer_config({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, message_timeout_ms=60_000, linger_ms=5)
-    delivery = Delivery(
-        {**config, "log_level": 0}, "t.calls", spool, GatewayMetrics(), fsync_interval_s=0.01, sign_fallback=bytes
-    )
-    delivery.start()
+    """Group commit without a timer: an idle gateway's log does not wake every fsync interval
+    (200 wake-ups a second cost ~15% of a core on these VMs, stolen from the event loop when
+    pinned together), yet a record written ahead is fsynced within the interval."""
+    spool = Spool(tmp_path, fsync_interval_s=0.01)
     try:
-        time.sleep(1.0)
-        assert syncs == [], f"{len(syncs)} syncs of an idle log in 1 s"
-        written = time.monotonic()
-        delivery.submit(b"acme", b"value")
-        deadline = written + 5
-        while not syncs and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert syncs and syncs[0] - written < 0.01 + 0.5, "the record was not synced in time"  # + scheduling slack
         time.sleep(0.5)
-        assert len(syncs) == 1  # and the log is idle again
+        assert spool.group_commit.counts() == (0, 0, 0), "an idle log was synced"
+        written = time.monotonic()
+        spool.append(b"acme", b"value")
+        while spool.group_commit.counts()[0] == 0 and time.monotonic() < written + 5:
+            time.sleep(0.001)
+        assert time.monotonic() - written < 0.01 + 0.5, "the record was not synced in time"  # + scheduling slack
+        time.sleep(0.3)
+        assert spool.group_commit.counts() == (1, 0, 0)  # and the log is idle again
     finally:
-        delivery.stop(timeout=0.2)
+        spool.close()

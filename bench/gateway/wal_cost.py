@@ -89,9 +89,8 @@ def one_round(
     delivery = Delivery(
         producer_config({"bootstrap.servers": bootstrap}, 30_000, 20, write_ahead),
         TOPIC,
-        Spool(spool_dir),
+        Spool(spool_dir, fsync_interval_s=fsync_interval_s),
         GatewayMetrics(),
-        fsync_interval_s,
         write_ahead,
         sign_fallback=bytes,  # no streams here
     )
