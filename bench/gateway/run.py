@@ -286,6 +286,24 @@ def export_revision(revision: str, tree: Path) -> Path:
     return tree
 
 
+def bench_key(home: Path, bootstrap: str) -> str:
+    """A key for tenant `bench` minted by this tree's control plane, with limits high enough
+    that the limiter runs on every request without refusing one."""
+    plane = ControlPlane(
+        CoreSettings(home=home, kafka_bootstrap=bootstrap, topic_prefix=PREFIX, operator_key=OPERATOR_KEY)
+    )
+    identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
+    plane.put_control(
+        Limits(
+            scope=f"key:{identity.key_id}",
+            requests_per_minute=100_000_000,
+            tokens_per_minute=100_000_000,
+            changed_at=datetime.now(UTC),
+        )
+    )
+    return key
+
+
 def baseline_key(env: dict[str, str], tree: Path) -> str:
     """A key (with limits) minted by the control plane of the revision exported in `tree`."""
     return subprocess.run(
@@ -368,20 +386,7 @@ def main() -> int:
     with bench_stack("gateway", pinned=True) as (workdir, handle, mock):
         home = workdir / "home"
         try:
-            plane = ControlPlane(
-                CoreSettings(
-                    home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX, operator_key=OPERATOR_KEY
-                )
-            )
-            identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
-            plane.put_control(
-                Limits(
-                    scope=f"key:{identity.key_id}",
-                    requests_per_minute=100_000_000,
-                    tokens_per_minute=100_000_000,
-                    changed_at=datetime.now(UTC),
-                )
-            )
+            key = bench_key(home, handle.bootstrap)
 
             bare_port, gateway_port = free_port(), free_port()
             bare = subprocess.Popen(

@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,11 +40,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from run import (  # noqa: E402
-    OPERATOR_KEY,
-    PREFIX,
     ROOT,
     SERVER_CORE,
     baseline_key,
+    bench_key,
     bench_stack,
     cpu_seconds,
     ensure_wrk,
@@ -57,10 +55,6 @@ from run import (  # noqa: E402
     wait_ready,
     wrk_command,
 )
-
-from schemas.models import Actor, Limits  # noqa: E402
-from tokentrail.control.plane import ControlPlane  # noqa: E402
-from tokentrail.settings import CoreSettings  # noqa: E402
 
 REFERENCE = "no-wal"
 
@@ -127,20 +121,7 @@ def main() -> None:
     with bench_stack("share", pinned=True) as (workdir, handle, mock):
         home = workdir / "home"
         try:
-            plane = ControlPlane(
-                CoreSettings(
-                    home=home, kafka_bootstrap=handle.bootstrap, topic_prefix=PREFIX, operator_key=OPERATOR_KEY
-                )
-            )
-            identity, key = plane.create_key("bench", Actor(type="system", id="wrk"))
-            plane.put_control(
-                Limits(
-                    scope=f"key:{identity.key_id}",
-                    requests_per_minute=100_000_000,
-                    tokens_per_minute=100_000_000,
-                    changed_at=datetime.now(UTC),
-                )
-            )
+            key = bench_key(home, handle.bootstrap)
             env = gateway_env(home, handle.bootstrap, mock.url)
             variants: dict[str, tuple[dict[str, str], Path]] = {
                 REFERENCE: ({"TOKENTRAIL_SPOOL_WRITE_AHEAD": "false", "TOKENTRAIL_SPOOL_DIR": str(home / "s0")}, ROOT),
