@@ -35,7 +35,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 def test_the_gateway_runs_the_compiled_group_commit():
     """`make install` builds gateway/_group_commit.c; without it the Python thread costs the
-    event loop ~10% of req/s at 64 connections (bench/gateway/RESULTS.md)."""
+    event loop 1.5-2.5% more CPU per request at 64 connections (bench/gateway/RESULTS.md)."""
     assert CompiledGroupCommit is not None, "gateway/_group_commit.c was not built"
     assert type(group_commit(0.02)) is CompiledGroupCommit
 
