@@ -7,9 +7,10 @@ COPY gateway ./gateway
 COPY flows ./flows
 COPY schemas ./schemas
 COPY clickhouse ./clickhouse
-# gcc builds gateway/_redaction.c and gateway/_group_commit.c and leaves with the apt lists.
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+# gcc (and zlib's headers, for gateway/_frames.c) build the gateway's C extensions and leave with
+# the apt lists; libz itself stays, Python's zlib module needs it too.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev zlib1g-dev \
     && pip install --no-cache-dir -e . \
-    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+    && apt-get purge -y --auto-remove gcc libc6-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
 ENV TOKENTRAIL_HOME=/var/lib/tokentrail
 ENTRYPOINT ["tokentrail"]

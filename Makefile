@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py gateway/_redaction.c gateway/_group_commit.c
-	@# gateway/_redaction.c and gateway/_group_commit.c need a C compiler and Python's headers;
-	@# without them the install still works and their Python versions run instead (tests say so).
+$(STAMP): pyproject.toml setup.py gateway/_redaction.c gateway/_group_commit.c gateway/_frames.c
+	@# The gateway's C extensions need a C compiler and Python's headers (gateway/_frames.c also
+	@# zlib's); without them the install still works and their Python versions run instead (tests say so).
 	@command -v cc >/dev/null 2>&1 || { echo "installing gcc for the gateway's C extensions"; \
 		apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; } || echo "warning: no C compiler"
+	@test -e /usr/include/zlib.h || { echo "installing zlib's headers for gateway/_frames.c"; \
+		apt-get update -qq && apt-get install -y -qq zlib1g-dev >/dev/null; } || echo "warning: no zlib headers"
 	@$(PYTHON) -c "import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()['include'] + '/Python.h'))" \
 		|| apt-get install -y -qq python3-dev >/dev/null || echo "warning: no Python headers"
 	$(PYTHON) -m venv $(VENV)
