@@ -67,6 +67,7 @@ static void *run(void *arg) {
             } /* what is appended meanwhile shares this sync */
             pthread_mutex_lock(&self->lock);
         }
+        int last = self->stopping; /* one sync after a stop request, then end: appends never keep it alive */
         __atomic_store_n(&self->pending, 0, __ATOMIC_RELEASE); /* later appends make another cycle */
         char *path = self->path ? strdup(self->path) : NULL;
         pthread_mutex_unlock(&self->lock);
@@ -75,6 +76,7 @@ static void *run(void *arg) {
             free(path);
         }
         pthread_mutex_lock(&self->lock);
+        if (last) break;
     }
     self->running = 0;
     pthread_cond_broadcast(&self->ended);
@@ -82,13 +84,21 @@ static void *run(void *arg) {
     return NULL;
 }
 
+/* End the thread, then sync what was appended while it made its last sync: under a steady stream
+ * of appends the thread alone would never find itself owing nothing, and a stop would never end. */
 static void stop_thread(GroupCommit *self) {
     pthread_mutex_lock(&self->lock);
     self->stopping = 1;
     pthread_cond_signal(&self->wake);
     while (self->running) pthread_cond_wait(&self->ended, &self->lock); /* it syncs what is owed first */
     self->stopping = 0; /* a later dirty() starts a new thread */
+    int owed = __atomic_exchange_n(&self->pending, 0, __ATOMIC_ACQ_REL);
+    char *path = owed && self->path ? strdup(self->path) : NULL;
     pthread_mutex_unlock(&self->lock);
+    if (path) {
+        sync_path(self, path);
+        free(path);
+    }
 }
 
 static int init(GroupCommit *self, PyObject *args, PyObject *kwargs) {

@@ -100,16 +100,30 @@ class ThreadedGroupCommit:
             self._path = path
 
     def stop(self) -> None:
+        """End the thread, then sync what was appended during its last sync: under a steady
+        stream of appends the thread alone would never find itself owing nothing."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
             while self._thread is not None:
                 self._wake.wait()
             self._stopping = False
+            owed, self._pending = self._pending, False
+            path = self._path
+        if owed and path is not None:
+            self._record(sync_path(path))
 
     def counts(self) -> tuple[int, int, int]:
         with self._wake:
             return self._syncs, self._failures, self._errno
+
+    def _record(self, failed: int) -> None:
+        with self._wake:
+            if failed:
+                self._failures += 1
+                self._errno = failed
+            else:
+                self._syncs += 1
 
     def _run(self) -> None:
         with self._wake:
@@ -117,22 +131,19 @@ class ThreadedGroupCommit:
                 while not self._pending and not self._stopping:
                     self._wake.wait()
                 if not self._pending:
-                    self._thread = None
-                    self._wake.notify_all()
-                    return
+                    break
                 if not self._stopping:
                     self._wake.wait(self.interval_s)  # what is appended meanwhile shares this sync
+                last = self._stopping  # one sync after a stop request, then end
                 self._pending = False
                 path = self._path
-                if path is None:
-                    continue
-                self._wake.release()
-                try:
-                    failed = sync_path(path)
-                finally:
-                    self._wake.acquire()
-                if failed:
-                    self._failures += 1
-                    self._errno = failed
-                else:
-                    self._syncs += 1
+                if path is not None:
+                    self._wake.release()
+                    try:
+                        self._record(sync_path(path))
+                    finally:
+                        self._wake.acquire()
+                if last:
+                    break
+            self._thread = None
+            self._wake.notify_all()

@@ -103,6 +103,7 @@ def test_a_segment_deleted_before_its_sync_owes_nothing_and_an_unsyncable_one_is
     assert commit.counts() == (1, 1, errno.ENOTDIR)
 
 
+@pytest.mark.timeout(60)
 def test_appends_from_many_threads_while_it_stops_and_restarts_are_all_synced(make, tmp_path):
     """The last append before each check is followed by a sync: none is left owed whatever
     interleaving of dirty(), stop() and the thread's own end."""
@@ -116,12 +117,16 @@ def test_appends_from_many_threads_while_it_stops_and_restarts_are_all_synced(ma
         while not done.is_set():
             commit.dirty()
 
-    writers = [threading.Thread(target=append) for _ in range(3)]
+    # Daemons, and told to end whatever happens: a stop that never returns fails this test by its
+    # timeout and must not leave three threads spinning on the GIL for the rest of the suite.
+    writers = [threading.Thread(target=append, daemon=True) for _ in range(3)]
     for writer in writers:
         writer.start()
-    for _ in range(50):
-        commit.stop()
-    done.set()
+    try:
+        for _ in range(50):
+            commit.stop()
+    finally:
+        done.set()
     for writer in writers:
         writer.join()
     before = commit.counts()[0]
