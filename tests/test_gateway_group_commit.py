@@ -138,38 +138,32 @@ def test_appends_from_many_threads_while_it_stops_and_restarts_are_all_synced(ma
 
 
 def test_a_stop_returns_while_appends_keep_coming_during_every_sync(monkeypatch, tmp_path):
-    """Each sync takes long enough for another append to arrive (a slow disk): the thread is never
-    owed nothing, and a stop that waited for that would never return (it hung CI, stop 23). A stop
-    ends the thread after one more sync and syncs the rest itself. Only the Python implementation
-    lets the sync be slowed; the compiled one runs the same cycle."""
-    synced = threading.Event()
+    """An append arrives during every sync (a slow disk under load): the thread is never owed
+    nothing, and a stop that waited for that would never return (it hung CI, stop 23). A stop ends
+    the thread after one more sync and syncs the rest itself. Only the Python implementation lets
+    the sync be replaced; the compiled one runs the same cycle."""
+    appending = threading.Event()
+    appending.set()
 
-    def slow_sync(path: str) -> int:
-        time.sleep(0.005)
-        synced.set()
+    def sync_while_appending(path: str) -> int:
+        if appending.is_set():
+            commit.dirty()
         return 0
 
-    monkeypatch.setattr(module, "sync_path", slow_sync)
+    monkeypatch.setattr(module, "sync_path", sync_while_appending)
     commit = ThreadedGroupCommit(0.001)
     commit.follow(str(tmp_path / "1.wal"))
-    done = threading.Event()
-
-    def append() -> None:
-        while not done.is_set():
-            commit.dirty()
-            time.sleep(0)
-
-    writer = threading.Thread(target=append, daemon=True)
-    writer.start()
+    commit.dirty()
+    stopper = threading.Thread(target=commit.stop, daemon=True)
     try:
-        assert synced.wait(5)
-        stopper = threading.Thread(target=commit.stop, daemon=True)
         stopper.start()
-        stopper.join(1)  # one more sync of 5 ms, and the rest in stop() itself
+        stopper.join(1)  # one more sync, and the one owed after it in stop() itself
         assert not stopper.is_alive(), "stop() did not return while appends kept coming"
     finally:
-        done.set()
-        writer.join()
+        appending.clear()
+        stopper.join()
+    commit.stop()  # ends the cycle the last append started
+    assert commit.counts()[1] == 0
 
 
 def test_an_interval_that_is_not_positive_is_refused(make):
